@@ -1,0 +1,42 @@
+# nico-task-api: `make run` serves the demo, `make test` passes the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+# The demo's running task, with its multi-stage report (nico_api/demo.yaml).
+DEMO_ORG := acme-inc
+DEMO_SITE := 5518ae98-48f4-47c1-b4d3-7b3747fa4d0c
+DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
+
+.PHONY: run test lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/nico-api db init
+	$(BIN)/nico-api db seed --demo
+	@token=$$($(BIN)/nico-api token --org $(DEMO_ORG) --role PROVIDER_ADMIN --ttl 86400) && \
+	echo && echo "Try it (the token is valid for 24 hours):" && echo && \
+	echo "  curl -s -H 'Authorization: Bearer $$token' \\" && \
+	echo "    'http://$(HOST):$(PORT)/v2/org/$(DEMO_ORG)/nico/task/$(DEMO_TASK)?siteId=$(DEMO_SITE)'" && \
+	echo
+	$(BIN)/nico-api serve --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""A spec-first implementation of the NICo REST API's Task resource."""

@@ -1,0 +1,49 @@
+"""The application factory: the spec, wired to handlers, security and the error envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import connexion
+from connexion.jsonifier import JSONEncoder, Jsonifier
+from connexion.resolver import Resolver
+from pydantic import BaseModel
+
+import handlers
+from nico_api import auth, db, errors
+from nico_api.config import SPEC_PATH, Settings
+
+
+class _APIEncoder(JSONEncoder):
+    """Handlers return pydantic models; they know their own wire form."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, BaseModel):
+            return o.model_dump(mode="json")
+        return super().default(o)
+
+
+def _handler_for(operation_id: str) -> Any:
+    return getattr(handlers, operation_id.replace("-", "_"))
+
+
+def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
+    settings = settings or Settings.from_env()
+    db.connect(settings.database_url)
+    auth.configure(settings)
+    app = connexion.AsyncApp(
+        __name__,
+        specification_dir=SPEC_PATH.parent,
+        jsonifier=Jsonifier(json, cls=_APIEncoder),
+        security_map={"bearer": auth.BearerAuthentication},
+    )
+    app.add_api(
+        SPEC_PATH.name,
+        resolver=Resolver(function_resolver=_handler_for),
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        pythonic_params=True,
+    )
+    errors.install(app)
+    return app

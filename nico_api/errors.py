@@ -1,0 +1,88 @@
+"""The NICo error envelope, and the handlers that put every error into it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+STORAGE_UNAVAILABLE = "Task storage is temporarily unavailable"
+INTERNAL_ERROR = "Internal server error"
+
+
+class NICoError(Exception):
+    """An answer of the contract that is not a success: a status and the production message."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        data: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        # Connexion's security layer picks the most specific error by this attribute.
+        self.status_code = status
+        self.message = message
+        self.data = data
+        self.headers = headers or {}
+
+
+def envelope(
+    status: int,
+    message: str,
+    data: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ConnexionResponse:
+    body = json.dumps({"source": "nico", "message": message, "data": data})
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/json",
+        content_type="application/json",
+        body=body,
+        headers=headers or {},
+    )
+
+
+def _nico_error(_request: ConnexionRequest, exc: NICoError) -> ConnexionResponse:
+    return envelope(exc.status_code, exc.message, exc.data, exc.headers)
+
+
+def _problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    # Connexion's own errors (request validation, security) carry the useful text in detail.
+    return envelope(exc.status, str(exc.detail or exc.title), headers=dict(exc.headers or {}))
+
+
+def _http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    return envelope(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def _storage_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("storage error on %s %s: %r", request.method, request.url.path, exc)
+    return envelope(503, STORAGE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(500, INTERNAL_ERROR)
+
+
+def install(app: AsyncApp) -> None:
+    """Route every kind of error the app can raise into the envelope."""
+    app.add_error_handler(NICoError, _nico_error)
+    app.add_error_handler(ProblemException, _problem)
+    app.add_error_handler(HTTPException, _http_error)
+    # Unreachable, dropped, timed-out or exhausted storage: the client may retry.
+    for storage_error in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_error_handler(storage_error, _storage_error)
+    app.add_error_handler(Exception, _unexpected)

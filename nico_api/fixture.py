@@ -1,0 +1,200 @@
+"""The fixture file format: providers, sites and tasks as Flow stores them, loaded whole."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nico_api import db, models
+from nico_api.schemas import FLOW_STATUS, as_utc
+
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+FlowStatus = Literal[tuple(FLOW_STATUS)]  # type: ignore[valid-type]
+
+
+class FixtureError(ValueError):
+    """The file cannot be loaded; nothing from it was written."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    defaulted_times: ClassVar[frozenset[str]] = frozenset()
+
+    def columns(self) -> dict[str, Any]:
+        # Unset timestamps are left out, so a reload keeps the stored ones and a new row gets now.
+        return {k: v for k, v in self if v is not None or k not in self.defaulted_times}
+
+
+class ProviderRecord(_Record):
+    defaulted_times = frozenset({"created", "updated"})
+
+    id: uuid.UUID
+    org: Name
+    name: Name
+    created: Timestamp | None = None
+    updated: Timestamp | None = None
+
+
+class SiteRecord(_Record):
+    defaulted_times = frozenset({"created", "updated"})
+
+    id: uuid.UUID
+    name: Name
+    infrastructure_provider_id: uuid.UUID
+    flow_enabled: bool = False
+    created: Timestamp | None = None
+    updated: Timestamp | None = None
+
+
+class TaskRecord(_Record):
+    defaulted_times = frozenset({"created_at", "updated_at"})
+
+    id: uuid.UUID
+    site_id: uuid.UUID
+    rack_id: uuid.UUID | None = None
+    description: str = ""
+    message: str = ""
+    status: FlowStatus
+    applied_rule_id: uuid.UUID | None = None
+    report: Any = Field(default=None, description="Flow's report document, stored as given")
+    report_raw: str | None = Field(default=None, description="report text stored as-is")
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _one_report(self) -> TaskRecord:
+        if self.report is not None and self.report_raw is not None:
+            raise ValueError("give either report or report_raw, not both")
+        return self
+
+    def columns(self) -> dict[str, Any]:
+        values = super().columns()
+        raw = values.pop("report_raw")
+        if raw is not None:
+            values["report"] = raw
+        return values
+
+
+class FixtureFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[ProviderRecord] = []
+    sites: list[SiteRecord] = []
+    tasks: list[TaskRecord] = []
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    providers: int
+    sites: int
+    tasks: int
+
+    def __str__(self) -> str:
+        return f"{self.providers} providers, {self.sites} sites, {self.tasks} tasks"
+
+
+class _TextTimestampLoader(yaml.SafeLoader):
+    """YAML without implicit timestamps: report times stay RFC 3339 text, as Flow stores them."""
+
+
+_TextTimestampLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse(text: str, source: str = "fixture") -> FixtureFile:
+    try:
+        document = yaml.load(text, Loader=_TextTimestampLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise FixtureError(f"{source}: not valid YAML or JSON: {exc}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise FixtureError(f"{source}: the top level must be a mapping of providers, sites, tasks")
+    try:
+        return FixtureFile.model_validate(document)
+    except ValidationError as exc:
+        raise FixtureError(f"{source}: {_describe(exc, document)}") from None
+
+
+def _describe(exc: ValidationError, document: dict[str, Any]) -> str:
+    """Name the record (by position and id) and the field of each problem."""
+    problems = []
+    for error in exc.errors():
+        loc = error["loc"]
+        where = ".".join(str(part) for part in loc)
+        if len(loc) >= 2 and isinstance(loc[1], int):
+            record = document[loc[0]][loc[1]]
+            record_id = record.get("id") if isinstance(record, dict) else None
+            field = ".".join(str(part) for part in loc[2:]) or "(record)"
+            where = f"{loc[0]}[{loc[1]}]" + (f" (id {record_id})" if record_id else "")
+            where += f" field '{field}'"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def load(fixture: FixtureFile) -> LoadSummary:
+    """Write every record in one transaction, inserting or replacing by id."""
+    with db.transaction() as session:
+        _check_references(session, fixture)
+        for records, model in (
+            (fixture.providers, models.InfrastructureProvider),
+            (fixture.sites, models.Site),
+            (fixture.tasks, models.Task),
+        ):
+            for record in records:
+                session.merge(model(**record.columns()))
+            session.flush()
+    return LoadSummary(len(fixture.providers), len(fixture.sites), len(fixture.tasks))
+
+
+def _check_references(session: Session, fixture: FixtureFile) -> None:
+    owners: dict[str, uuid.UUID] = {}
+    for i, provider in enumerate(fixture.providers):
+        owner = owners.get(provider.org) or session.scalar(
+            select(models.InfrastructureProvider.id).where(
+                models.InfrastructureProvider.org == provider.org
+            )
+        )
+        if owner is not None and owner != provider.id:
+            raise FixtureError(
+                f"providers[{i}] (id {provider.id}) field 'org': "
+                f"org {provider.org!r} already has provider {owner}"
+            )
+        owners[provider.org] = provider.id
+    provider_ids = {p.id for p in fixture.providers}
+    for i, site in enumerate(fixture.sites):
+        ref = site.infrastructure_provider_id
+        if ref not in provider_ids and session.get(models.InfrastructureProvider, ref) is None:
+            raise FixtureError(
+                f"sites[{i}] (id {site.id}) field 'infrastructure_provider_id': no provider {ref}"
+            )
+    site_ids = {s.id for s in fixture.sites}
+    for i, task in enumerate(fixture.tasks):
+        if task.site_id not in site_ids and session.get(models.Site, task.site_id) is None:
+            raise FixtureError(f"tasks[{i}] (id {task.id}) field 'site_id': no site {task.site_id}")
+
+
+def load_file(path: Path) -> LoadSummary:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FixtureError(f"{path}: cannot read: {exc}") from None
+    return load(parse(text, str(path)))
+
+
+def demo() -> FixtureFile:
+    return parse(resources.files("nico_api").joinpath("demo.yaml").read_text(), "demo data")

@@ -1,0 +1,91 @@
+"""What the service stores: providers, their sites, and the tasks Flow runs at each site."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always stored and read back as an aware UTC datetime."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must carry a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite keeps no offset: what was written was UTC.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Flow's report document: native jsonb on PostgreSQL; SQL NULL (not JSON null) when absent.
+ReportDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, uuid.UUID: Uuid}  # noqa: RUF012
+
+
+class InfrastructureProvider(Base):
+    """The org's provider of infrastructure: owns the org's Sites."""
+
+    __tablename__ = "infrastructure_provider"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    org: Mapped[str] = mapped_column(String(256), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Site(Base):
+    """A data centre location; NICo Flow runs tasks at Sites where it is enabled."""
+
+    __tablename__ = "site"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    infrastructure_provider_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("infrastructure_provider.id"), index=True
+    )
+    flow_enabled: Mapped[bool] = mapped_column(default=False)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Task(Base):
+    """A task as NICo Flow stores it: Flow's status vocabulary and snake_case report."""
+
+    __tablename__ = "task"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), index=True)
+    rack_id: Mapped[uuid.UUID | None]
+    description: Mapped[str] = mapped_column(default="")
+    message: Mapped[str] = mapped_column(default="")
+    status: Mapped[str] = mapped_column(String(32))
+    applied_rule_id: Mapped[uuid.UUID | None]
+    report: Mapped[Any] = mapped_column(ReportDocument, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,173 @@
+"""The API's shapes, and their translation from what Flow stores."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_serializer,
+)
+from pydantic.alias_generators import to_camel
+
+from nico_api import models
+
+
+class TaskStatus(StrEnum):
+    UNKNOWN = "Unknown"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    TERMINATED = "Terminated"
+
+
+# Flow's stored vocabulary on the left; anything else reads as Unknown.
+FLOW_STATUS = {
+    "unknown": TaskStatus.UNKNOWN,
+    "pending": TaskStatus.PENDING,
+    "waiting": TaskStatus.PENDING,
+    "running": TaskStatus.RUNNING,
+    "completed": TaskStatus.SUCCEEDED,
+    "failed": TaskStatus.FAILED,
+    "terminated": TaskStatus.TERMINATED,
+}
+
+
+def rest_status(flow_status: str) -> TaskStatus:
+    return FLOW_STATUS.get(flow_status, TaskStatus.UNKNOWN)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Offsets become UTC; a time without an offset was written in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _text_only(value: Any) -> Any:
+    # A report's timestamps are RFC 3339 text; numbers are not read as epoch seconds.
+    if not isinstance(value, str):
+        raise ValueError("a timestamp must be RFC 3339 text")
+    return value
+
+
+def _only_version_1(value: int) -> int:
+    if value != 1:
+        raise ValueError("only version 1 reports are read")
+    return value
+
+
+ReportTime = Annotated[datetime, BeforeValidator(_text_only), AfterValidator(as_utc)]
+Count = Annotated[StrictInt, Field(ge=0)]
+PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+
+
+class ReportModel(BaseModel):
+    """Read from Flow's snake_case document, written as camelCase; empty optionals are omitted."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=False,
+        serialize_by_alias=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class TaskReportStep(ReportModel):
+    component_type: StrictStr
+    status: PhaseStatus
+    total_components: Count | None = None
+    completed_components: Count | None = None
+    failed_components: Count | None = None
+    started_at: ReportTime | None = None
+    finished_at: ReportTime | None = None
+    error: StrictStr | None = None
+
+
+class TaskReportStage(ReportModel):
+    number: StrictInt
+    status: PhaseStatus
+    steps: list[TaskReportStep]
+    started_at: ReportTime | None = None
+    finished_at: ReportTime | None = None
+    error: StrictStr | None = None
+
+
+class TaskReportV1(ReportModel):
+    version: Annotated[StrictInt, AfterValidator(_only_version_1)]
+    stages: list[TaskReportStage]
+    error: StrictStr | None = None
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> TaskReportV1 | None:
+        """Flow's stored report, or None when there is none or it is not a usable v1 report."""
+        if isinstance(stored, str | bytes):
+            try:
+                stored = json.loads(stored)
+            except ValueError:
+                return None
+        if not isinstance(stored, dict):
+            return None
+        try:
+            return cls.model_validate(stored)
+        except ValidationError:
+            return None
+
+
+class Task(BaseModel):
+    """A Task as the REST API presents it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+    id: uuid.UUID
+    status: TaskStatus
+    description: str
+    message: str
+    rule_id: uuid.UUID | None
+    started: datetime | None
+    finished: datetime | None
+    created: datetime
+    updated: datetime
+    report: TaskReportV1 | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset times and rule are sent as null; an absent report is left out.
+        data = handler(self)
+        if data.get("report") is None:
+            data.pop("report", None)
+        return data
+
+    @classmethod
+    def from_record(cls, task: models.Task) -> Task:
+        return cls(
+            id=task.id,
+            status=rest_status(task.status),
+            description=task.description or "",
+            message=task.message or "",
+            rule_id=task.applied_rule_id,
+            started=task.started_at,
+            finished=task.finished_at,
+            created=task.created_at,
+            updated=task.updated_at,
+            report=TaskReportV1.from_stored(task.report),
+        )

@@ -1,0 +1,428 @@
+"""Retrieve a Task through the real app: every row of the contract, in the contract's order."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.testclient import TestClient
+
+from nico_api import auth, fixture, schemas
+from tests.demo import (
+    ACME,
+    ACME_LAB_SITE,
+    ACME_SITE,
+    ACME_SITE_2,
+    COMPLETED_TASK,
+    FAILED_TASK,
+    GLOBEX,
+    GLOBEX_SITE,
+    PENDING_TASK,
+    RULE,
+    RUNNING_TASK,
+    SITE_2_TASK,
+    TERMINATED_TASK,
+    UNKNOWN_TASK,
+    WAITING_TASK,
+    task_path,
+)
+
+Bearer = Callable[..., dict[str, str]]
+BOTH_PATHS = pytest.mark.parametrize("rack", [False, True], ids=["task", "rack-task"])
+
+
+def assert_error(response, status: int, message: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"source": "nico", "message": message, "data": None}
+
+
+def get(
+    client: TestClient,
+    task_id: str,
+    headers: dict[str, str],
+    *,
+    site: str | None = ACME_SITE,
+    org: str = ACME,
+    rack: bool = False,
+    **query: str,
+):
+    params = dict(query)
+    if site is not None:
+        params["siteId"] = site
+    return client.get(task_path(task_id, org, rack), params=params, headers=headers)
+
+
+# --- success ---------------------------------------------------------------------------------
+
+
+@BOTH_PATHS
+def test_returns_the_task_with_its_report(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, RUNNING_TASK, bearer(), rack=rack)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    task = response.json()
+    assert task["id"] == RUNNING_TASK
+    assert task["status"] == "Running"
+    assert task["description"] == "Firmware update for rack R-14"
+    assert task["ruleId"] == RULE
+    assert task["started"] == "2026-11-02T09:00:05Z"
+    assert task["finished"] is None
+    assert task["created"] == "2026-11-02T09:00:00Z"
+    assert task["updated"] == "2026-11-02T09:20:00Z"
+    report = task["report"]
+    assert report["version"] == 1
+    assert [stage["status"] for stage in report["stages"]] == ["completed", "running", "pending"]
+    assert report["stages"][0]["steps"][1] == {
+        "componentType": "NVLSwitch",
+        "status": "completed",
+        "totalComponents": 9,
+        "completedComponents": 9,
+        "failedComponents": 0,
+        "startedAt": "2026-11-02T09:04:30Z",
+        "finishedAt": "2026-11-02T09:10:00Z",
+    }
+    # Optional report fields are omitted, never null.
+    assert report["stages"][2] == {
+        "number": 3,
+        "status": "pending",
+        "steps": [{"componentType": "Compute", "status": "pending", "totalComponents": 18}],
+    }
+
+
+def test_both_paths_return_the_same_body(client: TestClient, bearer: Bearer) -> None:
+    headers = bearer()
+    for task_id in (RUNNING_TASK, FAILED_TASK, PENDING_TASK):
+        current = get(client, task_id, headers)
+        legacy = get(client, task_id, headers, rack=True)
+        assert current.status_code == legacy.status_code == 200
+        assert current.content == legacy.content
+
+
+@pytest.mark.parametrize(
+    ("task_id", "status"),
+    [
+        (PENDING_TASK, "Pending"),
+        (WAITING_TASK, "Pending"),
+        (RUNNING_TASK, "Running"),
+        (COMPLETED_TASK, "Succeeded"),
+        (FAILED_TASK, "Failed"),
+        (TERMINATED_TASK, "Terminated"),
+        (UNKNOWN_TASK, "Unknown"),
+    ],
+)
+def test_flow_status_is_translated(
+    client: TestClient, bearer: Bearer, task_id: str, status: str
+) -> None:
+    response = get(client, task_id, bearer())
+    assert response.status_code == 200
+    assert response.json()["status"] == status
+
+
+def test_unset_fields_are_null_and_absent_report_is_omitted(
+    client: TestClient, bearer: Bearer
+) -> None:
+    task = get(client, PENDING_TASK, bearer()).json()
+    assert task["ruleId"] is None
+    assert task["started"] is None
+    assert task["finished"] is None
+    assert task["message"] == ""
+    assert "report" not in task
+
+
+def test_failed_task_report_carries_errors(client: TestClient, bearer: Bearer) -> None:
+    report = get(client, FAILED_TASK, bearer()).json()["report"]
+    assert report["error"] == "2 compute trays did not come back after firmware update"
+    assert report["stages"][1]["error"] == report["error"]
+    assert report["stages"][1]["steps"][0]["failedComponents"] == 2
+    assert report["stages"][2]["status"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"report_raw": "{not json"},
+        {"report_raw": '{"version": 1, "stages": "many"}'},
+        {"report": {"version": 2, "stages": []}},
+        {"report": [1, 2, 3]},
+        {"report": {"version": 1, "stages": [{"number": 1, "status": "RUNNING", "steps": []}]}},
+        {"report": {"version": 1, "stages": [{"number": 1, "status": "running"}]}},
+        {"report": {"version": 1, "stages": [], "error": 42}},
+    ],
+    ids=[
+        "not-json",
+        "stages-not-a-list",
+        "version-2",
+        "array",
+        "bad-status",
+        "no-steps",
+        "error-not-text",
+    ],
+)
+def test_unusable_stored_report_is_dropped(
+    client: TestClient, bearer: Bearer, stored: dict[str, object]
+) -> None:
+    task_id = "0b9f5d0e-5d7e-4f53-9b0c-7d1f4f2f7a11"
+    fixture.load(
+        fixture.FixtureFile.model_validate(
+            {"tasks": [{"id": task_id, "site_id": ACME_SITE, "status": "completed", **stored}]}
+        )
+    )
+    response = get(client, task_id, bearer())
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "Succeeded"
+    assert "report" not in response.json()
+
+
+def test_legacy_prefixed_provider_admin_role_is_allowed(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer(ACME, "NICO_PROVIDER_ADMIN"))
+    assert response.status_code == 200
+
+
+# --- rows 1-3: authentication ----------------------------------------------------------------
+
+
+@BOTH_PATHS
+def test_row1_missing_authorization_header(client: TestClient, rack: bool) -> None:
+    assert_error(get(client, RUNNING_TASK, {}, rack=rack), 401, auth.MISSING_HEADER)
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token abc", "Bearer  abc", "Bearer a b"]
+)
+def test_row2_malformed_authorization_header(client: TestClient, header: str) -> None:
+    assert_error(get(client, RUNNING_TASK, {"Authorization": header}), 401, auth.BAD_HEADER_FORMAT)
+
+
+def test_row2_lower_case_scheme_is_accepted(client: TestClient, bearer: Bearer) -> None:
+    token = bearer()["Authorization"].split(" ")[1]
+    assert get(client, RUNNING_TASK, {"Authorization": f"bearer {token}"}).status_code == 200
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(org: str = ACME, **overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": "nico-dev",
+        "aud": "nico-api",
+        "sub": "someone",
+        "iat": now,
+        "exp": now + 600,
+        "org": org,
+        "roles": ["PROVIDER_ADMIN"],
+    }
+    claims.update(overrides)
+    return claims
+
+
+def _hostile_tokens(issuer: auth.DevIssuer) -> dict[str, str]:
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    good = issuer.issue(ACME, ["PROVIDER_ADMIN"])
+    header, payload, signature = good.split(".")
+    now = int(time.time())
+    return {
+        "expired": jwt.encode(
+            _claims(exp=now - 3600, iat=now - 7200), issuer.private_key, algorithm="RS256"
+        ),
+        "other-key": jwt.encode(_claims(), other_key, algorithm="RS256"),
+        "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims())}.",
+        "wrong-issuer": jwt.encode(
+            _claims(iss="someone-else"), issuer.private_key, algorithm="RS256"
+        ),
+        "wrong-audience": jwt.encode(_claims(aud="other"), issuer.private_key, algorithm="RS256"),
+        "no-exp": jwt.encode(
+            {k: v for k, v in _claims().items() if k != "exp"},
+            issuer.private_key,
+            algorithm="RS256",
+        ),
+        "not-yet-valid": jwt.encode(_claims(nbf=now + 3600), issuer.private_key, algorithm="RS256"),
+        "tampered": f"{header}.{_b64(_claims(roles=['PROVIDER_ADMIN', 'X']))}.{signature}",
+        "truncated": good[: len(good) // 2],
+        "garbage": "not-a-jwt",
+        "non-json-header": f"{base64.urlsafe_b64encode(b'{oops').decode()}.{payload}.{signature}",
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "expired",
+        "other-key",
+        "alg-none",
+        "wrong-issuer",
+        "wrong-audience",
+        "no-exp",
+        "not-yet-valid",
+        "tampered",
+        "truncated",
+        "garbage",
+        "non-json-header",
+    ],
+)
+def test_row3_unverifiable_token(client: TestClient, issuer: auth.DevIssuer, kind: str) -> None:
+    token = _hostile_tokens(issuer)[kind]
+    assert_error(
+        get(client, RUNNING_TASK, {"Authorization": f"Bearer {token}"}), 401, auth.INVALID_TOKEN
+    )
+
+
+def test_authentication_comes_before_validation(client: TestClient) -> None:
+    response = get(client, "not-a-uuid", {}, site=None, unknown="1")
+    assert_error(response, 401, auth.MISSING_HEADER)
+
+
+# --- row 4: request validation ---------------------------------------------------------------
+
+
+@BOTH_PATHS
+def test_row4_unknown_query_parameter(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, RUNNING_TASK, bearer(), rack=rack, pageSize="10")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["source"] == "nico"
+    assert "pageSize" in body["message"]
+
+
+@BOTH_PATHS
+def test_row4_missing_site_id(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, RUNNING_TASK, bearer(), site=None, rack=rack)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert "siteId" in response.json()["message"]
+
+
+def test_row4_comes_before_membership(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer(GLOBEX), site=None)
+    assert response.status_code == 400
+    assert "siteId" in response.json()["message"]
+
+
+# --- rows 5-7: the caller and the org --------------------------------------------------------
+
+
+@BOTH_PATHS
+def test_row5_member_of_another_org(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, RUNNING_TASK, bearer(GLOBEX), rack=rack)
+    assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [("TENANT_ADMIN",), ("NICO_TENANT_ADMIN",), ("A_B_PROVIDER_ADMIN",), ("provider_admin",)],
+)
+def test_row6_no_provider_admin_role(
+    client: TestClient, bearer: Bearer, roles: tuple[str, ...]
+) -> None:
+    response = get(client, RUNNING_TASK, bearer(ACME, *roles))
+    assert_error(response, 403, "User does not have Provider Admin role with org")
+
+
+def test_row6_comes_before_provider_lookup(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer("initech", "TENANT_ADMIN"), org="initech")
+    assert_error(response, 403, "User does not have Provider Admin role with org")
+
+
+def test_row7_org_without_infrastructure_provider(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer("initech"), org="initech")
+    assert_error(response, 400, "Failed to retrieve Infrastructure Provider for org")
+
+
+# --- rows 8-13: the task id, the site, the task ----------------------------------------------
+
+
+@BOTH_PATHS
+def test_row8_task_id_not_a_uuid(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, "zzz", bearer(), rack=rack)
+    assert_error(response, 400, "Invalid Task ID specified in URL")
+
+
+def test_row8_comes_before_site_checks(client: TestClient, bearer: Bearer) -> None:
+    assert_error(get(client, "zzz", bearer(), site="nope"), 400, "Invalid Task ID specified in URL")
+
+
+@pytest.mark.parametrize("site", ["nope", "", "5518ae98-48f4-47c1-b4d3"])
+def test_row9_site_id_not_a_uuid(client: TestClient, bearer: Bearer, site: str) -> None:
+    response = get(client, RUNNING_TASK, bearer(), site=site)
+    assert_error(response, 400, "Failed to validate Site specified in request: invalid ID")
+
+
+def test_row10_site_does_not_exist(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer(), site="00000000-0000-4000-8000-000000000000")
+    assert_error(response, 400, "Site specified in request does not exist")
+
+
+@BOTH_PATHS
+def test_row11_site_of_another_provider(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, RUNNING_TASK, bearer(), site=GLOBEX_SITE, rack=rack)
+    assert_error(
+        response, 403, "Site specified in request doesn't belong to current org's Provider"
+    )
+
+
+def test_row12_site_without_flow(client: TestClient, bearer: Bearer) -> None:
+    response = get(client, RUNNING_TASK, bearer(), site=ACME_LAB_SITE)
+    assert_error(response, 412, "Site does not have NICo Flow enabled")
+
+
+@BOTH_PATHS
+def test_row13_no_such_task(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = get(client, "00000000-0000-4000-8000-000000000000", bearer(), rack=rack)
+    assert_error(response, 404, "Task not found")
+
+
+def test_row13_task_at_another_site_of_the_same_provider(
+    client: TestClient, bearer: Bearer
+) -> None:
+    assert get(client, SITE_2_TASK, bearer(), site=ACME_SITE_2).status_code == 200
+    assert_error(get(client, SITE_2_TASK, bearer(), site=ACME_SITE), 404, "Task not found")
+
+
+# --- row 14 and other failures: always the envelope ------------------------------------------
+
+
+def test_row14_storage_unreachable(tmp_path, bearer: Bearer) -> None:
+    from nico_api.app import create_app
+    from nico_api.config import Settings
+
+    # Nothing listens on port 1: the connection is refused at once.
+    settings = Settings(
+        instance_dir=tmp_path / "instance",
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2",
+    )
+    with create_app(settings).test_client() as client:
+        response = get(client, RUNNING_TASK, bearer())
+    assert_error(response, 503, "Task storage is temporarily unavailable")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_unexpected_error_is_a_bare_500(
+    client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(_record: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(schemas.Task, "from_record", explode)
+    response = get(client, RUNNING_TASK, bearer())
+    assert_error(response, 500, "Internal server error")
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_unknown_path_is_an_envelope(client: TestClient, bearer: Bearer) -> None:
+    assert_error(client.get("/v2/org/acme-inc/nico/nothing", headers=bearer()), 404, "Not Found")
+
+
+def test_wrong_method_is_an_envelope(client: TestClient, bearer: Bearer) -> None:
+    response = client.delete(
+        task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()
+    )
+    assert_error(response, 405, "Method Not Allowed")
