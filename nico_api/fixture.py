@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
-from nico_api.schemas import FLOW_STATUS, as_utc
+from nico_api.schemas import FLOW_STATUS, UTCTime
 
-Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 FlowStatus = Literal[tuple(FLOW_STATUS)]  # type: ignore[valid-type]
 
@@ -41,8 +39,8 @@ class ProviderRecord(_Record):
     id: uuid.UUID
     org: Name
     name: Name
-    created: Timestamp | None = None
-    updated: Timestamp | None = None
+    created: UTCTime | None = None
+    updated: UTCTime | None = None
 
 
 class SiteRecord(_Record):
@@ -52,8 +50,8 @@ class SiteRecord(_Record):
     name: Name
     infrastructure_provider_id: uuid.UUID
     flow_enabled: bool = False
-    created: Timestamp | None = None
-    updated: Timestamp | None = None
+    created: UTCTime | None = None
+    updated: UTCTime | None = None
 
 
 class TaskRecord(_Record):
@@ -68,10 +66,10 @@ class TaskRecord(_Record):
     applied_rule_id: uuid.UUID | None = None
     report: Any = Field(default=None, description="Flow's report document, stored as given")
     report_raw: str | None = Field(default=None, description="report text stored as-is")
-    created_at: Timestamp | None = None
-    updated_at: Timestamp | None = None
-    started_at: Timestamp | None = None
-    finished_at: Timestamp | None = None
+    created_at: UTCTime | None = None
+    updated_at: UTCTime | None = None
+    started_at: UTCTime | None = None
+    finished_at: UTCTime | None = None
 
     @model_validator(mode="after")
     def _one_report(self) -> TaskRecord:

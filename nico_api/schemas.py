@@ -68,7 +68,8 @@ def _only_version_1(value: int) -> int:
     return value
 
 
-ReportTime = Annotated[datetime, BeforeValidator(_text_only), AfterValidator(as_utc)]
+UTCTime = Annotated[datetime, AfterValidator(as_utc)]
+ReportTime = Annotated[UTCTime, BeforeValidator(_text_only)]
 Count = Annotated[StrictInt, Field(ge=0)]
 PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 
@@ -143,10 +144,10 @@ class Task(BaseModel):
     description: str
     message: str
     rule_id: uuid.UUID | None
-    started: datetime | None
-    finished: datetime | None
-    created: datetime
-    updated: datetime
+    started: UTCTime | None
+    finished: UTCTime | None
+    created: UTCTime
+    updated: UTCTime
     report: TaskReportV1 | None = None
 
     @model_serializer(mode="wrap")

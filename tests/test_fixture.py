@@ -1,0 +1,132 @@
+"""Loading fixture files: idempotent by id, and all or nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from nico_api import db, fixture, models
+from tests.demo import ACME_SITE, GLOBEX, PENDING_TASK
+
+NEW_TASK = "9d0c4a8e-2f1b-4c3d-8e5f-6a7b8c9d0e1f"
+
+
+def _counts() -> tuple[int, int, int]:
+    with db.session() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(model))
+            for model in (models.InfrastructureProvider, models.Site, models.Task)
+        )
+
+
+def _task(task_id: str) -> models.Task | None:
+    with db.session() as session:
+        return session.get(models.Task, uuid.UUID(task_id))
+
+
+def test_demo_loads_and_reloading_changes_nothing(engine: Engine) -> None:
+    first = fixture.load(fixture.demo())
+    counts = _counts()
+    assert counts == (first.providers, first.sites, first.tasks) == (2, 4, 9)
+    created = _task(PENDING_TASK).created_at
+    fixture.load(fixture.demo())
+    assert _counts() == counts
+    assert _task(PENDING_TASK).created_at == created
+
+
+def test_reload_replaces_a_record_by_id(engine: Engine) -> None:
+    fixture.load(fixture.demo())
+    changed = fixture.parse(
+        f"tasks:\n  - id: {PENDING_TASK}\n    site_id: {ACME_SITE}\n"
+        "    status: running\n    message: picked up\n"
+    )
+    fixture.load(changed)
+    task = _task(PENDING_TASK)
+    assert (task.status, task.message) == ("running", "picked up")
+    assert _counts() == (2, 4, 9)
+
+
+def test_json_file_with_raw_report(engine: Engine, tmp_path: Path) -> None:
+    fixture.load(fixture.demo())
+    path = tmp_path / "tasks.json"
+    path.write_text(
+        json.dumps(
+            {
+                "tasks": [
+                    {
+                        "id": NEW_TASK,
+                        "site_id": ACME_SITE,
+                        "status": "failed",
+                        "report_raw": "{oops",
+                    }
+                ]
+            }
+        )
+    )
+    assert str(fixture.load_file(path)) == "0 providers, 0 sites, 1 tasks"
+    assert _task(NEW_TASK).report == "{oops"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"tasks:\n  - id: {NEW_TASK}\n    site_id: {ACME_SITE}\n    status: pending\n"
+            f"  - id: {PENDING_TASK}\n    site_id: {ACME_SITE}\n    status: done\n",
+            f"tasks[1] (id {PENDING_TASK}) field 'status'",
+        ),
+        (
+            f"tasks:\n  - id: {NEW_TASK}\n    site_id: {ACME_SITE}\n    status: pending\n"
+            "    colour: blue\n",
+            f"tasks[0] (id {NEW_TASK}) field 'colour'",
+        ),
+        (
+            f"tasks:\n  - id: {NEW_TASK}\n    site_id: {ACME_SITE}\n    status: pending\n"
+            "    report: {version: 1, stages: []}\n    report_raw: '{}'\n",
+            "give either report or report_raw",
+        ),
+        (
+            f"tasks:\n  - id: {NEW_TASK}\n    site_id: {ACME_SITE}\n    status: pending\n"
+            "    started_at: not-a-time\n",
+            "field 'started_at'",
+        ),
+        (
+            f"tasks:\n  - id: {NEW_TASK}\n    site_id: 00000000-0000-4000-8000-000000000001\n"
+            "    status: pending\n",
+            f"tasks[0] (id {NEW_TASK}) field 'site_id': no site",
+        ),
+        (
+            "providers:\n  - id: 00000000-0000-4000-8000-000000000002\n"
+            f"    org: {GLOBEX}\n    name: Another\n",
+            "providers[0] (id 00000000-0000-4000-8000-000000000002) field 'org'",
+        ),
+        ("sites: [{id: 1}]\n", "sites[0] (id 1) field 'id'"),
+        ("- just a list\n", "the top level must be a mapping"),
+        ("tasks: [\n", "not valid YAML or JSON"),
+        ("rooms: []\n", "rooms"),
+    ],
+    ids=[
+        "bad-status",
+        "unknown-field",
+        "two-reports",
+        "bad-time",
+        "no-site",
+        "org-taken",
+        "bad-uuid",
+        "not-a-mapping",
+        "bad-yaml",
+        "unknown-section",
+    ],
+)
+def test_a_file_with_an_error_is_rejected_whole(engine: Engine, text: str, expected: str) -> None:
+    fixture.load(fixture.demo())
+    before = _counts()
+    with pytest.raises(fixture.FixtureError) as error:
+        fixture.load(fixture.parse(text))
+    assert expected in str(error.value)
+    assert _counts() == before
+    assert _task(NEW_TASK) is None

@@ -1,0 +1,85 @@
+"""openapi.yaml is a valid OpenAPI 3.0 document whose examples match their schemas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+from openapi_spec_validator.readers import read_from_filename
+
+from nico_api.config import SPEC_PATH
+
+SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
+ERROR_STATUSES = {"400", "401", "403", "404", "412", "500", "503"}
+
+
+def test_spec_is_valid_openapi_3_0() -> None:
+    spec, _ = read_from_filename(str(SPEC_PATH))
+    validate(spec)
+    assert SPEC["openapi"] == "3.0.3"
+
+
+def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """Every example in the spec, with the schema it illustrates."""
+    components = SPEC["components"]
+    for name, response in components["responses"].items():
+        media = response["content"]["application/json"]
+        yield f"responses/{name}", media["schema"], media["example"]
+    for name, parameter in components["parameters"].items():
+        yield f"parameters/{name}", parameter["schema"], parameter["example"]
+    for name, header in components["headers"].items():
+        yield f"headers/{name}", header["schema"], header["example"]
+    for name, schema in components["schemas"].items():
+        if "example" in schema:
+            yield f"schemas/{name}", schema, schema["example"]
+
+
+@pytest.mark.parametrize(
+    ("where", "schema", "example"), list(_examples()), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_example_is_valid_against_its_schema(
+    where: str, schema: dict[str, Any], example: Any
+) -> None:
+    # The spec's components ride along so that "#/components/..." references resolve.
+    validator = OAS30Validator({**schema, "components": SPEC["components"]})
+    errors = [error.message for error in validator.iter_errors(example)]
+    assert not errors, f"{where}: {errors}"
+
+
+def _operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+@pytest.mark.parametrize(("path", "method", "operation"), list(_operations()))
+def test_operation_documents_every_status_with_the_envelope(
+    path: str, method: str, operation: dict[str, Any]
+) -> None:
+    responses = operation["responses"]
+    assert set(responses) >= ERROR_STATUSES, path
+    for status in ERROR_STATUSES:
+        ref = responses[status]["$ref"].split("/")[-1]
+        schema = SPEC["components"]["responses"][ref]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/NICoAPIError"}
+    assert operation.get("security", SPEC["security"]) == [{"JWTBearerToken": []}]
+    assert operation["summary"] and operation["description"] and operation["operationId"]
+
+
+def test_task_schema_says_what_is_always_present() -> None:
+    task = SPEC["components"]["schemas"]["Task"]
+    assert set(task["required"]) == set(task["properties"]) - {"report"}
+    for nullable in ("ruleId", "started", "finished"):
+        assert task["properties"][nullable]["nullable"] is True
+
+
+def test_deprecated_path_is_marked() -> None:
+    legacy = SPEC["paths"]["/v2/org/{org}/nico/rack/task/{id}"]["get"]
+    assert legacy["deprecated"] is True
+    assert (
+        legacy["operationId"] != SPEC["paths"]["/v2/org/{org}/nico/task/{id}"]["get"]["operationId"]
+    )

@@ -1,0 +1,196 @@
+"""Translation of Flow's stored records into the API's Task."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from nico_api import models
+from nico_api.schemas import Task, TaskReportV1, TaskStatus, rest_status
+
+
+@pytest.mark.parametrize(
+    ("stored", "status"),
+    [
+        ("unknown", TaskStatus.UNKNOWN),
+        ("pending", TaskStatus.PENDING),
+        ("waiting", TaskStatus.PENDING),
+        ("running", TaskStatus.RUNNING),
+        ("completed", TaskStatus.SUCCEEDED),
+        ("failed", TaskStatus.FAILED),
+        ("terminated", TaskStatus.TERMINATED),
+        ("paused", TaskStatus.UNKNOWN),
+        ("", TaskStatus.UNKNOWN),
+        ("Running", TaskStatus.UNKNOWN),
+    ],
+)
+def test_flow_status_maps_to_rest_status(stored: str, status: TaskStatus) -> None:
+    assert rest_status(stored) is status
+
+
+FLOW_REPORT = {
+    "version": 1,
+    "error": "stage 2 failed",
+    "stages": [
+        {
+            "number": 2,
+            "status": "failed",
+            "started_at": "2026-11-02T11:00:00+02:00",
+            "finished_at": "2026-11-02T09:30:00",
+            "error": "stage 2 failed",
+            "steps": [
+                {
+                    "component_type": "Compute",
+                    "status": "failed",
+                    "total_components": 18,
+                    "completed_components": 16,
+                    "failed_components": 2,
+                    "error": "2 trays unreachable",
+                    "flow_internal_field": "ignored",
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_snake_case_report_becomes_camel_case() -> None:
+    report = TaskReportV1.from_stored(FLOW_REPORT)
+    assert report is not None
+    assert report.model_dump(mode="json") == {
+        "version": 1,
+        "error": "stage 2 failed",
+        "stages": [
+            {
+                "number": 2,
+                "status": "failed",
+                # Offsets become UTC; a time without an offset was UTC already.
+                "startedAt": "2026-11-02T09:00:00Z",
+                "finishedAt": "2026-11-02T09:30:00Z",
+                "error": "stage 2 failed",
+                "steps": [
+                    {
+                        "componentType": "Compute",
+                        "status": "failed",
+                        "totalComponents": 18,
+                        "completedComponents": 16,
+                        "failedComponents": 2,
+                        "error": "2 trays unreachable",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def test_report_stored_as_json_text_is_read() -> None:
+    report = TaskReportV1.from_stored('{"version": 1, "stages": []}')
+    assert report is not None and report.model_dump(mode="json") == {"version": 1, "stages": []}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "",
+        "{not json",
+        b"\xff\xfe",
+        "[]",
+        42,
+        [FLOW_REPORT],
+        {"stages": []},
+        {"version": 2, "stages": []},
+        {"version": "1", "stages": []},
+        {"version": True, "stages": []},
+        {"version": 1},
+        {"version": 1, "stages": [{"number": 1, "status": "done", "steps": []}]},
+        {"version": 1, "stages": [{"number": "1", "status": "running", "steps": []}]},
+        {"version": 1, "stages": [{"number": 1, "status": "running", "steps": [{}]}]},
+        {
+            "version": 1,
+            "stages": [{"number": 1, "status": "running", "steps": [], "started_at": 1767225600}],
+        },
+        {
+            "version": 1,
+            "stages": [{"number": 1, "status": "running", "steps": [], "started_at": "yesterday"}],
+        },
+        {
+            "version": 1,
+            "stages": [
+                {
+                    "number": 1,
+                    "status": "running",
+                    "steps": [
+                        {"component_type": "Compute", "status": "running", "total_components": -1}
+                    ],
+                }
+            ],
+        },
+        {
+            "version": 1,
+            "stages": [
+                {
+                    "number": 1,
+                    "status": "running",
+                    "steps": [{"componentType": "Compute", "status": "running"}],
+                }
+            ],
+        },
+    ],
+)
+def test_unusable_report_is_dropped(stored: object) -> None:
+    assert TaskReportV1.from_stored(stored) is None
+
+
+def _record(**overrides: object) -> models.Task:
+    values: dict[str, object] = {
+        "id": uuid.UUID("e22423ac-1fbd-4d60-8093-20164fbc635b"),
+        "site_id": uuid.uuid4(),
+        "description": "Firmware update",
+        "message": "",
+        "status": "waiting",
+        "applied_rule_id": None,
+        "report": None,
+        "created_at": datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+        "updated_at": datetime(2026, 11, 2, 10, 0, 0, 250000, tzinfo=UTC),
+        "started_at": None,
+        "finished_at": None,
+    }
+    values.update(overrides)
+    return models.Task(**values)
+
+
+def test_task_from_record_keeps_nulls_and_omits_missing_report() -> None:
+    body = Task.from_record(_record()).model_dump(mode="json")
+    assert body == {
+        "id": "e22423ac-1fbd-4d60-8093-20164fbc635b",
+        "status": "Pending",
+        "description": "Firmware update",
+        "message": "",
+        "ruleId": None,
+        "started": None,
+        "finished": None,
+        "created": "2026-11-02T09:00:00Z",
+        "updated": "2026-11-02T10:00:00.250000Z",
+    }
+
+
+def test_task_from_record_with_report_and_times() -> None:
+    rule = uuid.uuid4()
+    plus_two = timezone(timedelta(hours=2))
+    task = Task.from_record(
+        _record(
+            status="completed",
+            applied_rule_id=rule,
+            report=FLOW_REPORT,
+            started_at=datetime(2026, 11, 2, 11, 0, tzinfo=plus_two),
+            finished_at=datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
+        )
+    ).model_dump(mode="json")
+    assert task["status"] == "Succeeded"
+    assert task["ruleId"] == str(rule)
+    assert task["started"] == "2026-11-02T09:00:00Z"
+    assert task["finished"] == "2026-11-02T09:30:00Z"
+    assert task["report"]["stages"][0]["steps"][0]["componentType"] == "Compute"
