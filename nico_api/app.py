@@ -31,7 +31,7 @@ def _handler_for(operation_id: str) -> Any:
 def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
     settings = settings or Settings.from_env()
     db.connect(settings.database_url)
-    auth.configure(settings)
+    auth.configure(auth.Authenticator(auth.auth_config_for(settings)))
     app = connexion.AsyncApp(
         __name__,
         specification_dir=SPEC_PATH.parent,

@@ -1,156 +1,248 @@
-"""Who the caller is (bearer JWT) and whether they may act on an org."""
+"""Who the caller is (a bearer JWT from a trusted issuer) and whether they may act on an org."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
+import logging
 import re
-import tempfile
 import time
-import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 from connexion.security import BearerSecurityHandler
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nico_api.config import Settings
-from nico_api.errors import NICoError
+from nico_api.dev_issuer import DevIssuer
+from nico_api.errors import RETRY_AFTER_SECONDS, NICoError
+from nico_api.issuers import ROLES, AuthConfig, ClaimMapping, IssuerConfig, load_auth_config
+from nico_api.jwks import KeySet, KeySetUnavailableError
+
+log = logging.getLogger(__name__)
 
 MISSING_HEADER = "Request is missing authorization header"
 BAD_HEADER_FORMAT = "Invalid Authorization header format"
 INVALID_TOKEN = "Invalid authorization token in request"
+MISSING_SCOPES = "Authorization token does not have the required scopes"
+KEYS_UNAVAILABLE = "Unable to verify authorization token: issuer keys are unavailable"
 
-# Production's two roles; legacy tokens carry them behind a one-word prefix such as NICO_.
-_ROLE = re.compile(r"^(?:[A-Z0-9]+_)?(PROVIDER_ADMIN|TENANT_ADMIN)$")
-PROVIDER_ADMIN = "PROVIDER_ADMIN"
+PROVIDER_ADMIN, TENANT_ADMIN = ROLES
+SCOPE_CLAIMS = ("scope", "scopes", "scp")
+_ROLE = re.compile(rf"^(?:[A-Z0-9]+_)?({'|'.join(ROLES)})$")
 
 
 def base_role(role: str) -> str | None:
-    """The production role a token's role stands for, or None when it is not one."""
+    """The production role a token's role stands for: bare, or behind a one-word prefix such as
+    the legacy NICO_ or FORGE_; None when it is neither."""
     match = _ROLE.match(role)
     return match.group(1) if match else None
+
+
+class TokenRejectedError(NICoError):
+    """A refused token: the client sees the contract's message, logs and `auth whoami` the why."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        super().__init__(status, message, headers=headers)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class Caller:
     """An authenticated caller: the orgs it belongs to and its roles in each."""
 
-    subject: str
     issuer: str
+    subject: str
     roles_by_org: Mapping[str, frozenset[str]]
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def require_provider_admin(self, org: str) -> None:
+    def require_member(self, org: str) -> frozenset[str]:
         roles = self.roles_by_org.get(org)
         if roles is None:
             raise NICoError(403, f"Failed to validate membership for org: {org}")
-        if PROVIDER_ADMIN not in {base_role(role) for role in roles}:
+        return roles
+
+    def require_provider_admin(self, org: str) -> None:
+        if PROVIDER_ADMIN not in {base_role(role) for role in self.require_member(org)}:
             raise NICoError(403, "User does not have Provider Admin role with org")
 
 
-class DevIssuer:
-    """The local development issuer: an RSA key generated on first use in the instance folder.
-
-    Its tokens carry the caller's org in `org` and roles in `roles`.
-    """
-
-    algorithm = "RS256"
-
-    def __init__(self, settings: Settings) -> None:
-        self.issuer = settings.dev_issuer
-        self.audience = settings.dev_audience
-        self.private_key = _load_or_create_key(settings.dev_key_path)
-        public_der = self.private_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.key_id = base64.urlsafe_b64encode(hashlib.sha256(public_der).digest()[:12]).decode()
-
-    def issue(self, org: str, roles: Iterable[str], ttl_seconds: int = 3600) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": f"dev-user@{org}",
-            "jti": str(uuid.uuid4()),
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl_seconds,
-            "org": org,
-            "roles": list(roles),
-        }
-        return jwt.encode(
-            claims, self.private_key, algorithm=self.algorithm, headers={"kid": self.key_id}
-        )
-
-    def verify(self, token: str) -> Caller:
-        claims = jwt.decode(
-            token,
-            self.private_key.public_key(),
-            algorithms=[self.algorithm],
-            audience=self.audience,
-            issuer=self.issuer,
-            leeway=30,
-            options={"require": ["exp", "iss", "sub"]},
-        )
-        org, roles = claims.get("org"), claims.get("roles", [])
-        if not isinstance(org, str) or not isinstance(roles, list):
-            return Caller(str(claims["sub"]), self.issuer, {})
-        kept = frozenset(r for r in roles if isinstance(r, str) and base_role(r))
-        return Caller(str(claims["sub"]), self.issuer, {org: kept})
-
-
-def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        try:
-            # Two processes may race on first use: the first key linked in wins.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} does not hold an RSA private key")
-    return key
-
-
-_issuer: DevIssuer | None = None
-
-
-def configure(settings: Settings) -> DevIssuer:
-    global _issuer
-    _issuer = DevIssuer(settings)
-    return _issuer
-
-
-def authenticate(authorization: str | None) -> dict[str, Any]:
-    """Contract rows 1-3: the Authorization header must carry a verifiable bearer token."""
+def bearer_token(authorization: str | None) -> str:
+    """Contract rows 1-2: the header must be `Bearer <token>` (the scheme in any case)."""
     if not authorization:
         raise NICoError(401, MISSING_HEADER)
     parts = authorization.split(" ")
     if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
         raise NICoError(401, BAD_HEADER_FORMAT)
-    if _issuer is None:
+    return parts[1]
+
+
+class _TrustedIssuer:
+    def __init__(self, config: IssuerConfig, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.key_set = (
+            KeySet(config.jwks, config.jwks_timeout, clock=clock) if config.jwks else None
+        )
+
+    async def key_for(self, header: dict[str, Any], algorithm: str) -> Any:
+        if algorithm.startswith("HS"):
+            return self.config.shared_secret
+        kid = header.get("kid")
+        if self.key_set is None or not (kid is None or isinstance(kid, str)):
+            raise _invalid(f"no key set for algorithm {algorithm}")
+        try:
+            signing_key = await self.key_set.key(kid)
+        except KeySetUnavailableError:
+            raise TokenRejectedError(
+                503, KEYS_UNAVAILABLE, f"key set of issuer {self.config.name!r} unavailable"
+            ) from None
+        if signing_key is None:
+            raise _invalid(f"key {kid!r} is not in the key set of issuer {self.config.name!r}")
+        if signing_key.algorithm and signing_key.algorithm != algorithm:
+            raise _invalid(
+                f"key {kid!r} is for {signing_key.algorithm}, the token says {algorithm}"
+            )
+        return signing_key.key
+
+
+def _invalid(reason: str) -> TokenRejectedError:
+    return TokenRejectedError(401, INVALID_TOKEN, reason)
+
+
+class Authenticator:
+    """Verifies tokens against the configured issuers and maps their claims to orgs and roles."""
+
+    def __init__(self, config: AuthConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._issuers = {i.issuer: _TrustedIssuer(i, clock) for i in config.issuers}
+        self._static_orgs = config.static_orgs()
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        return await self.verify(bearer_token(authorization))
+
+    async def verify(self, token: str) -> Caller:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"malformed token: {exc}") from None
+        claimed_issuer = unverified.get("iss")
+        trusted = self._issuers.get(claimed_issuer) if isinstance(claimed_issuer, str) else None
+        if trusted is None:
+            raise _invalid(f"issuer {claimed_issuer!r} is not trusted")
+        algorithm = header.get("alg")
+        # The issuer's allow-list decides the algorithm; the token header only names one of it.
+        if algorithm not in trusted.config.algorithms:
+            raise _invalid(
+                f"algorithm {algorithm!r} is not allowed for issuer {trusted.config.name!r}"
+            )
+        key = await trusted.key_for(header, algorithm)
+        audiences = trusted.config.audiences
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=trusted.config.issuer,
+                audience=audiences or None,
+                leeway=self.config.leeway,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": bool(audiences)},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise _invalid(f"{exc.__class__.__name__}: {exc}") from None
+        missing = set(trusted.config.scopes) - _scopes(claims)
+        if missing:
+            raise TokenRejectedError(403, MISSING_SCOPES, f"missing scopes {sorted(missing)}")
+        return Caller(
+            issuer=trusted.config.issuer,
+            subject=str(claims["sub"]),
+            roles_by_org=self._memberships(trusted.config, claims),
+            claims=claims,
+        )
+
+    def _memberships(
+        self, issuer: IssuerConfig, claims: Mapping[str, Any]
+    ) -> dict[str, frozenset[str]]:
+        memberships: dict[str, frozenset[str]] = {}
+        for mapping in issuer.claim_mappings:
+            org = _org(mapping, claims)
+            # An org taken from a token can never be one the configuration names.
+            if not org or (mapping.dynamic_org and org in self._static_orgs):
+                continue
+            memberships[org] = memberships.get(org, frozenset()) | _roles(mapping, claims)
+        return memberships
+
+
+def _org(mapping: ClaimMapping, claims: Mapping[str, Any]) -> str | None:
+    if mapping.org_attribute is None:
+        return mapping.org_name
+    org = claim(claims, mapping.org_attribute)
+    return org if isinstance(org, str) else None
+
+
+def _roles(mapping: ClaimMapping, claims: Mapping[str, Any]) -> frozenset[str]:
+    if mapping.is_service_account:
+        return frozenset(ROLES)
+    if mapping.roles_attribute is None:
+        return frozenset(mapping.roles or ())
+    value = claim(claims, mapping.roles_attribute)
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list):
+        return frozenset()
+    # Only the production roles (and their legacy prefixed forms) are kept.
+    return frozenset(r for r in value if isinstance(r, str) and base_role(r))
+
+
+def claim(claims: Mapping[str, Any], path: str) -> Any:
+    """A claim by name, or by dotted path into nested objects (`realm_access.roles`)."""
+    if path in claims:
+        return claims[path]
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _scopes(claims: Mapping[str, Any]) -> set[str]:
+    granted: set[str] = set()
+    for name in SCOPE_CLAIMS:
+        value = claims.get(name)
+        if isinstance(value, str):
+            granted.update(value.split())
+        elif isinstance(value, list):
+            granted.update(v for v in value if isinstance(v, str))
+    return granted
+
+
+def auth_config_for(settings: Settings) -> AuthConfig:
+    """The configured issuers, or, with no configuration file, the development issuer alone."""
+    if settings.auth_config is not None:
+        return load_auth_config(settings.auth_config)
+    dev = DevIssuer(settings)
+    dev.write_jwks()
+    return AuthConfig(issuers=[dev.config()])
+
+
+_authenticator: Authenticator | None = None
+
+
+def configure(authenticator: Authenticator) -> Authenticator:
+    global _authenticator
+    _authenticator = authenticator
+    return authenticator
+
+
+async def _authenticate_request(authorization: str | None) -> dict[str, Any]:
+    if _authenticator is None:
         raise RuntimeError("nico_api.auth.configure() has not been called")
     try:
-        caller = _issuer.verify(parts[1])
-    except jwt.PyJWTError as exc:
-        raise NICoError(401, INVALID_TOKEN) from exc
+        caller = await _authenticator.authenticate(authorization)
+    except TokenRejectedError as exc:
+        log.info("token rejected (%d): %s", exc.status_code, exc.reason)
+        raise
     return {"sub": caller.subject, "caller": caller}
 
 
@@ -158,4 +250,4 @@ class BearerAuthentication(BearerSecurityHandler):
     """Connexion's bearer scheme, given the raw header so that every answer is the contract's."""
 
     def get_fn(self, security_scheme: dict[str, Any], required_scopes: list[str]) -> Any:
-        return lambda request: authenticate(request.headers.get("Authorization"))
+        return lambda request: _authenticate_request(request.headers.get("Authorization"))

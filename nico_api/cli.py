@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nico_api import auth, db, fixture
+from nico_api import db, fixture
 from nico_api.config import Settings
+from nico_api.dev_issuer import DevIssuer
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,7 +50,7 @@ def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    print(auth.DevIssuer(settings).issue(args.org, args.role, args.ttl))
+    print(DevIssuer(settings).issue(args.org, args.role, args.ttl))
     return 0
 
 

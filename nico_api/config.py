@@ -19,6 +19,7 @@ class Settings:
     instance_dir: Path
     database_url: str
     validate_responses: bool = False
+    auth_config: Path | None = None
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -35,4 +36,5 @@ class Settings:
             instance_dir=instance_dir,
             database_url=database_url,
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
+            auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
         )

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
+from nico_api.errors import describe
 from nico_api.schemas import FLOW_STATUS, UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
@@ -125,23 +126,7 @@ def parse(text: str, source: str = "fixture") -> FixtureFile:
     try:
         return FixtureFile.model_validate(document)
     except ValidationError as exc:
-        raise FixtureError(f"{source}: {_describe(exc, document)}") from None
-
-
-def _describe(exc: ValidationError, document: dict[str, Any]) -> str:
-    """Name the record (by position and id) and the field of each problem."""
-    problems = []
-    for error in exc.errors():
-        loc = error["loc"]
-        where = ".".join(str(part) for part in loc)
-        if len(loc) >= 2 and isinstance(loc[1], int):
-            record = document[loc[0]][loc[1]]
-            record_id = record.get("id") if isinstance(record, dict) else None
-            field = ".".join(str(part) for part in loc[2:]) or "(record)"
-            where = f"{loc[0]}[{loc[1]}]" + (f" (id {record_id})" if record_id else "")
-            where += f" field '{field}'"
-        problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
+        raise FixtureError(f"{source}: {describe(exc, document, label='id')}") from None
 
 
 def load(fixture: FixtureFile) -> LoadSummary:

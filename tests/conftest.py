@@ -11,9 +11,10 @@ from connexion import AsyncApp
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from nico_api import auth, db, fixture
+from nico_api import db, fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
+from nico_api.dev_issuer import DevIssuer
 from nico_api.models import Base
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
@@ -60,12 +61,12 @@ def client(app: AsyncApp) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def issuer(settings: Settings, app: AsyncApp) -> auth.DevIssuer:
-    return auth.DevIssuer(settings)
+def issuer(settings: Settings, app: AsyncApp) -> DevIssuer:
+    return DevIssuer(settings)
 
 
 @pytest.fixture
-def bearer(issuer: auth.DevIssuer) -> Callable[..., dict[str, str]]:
+def bearer(issuer: DevIssuer) -> Callable[..., dict[str, str]]:
     """Authorization headers for a caller of `org` with `roles`."""
 
     def make(org: str = "acme-inc", *roles: str) -> dict[str, str]:

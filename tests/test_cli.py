@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -100,7 +101,8 @@ def test_token_command_issues_a_token_the_server_accepts(
         "120",
     )
     assert result.returncode == 0, result.stderr
-    caller = auth.DevIssuer(settings).verify(result.stdout.strip())
+    authenticator = auth.Authenticator(auth.auth_config_for(settings))
+    caller = asyncio.run(authenticator.verify(result.stdout.strip()))
     assert caller.roles_by_org == {ACME: frozenset({"NICO_PROVIDER_ADMIN", "TENANT_ADMIN"})}
     assert (settings.instance_dir / "dev-issuer-key.pem").stat().st_mode & 0o077 == 0
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
 from nico_api import auth, fixture, schemas
+from nico_api.dev_issuer import DevIssuer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -224,7 +225,7 @@ def _claims(org: str = ACME, **overrides: object) -> dict[str, object]:
     return claims
 
 
-def _hostile_tokens(issuer: auth.DevIssuer) -> dict[str, str]:
+def _hostile_tokens(issuer: DevIssuer) -> dict[str, str]:
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     good = issuer.issue(ACME, ["PROVIDER_ADMIN"])
     header, payload, signature = good.split(".")
@@ -268,7 +269,7 @@ def _hostile_tokens(issuer: auth.DevIssuer) -> dict[str, str]:
         "non-json-header",
     ],
 )
-def test_row3_unverifiable_token(client: TestClient, issuer: auth.DevIssuer, kind: str) -> None:
+def test_row3_unverifiable_token(client: TestClient, issuer: DevIssuer, kind: str) -> None:
     token = _hostile_tokens(issuer)[kind]
     assert_error(
         get(client, RUNNING_TASK, {"Authorization": f"Bearer {token}"}), 401, auth.INVALID_TOKEN

@@ -12,14 +12,14 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import APIOperation
 
-from nico_api import auth
 from nico_api.config import PROJECT_ROOT
+from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK
 
 EXAMPLES_PER_OPERATION = 120
 
 
-def test_every_response_conforms_to_the_spec(app: AsyncApp, issuer: auth.DevIssuer) -> None:
+def test_every_response_conforms_to_the_spec(app: AsyncApp, issuer: DevIssuer) -> None:
     config = SchemathesisConfig.from_path(PROJECT_ROOT / "schemathesis.toml")
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     headers = {"Authorization": f"Bearer {issuer.issue(ACME, ['PROVIDER_ADMIN'])}"}
