@@ -1,5 +1,6 @@
 """Operation handlers, found by operationId: `get-task` is `get_task`."""
 
 from handlers.task import get_rack_task, get_task
+from handlers.user import get_user
 
-__all__ = ["get_rack_task", "get_task"]
+__all__ = ["get_rack_task", "get_task", "get_user"]

@@ -9,6 +9,7 @@ import connexion
 from connexion.jsonifier import JSONEncoder, Jsonifier
 from connexion.resolver import Resolver
 from pydantic import BaseModel
+from starlette.convertors import PathConvertor, register_url_convertor
 
 import handlers
 from nico_api import auth, db, errors
@@ -24,12 +25,20 @@ class _APIEncoder(JSONEncoder):
         return super().default(o)
 
 
+class _AnyTextPath(PathConvertor):
+    """Starlette's `path` convertor, but across newlines too: Connexion mounts the API under a
+    `{path:path}` route, and a path parameter holding a newline must reach the API, not 404."""
+
+    regex = "(?s:.*)"
+
+
 def _handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
 
 
 def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
     settings = settings or Settings.from_env()
+    register_url_convertor("path", _AnyTextPath())
     db.connect(settings.database_url)
     auth.configure(auth.Authenticator(auth.auth_config_for(settings)))
     app = connexion.AsyncApp(

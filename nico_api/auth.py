@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ KEYS_UNAVAILABLE = "Unable to verify authorization token: issuer keys are unavai
 
 PROVIDER_ADMIN, TENANT_ADMIN = ROLES
 SCOPE_CLAIMS = ("scope", "scopes", "scp")
+# Real tokens are a few KB; a larger one is refused before any parsing.
+MAX_TOKEN_BYTES = 16 * 1024
+PROFILE_CLAIMS = {"email": "email", "first_name": "given_name", "last_name": "family_name"}
 _ROLE = re.compile(rf"^(?:[A-Z0-9]+_)?({'|'.join(ROLES)})$")
 
 
@@ -55,6 +59,18 @@ class Caller:
     subject: str
     roles_by_org: Mapping[str, frozenset[str]]
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        # Stable for the same issuer and subject, whichever server process answers.
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"{self.issuer}#{self.subject}")
+
+    def profile(self) -> dict[str, str | None]:
+        """The standard OIDC claims about the person, where the token carries them as text."""
+        return {
+            column: value if isinstance(value := self.claims.get(name), str) else None
+            for column, name in PROFILE_CLAIMS.items()
+        }
 
     def require_member(self, org: str) -> frozenset[str]:
         roles = self.roles_by_org.get(org)
@@ -121,6 +137,8 @@ class Authenticator:
         return await self.verify(bearer_token(authorization))
 
     async def verify(self, token: str) -> Caller:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid(f"token of {len(token)} bytes is over {MAX_TOKEN_BYTES}")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nico_api import db, fixture
+from nico_api import auth, db, fixture
 from nico_api.config import Settings
 from nico_api.dev_issuer import DevIssuer
+from nico_api.issuers import AuthConfig, AuthConfigError
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
+    auth.auth_config_for(settings)
     # Each worker builds its own app from the same environment.
     uvicorn.run(
         "nico_api.app:create_app",
@@ -51,6 +56,44 @@ def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     print(DevIssuer(settings).issue(args.org, args.role, args.ttl))
+    return 0
+
+
+def _auth_config(args: argparse.Namespace, settings: Settings) -> AuthConfig:
+    if args.config is not None:
+        settings = replace(settings, auth_config=args.config)
+    return auth.auth_config_for(settings)
+
+
+def _auth_check(args: argparse.Namespace, settings: Settings) -> int:
+    config = _auth_config(args, settings)
+    print(f"{len(config.issuers)} issuer(s), leeway {config.leeway:g}s")
+    for issuer in config.issuers:
+        print(f"- {issuer.name}: iss {issuer.issuer!r}")
+        keys = issuer.jwks or "shared secret"
+        print(f"    keys: {keys} (timeout {issuer.jwks_timeout:g}s)")
+        print(f"    algorithms: {', '.join(issuer.algorithms)}")
+        print(f"    audiences: {', '.join(issuer.audiences) or '(not checked)'}")
+        print(f"    scopes: {', '.join(issuer.scopes) or '(none required)'}")
+        for mapping in issuer.claim_mappings:
+            print(f"    mapping: {mapping.describe()}")
+    return 0
+
+
+def _auth_whoami(args: argparse.Namespace, settings: Settings) -> int:
+    authenticator = auth.Authenticator(_auth_config(args, settings))
+    try:
+        caller = asyncio.run(authenticator.verify(args.token.strip()))
+    except auth.TokenRejectedError as exc:
+        print(f"rejected: {exc.status_code} {exc.message} ({exc.reason})", file=sys.stderr)
+        return 1
+    print(f"issuer: {caller.issuer}")
+    print(f"subject: {caller.subject}")
+    print(f"user id: {caller.user_id}")
+    if not caller.roles_by_org:
+        print("orgs: none (the token maps to no org)")
+    for org, roles in sorted(caller.roles_by_org.items()):
+        print(f"org {org}: {', '.join(sorted(roles)) or '(member, no role)'}")
     return 0
 
 
@@ -90,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--demo", action="store_true", required=True, help="the demo data set")
     seed.set_defaults(run=_db_seed)
 
+    auth_parser = commands.add_parser("auth", help="check the auth configuration and tokens")
+    auth_commands = auth_parser.add_subparsers(dest="auth_command", required=True)
+    check = auth_commands.add_parser("check", help="validate an auth configuration file")
+    check.add_argument("--config", type=Path, help="default: $NICO_AUTH_CONFIG, else development")
+    check.set_defaults(run=_auth_check)
+    whoami = auth_commands.add_parser("whoami", help="what the server would grant a token")
+    whoami.add_argument("token")
+    whoami.add_argument("--config", type=Path, help="default: $NICO_AUTH_CONFIG, else development")
+    whoami.set_defaults(run=_auth_whoami)
+
     token = commands.add_parser("token", help="print a development token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", action="append", required=True, help="repeat for more roles")
@@ -103,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return args.run(args, settings)
-    except fixture.FixtureError as exc:
+    except (fixture.FixtureError, AuthConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except SQLAlchemyError as exc:
         print(f"error: database: {exc.__class__.__name__}: {exc.orig or exc}", file=sys.stderr)

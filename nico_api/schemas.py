@@ -172,3 +172,29 @@ class Task(BaseModel):
             updated=task.updated_at,
             report=TaskReportV1.from_stored(task.report),
         )
+
+
+class User(BaseModel):
+    """The current user as the REST API presents it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+    id: uuid.UUID
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    created: UTCTime
+    updated: UTCTime
+
+    @classmethod
+    def from_record(cls, user: models.User) -> User:
+        return cls(
+            id=user.id,
+            email=user.email,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            created=user.created,
+            updated=user.updated,
+        )

@@ -132,3 +132,84 @@ def test_unknown_command_is_a_usage_error(env: dict[str, str]) -> None:
     result = run(env, "fly")
     assert result.returncode == 2
     assert "usage: nico-api" in result.stderr
+
+
+BAD_AUTH_CONFIG = """
+issuers:
+  - name: corp
+    issuer: https://corp.test
+    jwks: https://corp.test/certs
+    algorithms: [RS256, none]
+    claimMappings:
+      - orgName: acme-inc
+        roles: [PROVIDER_ADMIN]
+"""
+
+GOOD_AUTH_CONFIG = """
+leeway: 10s
+issuers:
+  - name: keycloak
+    issuer: https://kc.test/realms/nico
+    jwks: https://kc.test/realms/nico/protocol/openid-connect/certs
+    audiences: [nico-api]
+    scopes: [nico]
+    claimMappings:
+      - orgName: acme-inc
+        orgDisplayName: Acme
+        rolesAttribute: realm_access.roles
+      - orgName: automation
+        isServiceAccount: true
+"""
+
+
+def test_auth_check_refuses_an_invalid_file(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "auth.yaml"
+    path.write_text(BAD_AUTH_CONFIG)
+    result = run(env, "auth", "check", "--config", str(path))
+    assert result.returncode == 1
+    assert "issuers[0] (name corp) field 'algorithms'" in result.stderr
+    assert "unknown algorithm 'none'" in result.stderr
+
+
+def test_auth_check_prints_what_it_understood(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "auth.yaml"
+    path.write_text(GOOD_AUTH_CONFIG)
+    result = run(env, "auth", "check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "1 issuer(s), leeway 10s" in result.stdout
+    assert "- keycloak: iss 'https://kc.test/realms/nico'" in result.stdout
+    assert "scopes: nico" in result.stdout
+    assert "mapping: org 'acme-inc', roles from claim 'realm_access.roles'" in result.stdout
+    assert "mapping: org 'automation' as a service account" in result.stdout
+
+
+def test_auth_check_without_a_file_shows_the_development_issuer(env: dict[str, str]) -> None:
+    result = run(env, "auth", "check")
+    assert result.returncode == 0, result.stderr
+    assert "- development: iss 'nico-dev'" in result.stdout
+    assert "mapping: org from claim 'org'" in result.stdout
+
+
+def test_auth_whoami(env: dict[str, str]) -> None:
+    token = run(env, "token", "--org", ACME, "--role", "NICO_PROVIDER_ADMIN").stdout.strip()
+    result = run(env, "auth", "whoami", token)
+    assert result.returncode == 0, result.stderr
+    assert f"org {ACME}: NICO_PROVIDER_ADMIN" in result.stdout
+    assert "issuer: nico-dev" in result.stdout
+
+
+def test_auth_whoami_says_why_a_token_is_refused(env: dict[str, str]) -> None:
+    result = run(env, "auth", "whoami", "not.a.token")
+    assert result.returncode == 1
+    assert "rejected: 401 Invalid authorization token in request (malformed token" in result.stderr
+
+
+def test_serve_refuses_to_start_on_an_invalid_auth_file(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "auth.yaml"
+    path.write_text(BAD_AUTH_CONFIG)
+    result = run({**env, "NICO_AUTH_CONFIG": str(path)}, "serve", "--port", str(_free_port()))
+    assert result.returncode == 1
+    assert "unknown algorithm 'none'" in result.stderr
+    assert "Traceback" not in result.stderr

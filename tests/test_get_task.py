@@ -427,3 +427,12 @@ def test_wrong_method_is_an_envelope(client: TestClient, bearer: Bearer) -> None
         task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()
     )
     assert_error(response, 405, "Method Not Allowed")
+
+
+def test_org_with_a_newline_reaches_the_api(client: TestClient, bearer: Bearer) -> None:
+    response = client.get(
+        "/v2/org/acme%0Ainc/nico/task/" + RUNNING_TASK,
+        params={"siteId": ACME_SITE},
+        headers=bearer(),
+    )
+    assert_error(response, 403, "Failed to validate membership for org: acme\ninc")

@@ -1,0 +1,110 @@
+"""Retrieve the current User: remembered on first call, updated when the claims change."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from nico_api import auth, db, models
+from nico_api.dev_issuer import DevIssuer
+from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
+
+USER_PATH = f"/v2/org/{ACME}/nico/user/current"
+
+
+def token(issuer: DevIssuer, **extra: Any) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "iss": issuer.issuer,
+        "aud": issuer.audience,
+        "sub": "jane",
+        "iat": now,
+        "exp": now + 600,
+        "org": ACME,
+        "roles": ["TENANT_ADMIN"],
+        **extra,
+    }
+    signed = jwt.encode(
+        claims, issuer.private_key, algorithm="RS256", headers={"kid": issuer.key_id}
+    )
+    return {"Authorization": f"Bearer {signed}"}
+
+
+def user_rows() -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(models.User))
+
+
+def test_first_call_remembers_the_user(client: TestClient, issuer: DevIssuer) -> None:
+    headers = token(issuer, email="jane@acme.example", given_name="Jane", family_name="Doe")
+    response = client.get(USER_PATH, headers=headers)
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert user["id"] == str(uuid.uuid5(uuid.NAMESPACE_URL, "nico-dev#jane"))
+    assert (user["email"], user["firstName"], user["lastName"]) == (
+        "jane@acme.example",
+        "Jane",
+        "Doe",
+    )
+    assert user["created"] == user["updated"]
+    assert user_rows() == 1
+
+    again = client.get(USER_PATH, headers=headers).json()
+    assert again == user
+    assert user_rows() == 1
+
+
+def test_changed_claims_update_the_user(client: TestClient, issuer: DevIssuer) -> None:
+    first = client.get(USER_PATH, headers=token(issuer, email="jane@old.example")).json()
+    time.sleep(0.01)
+    second = client.get(
+        USER_PATH, headers=token(issuer, email="jane@new.example", given_name="Jane")
+    ).json()
+    assert second["id"] == first["id"]
+    assert second["email"] == "jane@new.example"
+    assert second["firstName"] == "Jane"
+    assert second["created"] == first["created"]
+    assert second["updated"] > first["updated"]
+    assert user_rows() == 1
+
+
+def test_missing_or_odd_claims_are_null(client: TestClient, issuer: DevIssuer) -> None:
+    user = client.get(USER_PATH, headers=token(issuer, email=["x"], given_name=None)).json()
+    assert (user["email"], user["firstName"], user["lastName"]) == (None, None, None)
+
+
+def test_another_subject_is_another_user(client: TestClient, issuer: DevIssuer) -> None:
+    jane = client.get(USER_PATH, headers=token(issuer)).json()
+    john = client.get(USER_PATH, headers=token(issuer, sub="john")).json()
+    assert jane["id"] != john["id"]
+    assert user_rows() == 2
+
+
+def test_any_member_may_call_but_not_others(client: TestClient, issuer: DevIssuer) -> None:
+    assert client.get(USER_PATH, headers=token(issuer, roles=[])).status_code == 200
+    response = client.get(USER_PATH, headers=token(issuer, org=GLOBEX))
+    assert response.status_code == 403
+    assert response.json()["message"] == f"Failed to validate membership for org: {ACME}"
+    anonymous = client.get(USER_PATH)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["message"] == auth.MISSING_HEADER
+
+
+@pytest.mark.parametrize("query", [{"verbose": "1"}])
+def test_unknown_query_parameter(client: TestClient, issuer: DevIssuer, query: dict) -> None:
+    response = client.get(USER_PATH, params=query, headers=token(issuer))
+    assert response.status_code == 400
+    assert "verbose" in response.json()["message"]
+
+
+def test_the_task_path_writes_nothing(client: TestClient, issuer: DevIssuer) -> None:
+    headers = token(issuer, roles=["PROVIDER_ADMIN"])
+    response = client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=headers)
+    assert response.status_code == 200
+    assert user_rows() == 0
