@@ -39,7 +39,7 @@ def _handler_for(operation_id: str) -> Any:
 def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
     settings = settings or Settings.from_env()
     register_url_convertor("path", _AnyTextPath())
-    db.connect(settings.database_url)
+    db.connect(settings)
     auth.configure(auth.Authenticator(auth.auth_config_for(settings)))
     app = connexion.AsyncApp(
         __name__,

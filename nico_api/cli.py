@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from nico_api import auth, db, fixture
-from nico_api.config import Settings
+from nico_api.config import Settings, SettingsError
 from nico_api.dev_issuer import DevIssuer
 from nico_api.issuers import AuthConfig, AuthConfigError
 
@@ -34,21 +34,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _db_init(_args: argparse.Namespace, settings: Settings) -> int:
-    db.create_schema(db.connect(settings.database_url))
-    print(f"database ready: {_safe_url(settings)}")
+def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    db.upgrade(db.connect(settings))
+    print(f"database schema up to date: {_safe_url(settings)}")
     return 0
 
 
 def _db_load(args: argparse.Namespace, settings: Settings) -> int:
-    db.connect(settings.database_url)
+    db.connect(settings)
     summary = fixture.load_file(args.file)
     print(f"loaded {summary} from {args.file}")
     return 0
 
 
 def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
-    db.create_schema(db.connect(settings.database_url))
+    db.upgrade(db.connect(settings))
     summary = fixture.load(fixture.demo())
     print(f"loaded demo data: {summary}")
     return 0
@@ -125,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     database = commands.add_parser("db", help="prepare and fill the database")
     db_commands = database.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("init", help="create the schema").set_defaults(run=_db_init)
+    db_commands.add_parser("init", help="create the schema (same as upgrade)").set_defaults(
+        run=_db_upgrade
+    )
+    db_commands.add_parser("upgrade", help="apply the schema migrations").set_defaults(
+        run=_db_upgrade
+    )
     load = db_commands.add_parser("load", help="load providers, sites and tasks from a file")
     load.add_argument("file", type=Path, help="a YAML or JSON fixture file")
     load.set_defaults(run=_db_load)
@@ -153,13 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
         return args.run(args, settings)
-    except (fixture.FixtureError, AuthConfigError) as exc:
+    except (fixture.FixtureError, AuthConfigError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except SQLAlchemyError as exc:
-        print(f"error: database: {exc.__class__.__name__}: {exc.orig or exc}", file=sys.stderr)
+        detail = getattr(exc, "orig", None) or exc
+        print(f"error: database: {exc.__class__.__name__}: {detail}", file=sys.stderr)
     return 1
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = PROJECT_ROOT / "openapi.yaml"
@@ -20,6 +24,12 @@ class Settings:
     database_url: str
     validate_responses: bool = False
     auth_config: Path | None = None
+    # Storage: a bounded pool and bounded waits, so an ailing database means a quick 503.
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    db_pool_timeout: float = 5.0
+    db_connect_timeout: float = 5.0
+    db_statement_timeout: float = 5.0
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -28,7 +38,7 @@ class Settings:
         return self.instance_dir / "dev-issuer-key.pem"
 
     @classmethod
-    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         instance_dir = Path(env.get("NICO_INSTANCE_DIR", "instance")).resolve()
         database_url = env.get("NICO_DATABASE_URL") or f"sqlite:///{instance_dir / 'nico.db'}"
@@ -37,4 +47,30 @@ class Settings:
             database_url=database_url,
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
             auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
+            db_pool_size=_number(env, "NICO_DB_POOL_SIZE", cls.db_pool_size, int),
+            db_max_overflow=_number(env, "NICO_DB_MAX_OVERFLOW", cls.db_max_overflow, int),
+            db_pool_timeout=_number(env, "NICO_DB_POOL_TIMEOUT", cls.db_pool_timeout, float),
+            db_connect_timeout=_number(
+                env, "NICO_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, float
+            ),
+            db_statement_timeout=_number(
+                env, "NICO_DB_STATEMENT_TIMEOUT", cls.db_statement_timeout, float
+            ),
         )
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {kind.__name__}, not {text!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value

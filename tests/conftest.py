@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 from connexion import AsyncApp
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.dev_issuer import DevIssuer
-from nico_api.models import Base
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
 
@@ -38,20 +37,29 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     )
 
 
+def reset(engine: Engine) -> None:
+    """An empty database: SQLite files are new per test; PostgreSQL's schema is dropped."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+
+
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
-    engine = db.connect(settings.database_url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    engine = db.connect(settings)
+    reset(engine)
+    db.upgrade(engine)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def app(settings: Settings, engine: Engine) -> AsyncApp:
+def app(settings: Settings, engine: Engine) -> Iterator[AsyncApp]:
     app = create_app(settings)
     fixture.load(fixture.demo())
-    return app
+    yield app
+    db.dispose()
 
 
 @pytest.fixture
