@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from nico_api import db, models, schemas
 from nico_api.errors import NICoError
+from nico_api.schemas import UUID_TEXT
 
 
 def get_task(org: str, id_: str, site_id: str, token_info: dict[str, Any]) -> schemas.Task:
@@ -44,7 +45,6 @@ get_rack_task = get_task
 
 
 def _uuid(value: str, message: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NICoError(400, message) from None
+    if not UUID_TEXT.fullmatch(value):
+        raise NICoError(400, message)
+    return uuid.UUID(value)

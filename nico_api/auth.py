@@ -38,7 +38,7 @@ _ROLE = re.compile(rf"^(?:[A-Z0-9]+_)?({'|'.join(ROLES)})$")
 def base_role(role: str) -> str | None:
     """The production role a token's role stands for: bare, or behind a one-word prefix such as
     the legacy NICO_ or FORGE_; None when it is neither."""
-    match = _ROLE.match(role)
+    match = _ROLE.fullmatch(role)
     return match.group(1) if match else None
 
 
@@ -239,6 +239,10 @@ def auth_config_for(settings: Settings) -> AuthConfig:
     """The configured issuers, or, with no configuration file, the development issuer alone."""
     if settings.auth_config is not None:
         return load_auth_config(settings.auth_config)
+    log.warning(
+        "NICO_AUTH_CONFIG is not set: trusting the local development issuer only, whose tokens "
+        "name any org; configure real issuers for anything but development"
+    )
     dev = DevIssuer(settings)
     dev.write_jwks()
     return AuthConfig(issuers=[dev.config()])

@@ -3,10 +3,12 @@ claims become org memberships and roles."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -154,8 +156,12 @@ class IssuerConfig(_Config):
         return self
 
     @property
-    def jwks_is_url(self) -> bool:
-        return bool(self.jwks) and self.jwks.startswith(("https://", "http://"))
+    def jwks_in_clear(self) -> bool:
+        """Keys fetched over plain http from another host: anyone on the path could forge."""
+        if not self.jwks or not self.jwks.startswith("http://"):
+            return False
+        host = urlsplit(self.jwks).hostname or ""
+        return host not in {"localhost", "127.0.0.1", "::1"}
 
 
 class AuthConfig(_Config):
@@ -199,6 +205,9 @@ def _check_across_issuers(config: AuthConfig) -> None:
                 orgs[mapping.org_name] = issuer.name  # type: ignore[index]
 
 
+log = logging.getLogger(__name__)
+
+
 def parse_auth_config(document: Any, source: str) -> AuthConfig:
     if not isinstance(document, dict):
         raise AuthConfigError(f"{source}: the top level must be a mapping with 'issuers'")
@@ -210,6 +219,9 @@ def parse_auth_config(document: Any, source: str) -> AuthConfig:
         _check_across_issuers(config)
     except AuthConfigError as exc:
         raise AuthConfigError(f"{source}: {exc}") from None
+    for issuer in config.issuers:
+        if issuer.jwks_in_clear:
+            log.warning("issuer %r fetches its keys over plain http: %s", issuer.name, issuer.jwks)
     return config
 
 

@@ -7,13 +7,14 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from jwt import PyJWK, PyJWTError
+from jwt import PyJWK
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class KeySet:
         self._clock = clock
         self._keys: dict[str | None, SigningKey] | None = None
         self._last_attempt: float | None = None
-        self._lock = asyncio.Lock()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def key(self, kid: str | None) -> SigningKey | None:
         """The signing key a token names, or None when the key set has no such key."""
@@ -60,7 +63,10 @@ class KeySet:
         return self._keys.get(kid)
 
     async def _refresh_if_due(self) -> None:
-        async with self._lock:
+        # One fetch at a time; an asyncio lock belongs to one event loop.
+        loop = asyncio.get_running_loop()
+        lock = self._locks.setdefault(loop, asyncio.Lock())
+        async with lock:
             now = self._clock()
             interval = self.retry_interval if self._keys is None else self.refresh_interval
             if self._last_attempt is not None and now - self._last_attempt < interval:
@@ -68,7 +74,7 @@ class KeySet:
             self._last_attempt = now
             try:
                 self._keys = _signing_keys(await self._fetch())
-            except (OSError, httpx.HTTPError, ValueError) as exc:
+            except Exception as exc:
                 state = "keeping the cached key set" if self._keys else "no key set yet"
                 log.warning("key set %s could not be fetched (%s): %r", self.source, state, exc)
 
@@ -93,7 +99,7 @@ def _signing_keys(document: Any) -> dict[str | None, SigningKey]:
             continue
         try:
             parsed = PyJWK(jwk)
-        except PyJWTError as exc:
+        except Exception as exc:
             log.warning("skipping an unusable key %r: %s", jwk.get("kid"), exc)
             continue
         alg = jwk.get("alg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,13 +47,24 @@ FLOW_STATUS = {
 }
 
 
+# The forms production's UUID parser takes, in ASCII hex only: canonical, {braced}, urn:uuid:,
+# and 32 bare digits.
+_CANONICAL = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+UUID_TEXT = re.compile(
+    rf"{_CANONICAL}|\{{{_CANONICAL}\}}|urn:uuid:{_CANONICAL}|[0-9a-fA-F]{{32}}", re.ASCII
+)
+
+
 def rest_status(flow_status: str) -> TaskStatus:
     return FLOW_STATUS.get(flow_status, TaskStatus.UNKNOWN)
 
 
 def as_utc(value: datetime) -> datetime:
     """Offsets become UTC; a time without an offset was written in UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
 
 
 def _text_only(value: Any) -> Any:
@@ -71,6 +83,8 @@ def _only_version_1(value: int) -> int:
 UTCTime = Annotated[datetime, AfterValidator(as_utc)]
 ReportTime = Annotated[UTCTime, BeforeValidator(_text_only)]
 Count = Annotated[StrictInt, Field(ge=0)]
+# An empty message is no message: optional report fields are omitted, never sent empty.
+ReportText = Annotated[StrictStr, AfterValidator(lambda text: text or None)]
 PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 
 
@@ -99,7 +113,7 @@ class TaskReportStep(ReportModel):
     failed_components: Count | None = None
     started_at: ReportTime | None = None
     finished_at: ReportTime | None = None
-    error: StrictStr | None = None
+    error: ReportText | None = None
 
 
 class TaskReportStage(ReportModel):
@@ -108,13 +122,13 @@ class TaskReportStage(ReportModel):
     steps: list[TaskReportStep]
     started_at: ReportTime | None = None
     finished_at: ReportTime | None = None
-    error: StrictStr | None = None
+    error: ReportText | None = None
 
 
 class TaskReportV1(ReportModel):
     version: Annotated[StrictInt, AfterValidator(_only_version_1)]
     stages: list[TaskReportStage]
-    error: StrictStr | None = None
+    error: ReportText | None = None
 
     @classmethod
     def from_stored(cls, stored: Any) -> TaskReportV1 | None:

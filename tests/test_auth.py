@@ -195,6 +195,50 @@ def test_slow_provider_is_cut_off_by_the_timeout(idp: KeySetServer, tmp_path: Pa
     assert time.monotonic() - started < 2.5
 
 
+@pytest.mark.parametrize(
+    "odd_key",
+    [
+        {"kty": "RSA", "kid": "odd", "alg": "none", "n": "AQAB", "e": "AQAB"},
+        {"kty": "RSA", "kid": "odd", "alg": ["RS256"], "n": "AQAB", "e": "AQAB"},
+        {"kty": "EC", "kid": "odd", "crv": "P-999", "x": "AA", "y": "AA"},
+        {"kid": "odd"},
+        "not-a-key",
+    ],
+    ids=["alg-none", "alg-list", "unknown-curve", "no-kty", "not-an-object"],
+)
+def test_one_unusable_key_does_not_cost_the_others(
+    idp: KeySetServer, tmp_path: Path, odd_key: Any
+) -> None:
+    idp.document = {"keys": [odd_key, KEY_A.jwk()]}
+    authn = authenticator(load_auth_config(write_config(tmp_path, issuer_config(idp.url))))
+    assert verify(authn, KEY_A.sign(claims())).subject == "user-1"
+
+
+@pytest.mark.parametrize("document", [{"keys": "none"}, [1, 2], {"keys": [{"kid": "odd"}]}, "text"])
+def test_unusable_key_set_document_is_503_not_500(
+    idp: KeySetServer, tmp_path: Path, document: Any
+) -> None:
+    idp.document = document
+    authn = authenticator(load_auth_config(write_config(tmp_path, issuer_config(idp.url))))
+    with pytest.raises(auth.TokenRejectedError) as rejected:
+        verify(authn, KEY_A.sign(claims()))
+    assert rejected.value.status_code == 503
+
+
+def test_key_set_serves_requests_from_several_event_loops(
+    idp: KeySetServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    authn = authenticator(load_auth_config(write_config(tmp_path, issuer_config(idp.url))), clock)
+
+    async def concurrently() -> list[auth.Caller]:
+        return await asyncio.gather(*(authn.verify(KEY_A.sign(claims())) for _ in range(5)))
+
+    for _ in range(3):
+        clock.now += 120
+        assert len(asyncio.run(concurrently())) == 5
+
+
 def test_key_set_from_a_local_file(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [KEY_A.jwk()]}))
@@ -297,6 +341,11 @@ def test_org_from_claims_cannot_take_a_configured_org() -> None:
 
 def test_org_claim_that_is_not_text_maps_to_nothing() -> None:
     assert memberships("https://saas.test", {"tenant": {"id": ["a"]}, "nico_roles": []}) == {}
+
+
+def test_role_with_trailing_newline_is_dropped() -> None:
+    token_claims = {"tenant": {"id": "globex"}, "nico_roles": ["PROVIDER_ADMIN\n", "TENANT_ADMIN"]}
+    assert memberships("https://saas.test", token_claims) == {"globex": {"TENANT_ADMIN"}}
 
 
 def test_role_names_outside_production_are_dropped() -> None:

@@ -319,7 +319,15 @@ def test_row5_member_of_another_org(client: TestClient, bearer: Bearer, rack: bo
 
 @pytest.mark.parametrize(
     "roles",
-    [("TENANT_ADMIN",), ("NICO_TENANT_ADMIN",), ("A_B_PROVIDER_ADMIN",), ("provider_admin",)],
+    [
+        ("TENANT_ADMIN",),
+        ("NICO_TENANT_ADMIN",),
+        ("A_B_PROVIDER_ADMIN",),
+        ("provider_admin",),
+        ("PROVIDER_ADMIN\n",),
+        ("NICO_PROVIDER_ADMIN\n",),
+        (" PROVIDER_ADMIN",),
+    ],
 )
 def test_row6_no_provider_admin_role(
     client: TestClient, bearer: Bearer, roles: tuple[str, ...]
@@ -351,7 +359,41 @@ def test_row8_comes_before_site_checks(client: TestClient, bearer: Bearer) -> No
     assert_error(get(client, "zzz", bearer(), site="nope"), 400, "Invalid Task ID specified in URL")
 
 
-@pytest.mark.parametrize("site", ["nope", "", "5518ae98-48f4-47c1-b4d3"])
+@BOTH_PATHS
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "+22423ac-1fbd-4d60-8093-20164fbc635b",
+        "e22423ac-1fbd-4d60-8093-20164fbc635\u0665",
+        "e22423ac_1fbd_4d60_8093_20164fbc635b",
+        "e22423ac-1fbd-4d60-8093-20164fbc635b%0A",
+    ],
+    ids=["plus-sign", "arabic-digit", "underscores", "newline"],
+)
+def test_row8_only_ascii_uuid_forms(
+    client: TestClient, bearer: Bearer, rack: bool, task_id: str
+) -> None:
+    response = get(client, task_id, bearer(), rack=rack)
+    assert_error(response, 400, "Invalid Task ID specified in URL")
+
+
+def test_row8_other_uuid_spellings_are_the_same_task(client: TestClient, bearer: Bearer) -> None:
+    for spelling in (RUNNING_TASK.upper(), f"{{{RUNNING_TASK}}}", RUNNING_TASK.replace("-", "")):
+        response = get(client, spelling, bearer())
+        assert response.status_code == 200, spelling
+        assert response.json()["id"] == RUNNING_TASK
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        "nope",
+        "",
+        "5518ae98-48f4-47c1-b4d3",
+        " 518ae98-48f4-47c1-b4d3-7b3747fa4d0c",
+        "+518ae98-48f4-47c1-b4d3-7b3747fa4d0c",
+    ],
+)
 def test_row9_site_id_not_a_uuid(client: TestClient, bearer: Bearer, site: str) -> None:
     response = get(client, RUNNING_TASK, bearer(), site=site)
     assert_error(response, 400, "Failed to validate Site specified in request: invalid ID")

@@ -85,6 +85,34 @@ def test_snake_case_report_becomes_camel_case() -> None:
     }
 
 
+def test_empty_error_text_is_omitted() -> None:
+    report = TaskReportV1.from_stored(
+        {
+            "version": 1,
+            "error": "",
+            "stages": [
+                {
+                    "number": 1,
+                    "status": "completed",
+                    "error": "",
+                    "steps": [{"component_type": "Compute", "status": "completed", "error": ""}],
+                }
+            ],
+        }
+    )
+    assert report is not None
+    assert report.model_dump(mode="json") == {
+        "version": 1,
+        "stages": [
+            {
+                "number": 1,
+                "status": "completed",
+                "steps": [{"componentType": "Compute", "status": "completed"}],
+            }
+        ],
+    }
+
+
 def test_report_stored_as_json_text_is_read() -> None:
     report = TaskReportV1.from_stored('{"version": 1, "stages": []}')
     assert report is not None and report.model_dump(mode="json") == {"version": 1, "stages": []}
@@ -115,6 +143,28 @@ def test_report_stored_as_json_text_is_read() -> None:
         {
             "version": 1,
             "stages": [{"number": 1, "status": "running", "steps": [], "started_at": "yesterday"}],
+        },
+        {
+            "version": 1,
+            "stages": [
+                {
+                    "number": 1,
+                    "status": "running",
+                    "steps": [],
+                    "started_at": "9999-12-31T23:59:59-01:00",
+                }
+            ],
+        },
+        {
+            "version": 1,
+            "stages": [
+                {
+                    "number": 1,
+                    "status": "running",
+                    "steps": [],
+                    "finished_at": "0001-01-01T00:00:00+01:00",
+                }
+            ],
         },
         {
             "version": 1,
