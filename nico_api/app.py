@@ -6,13 +6,15 @@ import json
 from typing import Any
 
 import connexion
+import yaml
 from connexion.jsonifier import JSONEncoder, Jsonifier
+from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
 from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
 
 import handlers
-from nico_api import auth, db, errors
+from nico_api import auth, db, errors, logs
 from nico_api.config import SPEC_PATH, Settings
 
 
@@ -55,4 +57,20 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
         pythonic_params=True,
     )
     errors.install(app)
+    app.add_middleware(
+        logs.AccessLog,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        path_templates=_path_templates(),
+    )
     return app
+
+
+def _path_templates() -> dict[str, str]:
+    """Each operationId's path template, for the access log."""
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    return {
+        operation["operationId"]: path
+        for path, item in spec["paths"].items()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging.config
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nico_api import auth, db, fixture
+from nico_api import auth, db, fixture, logs
 from nico_api.config import Settings, SettingsError
 from nico_api.dev_issuer import DevIssuer
 from nico_api.issuers import AuthConfig, AuthConfigError
@@ -20,6 +21,7 @@ from nico_api.issuers import AuthConfig, AuthConfigError
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    logging.config.dictConfig(logs.config(args.log_level))
     # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
     auth.auth_config_for(settings)
     # Each worker builds its own app from the same environment.
@@ -30,6 +32,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=logs.config(args.log_level),
+        access_log=False,
     )
     return 0
 

@@ -212,3 +212,7 @@ class User(BaseModel):
             created=user.created,
             updated=user.updated,
         )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

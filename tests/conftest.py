@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from connexion import AsyncApp
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, MetaData, text
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
@@ -38,11 +38,15 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 def reset(engine: Engine) -> None:
-    """An empty database: SQLite files are new per test; PostgreSQL's schema is dropped."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as connection:
+    """An empty database, with no tables at all."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
+        else:
+            tables = MetaData()
+            tables.reflect(connection)
+            tables.drop_all(connection)
 
 
 @pytest.fixture

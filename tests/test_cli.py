@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -44,14 +45,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(env: dict[str, str]) -> Iterator[str]:
+def workers() -> int:
+    return 1
+
+
+@pytest.fixture
+def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     assert run(env, "db", "init").returncode == 0
     assert run(env, "db", "seed", "--demo").returncode == 0
     port = _free_port()
+    log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [NICO_API, "serve", "--port", str(port), "--log-level", "warning"],
+        [NICO_API, "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -62,12 +69,13 @@ def server(env: dict[str, str]) -> Iterator[str]:
                 httpx.get(base_url + "/openapi.json", timeout=1)
                 break
             except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+                assert process.poll() is None, (tmp_path / "server.log").read_text()
                 time.sleep(0.2)
         yield base_url
     finally:
         process.terminate()
         process.wait(timeout=15)
+        log.close()
 
 
 def test_served_over_http_with_a_cli_token(server: str, env: dict[str, str]) -> None:
@@ -83,6 +91,38 @@ def test_served_over_http_with_a_cli_token(server: str, env: dict[str, str]) -> 
     anonymous = httpx.get(server + task_path(RUNNING_TASK), params={"siteId": ACME_SITE})
     assert anonymous.status_code == 401
     assert anonymous.json()["message"] == auth.MISSING_HEADER
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_serve_with_worker_processes_logs_json(
+    server: str, env: dict[str, str], tmp_path: Path, workers: int
+) -> None:
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(20):
+        response = httpx.get(
+            server + task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=headers
+        )
+        assert response.status_code == 200
+    # Each worker writes its own lines: JSON, one access line per request.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+        access = [
+            line
+            for line in lines
+            if line["logger"] == "nico_api.access" and line.get("operation") == "get-task"
+        ]
+        if len(access) >= 20:
+            break
+        time.sleep(0.2)
+    assert len(access) == 20
+    assert {line["path"] for line in access} == {"/v2/org/{org}/nico/task/{id}"}
+    assert {line["status"] for line in access} == {200}
+    workers_started = {
+        line["pid"] for line in lines if "Application startup complete" in line["message"]
+    }
+    assert len(workers_started) == workers
 
 
 def test_token_command_issues_a_token_the_server_accepts(

@@ -30,13 +30,16 @@ def test_every_response_conforms_to_the_spec(app: AsyncApp, issuer: DevIssuer) -
         "/v2/org/{org}/nico/task/{id}",
         "/v2/org/{org}/nico/rack/task/{id}",
         "/v2/org/{org}/nico/user/current",
+        "/healthz",
+        "/readyz",
     }
     for operation in operations:
         _exercise(operation, headers, statuses)
 
     for operation in operations:
         assert statuses[(operation.path, 200)] > 0, statuses
-        assert statuses[(operation.path, 400)] > 0 or "user" in operation.path, statuses
+        if "/task/" in operation.path:
+            assert statuses[(operation.path, 400)] > 0, statuses
 
 
 def _exercise(
@@ -50,7 +53,9 @@ def _exercise(
             path_parameters={"org": ACME, "id": RUNNING_TASK}, query={"siteId": ACME_SITE}
         )
         if "{id}" in operation.path
-        else operation.as_strategy(path_parameters={"org": ACME}),
+        else operation.as_strategy(path_parameters={"org": ACME})
+        if "{org}" in operation.path
+        else operation.as_strategy(),
     )
 
     @given(case=requests)

@@ -1,0 +1,109 @@
+"""Running in production: migrations, probes, request ids and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+from starlette.testclient import TestClient
+
+from nico_api import db, logs
+from nico_api.models import Base
+from tests.conftest import reset
+from tests.demo import ACME_SITE, RUNNING_TASK, task_path
+
+
+def _differences(engine: Engine) -> list:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
+    assert _differences(engine) == []
+    assert set(inspect(engine).get_table_names()) == {
+        "alembic_version",
+        "infrastructure_provider",
+        "site",
+        "task",
+        "user",
+    }
+
+
+def test_migrations_go_down_and_up_again(engine: Engine) -> None:
+    db.upgrade(engine, "head")  # already there: nothing to do
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    db.upgrade(engine)
+    assert _differences(engine) == []
+
+
+def test_an_empty_database_is_migrated_by_db_upgrade(engine: Engine) -> None:
+    reset(engine)
+    assert inspect(engine).get_table_names() == []
+    db.upgrade(engine)
+    assert _differences(engine) == []
+
+
+def test_liveness_needs_no_token(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readiness_checks_the_database(client: TestClient) -> None:
+    assert client.get("/readyz").json() == {"status": "ok"}
+
+
+def test_probes_reject_unknown_parameters(client: TestClient) -> None:
+    response = client.get("/healthz", params={"deep": "1"})
+    assert response.status_code == 400
+    assert response.json()["source"] == "nico"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/nothing", "/v2/org/acme-inc/nico/task/x"])
+def test_request_id_is_echoed(client: TestClient, path: str) -> None:
+    response = client.get(path, headers={"X-Request-ID": "client-42.a"})
+    assert response.headers["x-request-id"] == "client-42.a"
+
+
+@pytest.mark.parametrize("sent", [None, "", "has spaces", "x" * 129, "semi;colon"])
+def test_request_id_is_made_when_missing_or_odd(client: TestClient, sent: str | None) -> None:
+    headers = {} if sent is None else {"X-Request-ID": sent}
+    first = client.get("/healthz", headers=headers).headers["x-request-id"]
+    second = client.get("/healthz", headers=headers).headers["x-request-id"]
+    assert first != second
+    assert len(first) == 32 and first != sent
+
+
+def test_one_json_access_log_line_per_request(
+    client: TestClient, bearer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nico_api.access")
+    client.get(
+        task_path(RUNNING_TASK),
+        params={"siteId": ACME_SITE},
+        headers={**bearer(), "X-Request-ID": "trace-1"},
+    )
+    client.get("/nothing")
+    records = [r for r in caplog.records if r.name == "nico_api.access"]
+    assert len(records) == 2
+    line = json.loads(logs.JsonFormatter().format(records[0]))
+    assert line["method"] == "GET"
+    assert line["path"] == "/v2/org/{org}/nico/task/{id}"  # the template, not the ids
+    assert line["operation"] == "get-task"
+    assert line["status"] == 200
+    assert line["request_id"] == "trace-1"
+    assert 0 < line["duration_ms"] < 10_000
+    missing = json.loads(logs.JsonFormatter().format(records[1]))
+    assert (missing["path"], missing["status"]) == ("(no route)", 404)
