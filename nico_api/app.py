@@ -9,6 +9,7 @@ import connexion
 import yaml
 from connexion.jsonifier import JSONEncoder, Jsonifier
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -48,6 +49,10 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
         specification_dir=SPEC_PATH.parent,
         jsonifier=Jsonifier(json, cls=_APIEncoder),
         security_map={"bearer": auth.BearerAuthentication},
+        # The spec itself is an operation (get-openapi); the UI reads it from there.
+        swagger_ui_options=SwaggerUIOptions(
+            serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path="/v2/docs"
+        ),
     )
     app.add_api(
         SPEC_PATH.name,

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from nico_api import auth, db, fixture, logs
-from nico_api.config import Settings, SettingsError
+from nico_api.config import SPEC_PATH, Settings, SettingsError
 from nico_api.dev_issuer import DevIssuer
 from nico_api.issuers import AuthConfig, AuthConfigError
 
@@ -101,6 +101,41 @@ def _auth_whoami(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
+    from nico_api import conformance
+
+    org = args.org or _unverified_claim(args.token, "org")
+    known = conformance.KnownValues(org=org, site_id=args.site_id, task_ids=args.task_id or ())
+    schema = conformance.load_schema(base_url=args.base_url.rstrip("/"), spec=args.spec)
+    try:
+        report = conformance.run(
+            schema,
+            headers={"Authorization": f"Bearer {args.token}"},
+            known=known,
+            max_examples=args.max_examples,
+            target=args.base_url,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except OSError as exc:
+        print(f"error: cannot reach {args.base_url}: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    if args.junit is not None:
+        args.junit.write_text(report.junit(), encoding="utf-8")
+    return 0 if report.ok else 1
+
+
+def _unverified_claim(token: str, name: str) -> str | None:
+    """A claim read without verification: only to choose test values, never to trust."""
+    import jwt
+
+    try:
+        value = jwt.decode(token, options={"verify_signature": False}).get(name)
+    except jwt.PyJWTError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
@@ -151,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     whoami.add_argument("token")
     whoami.add_argument("--config", type=Path, help="default: $NICO_AUTH_CONFIG, else development")
     whoami.set_defaults(run=_auth_whoami)
+
+    check_api = commands.add_parser(
+        "conformance", help="check a running server against openapi.yaml"
+    )
+    check_api.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
+    check_api.add_argument("--token", required=True, help="a bearer token for the server")
+    check_api.add_argument("--site-id", required=True, help="a Site with tasks the token may read")
+    check_api.add_argument("--task-id", action="append", help="a Task at that Site; repeatable")
+    check_api.add_argument("--org", help="the org of the paths; default: the token's org claim")
+    check_api.add_argument("--max-examples", type=_positive, default=100, help="per operation")
+    check_api.add_argument("--junit", type=Path, help="write a JUnit XML report here")
+    check_api.add_argument("--spec", type=Path, default=SPEC_PATH, help="default: openapi.yaml")
+    check_api.set_defaults(run=_conformance)
 
     token = commands.add_parser("token", help="print a development token")
     token.add_argument("--org", required=True)

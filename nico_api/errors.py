@@ -76,8 +76,11 @@ def _nico_error(_request: ConnexionRequest, exc: NICoError) -> ConnexionResponse
     return envelope(exc.status_code, exc.message, exc.data, exc.headers)
 
 
-def _problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
-    # Connexion's own errors (request validation, security) carry the useful text in detail.
+def _problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    if exc.status >= 500:
+        # A response that breaks the spec, or another server fault: the detail is internal.
+        return _unexpected(request, exc)
+    # Connexion's client errors (request validation, security) carry the useful text in detail.
     return envelope(exc.status, str(exc.detail or exc.title), headers=dict(exc.headers or {}))
 
 

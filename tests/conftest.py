@@ -15,6 +15,7 @@ from nico_api import db, fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.dev_issuer import DevIssuer
+from tests.processes import NICO_API, free_port, run, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
 
@@ -86,3 +87,28 @@ def bearer(issuer: DevIssuer) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {token}"}
 
     return make
+
+
+@pytest.fixture
+def env(settings: Settings, engine: Engine) -> dict[str, str]:
+    """The environment of a nico-api process that uses this test's database."""
+    return {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(settings.instance_dir),
+        "NICO_DATABASE_URL": settings.database_url,
+    }
+
+
+@pytest.fixture
+def workers() -> int:
+    return 1
+
+
+@pytest.fixture
+def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
+    """`nico-api serve` with the demo data, on a free loopback port: its base URL."""
+    assert run(env, "db", "seed", "--demo").returncode == 0
+    port = free_port()
+    command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
+    with serving(command, env, tmp_path / "server.log", port) as base_url:
+        yield base_url

@@ -4,78 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
 
 from nico_api import auth
 from nico_api.config import Settings
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
-
-NICO_API = str(Path(sys.executable).parent / "nico-api")
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [NICO_API, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-@pytest.fixture
-def env(settings: Settings, engine: Engine) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NICO_INSTANCE_DIR": str(settings.instance_dir),
-        "NICO_DATABASE_URL": settings.database_url,
-    }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def workers() -> int:
-    return 1
-
-
-@pytest.fixture
-def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
-    assert run(env, "db", "init").returncode == 0
-    assert run(env, "db", "seed", "--demo").returncode == 0
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [NICO_API, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base_url + "/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.2)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
+from tests.processes import free_port, run
 
 
 def test_served_over_http_with_a_cli_token(server: str, env: dict[str, str]) -> None:
@@ -249,7 +187,7 @@ def test_serve_refuses_to_start_on_an_invalid_auth_file(
 ) -> None:
     path = tmp_path / "auth.yaml"
     path.write_text(BAD_AUTH_CONFIG)
-    result = run({**env, "NICO_AUTH_CONFIG": str(path)}, "serve", "--port", str(_free_port()))
+    result = run({**env, "NICO_AUTH_CONFIG": str(path)}, "serve", "--port", str(free_port()))
     assert result.returncode == 1
     assert "unknown algorithm 'none'" in result.stderr
     assert "Traceback" not in result.stderr

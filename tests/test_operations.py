@@ -14,6 +14,7 @@ from sqlalchemy import Engine, inspect
 from starlette.testclient import TestClient
 
 from nico_api import db, logs
+from nico_api.config import SPEC_PATH
 from nico_api.models import Base
 from tests.conftest import reset
 from tests.demo import ACME_SITE, RUNNING_TASK, task_path
@@ -53,6 +54,20 @@ def test_an_empty_database_is_migrated_by_db_upgrade(engine: Engine) -> None:
     assert inspect(engine).get_table_names() == []
     db.upgrade(engine)
     assert _differences(engine) == []
+
+
+def test_the_spec_is_served_byte_for_byte(client: TestClient) -> None:
+    response = client.get("/v2/openapi.yaml")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/yaml"
+    assert response.content == SPEC_PATH.read_bytes()
+
+
+def test_documentation_page_is_served(client: TestClient) -> None:
+    page = client.get("/v2/docs/")
+    assert page.status_code == 200
+    assert "swagger-ui" in page.text
+    assert "/v2/openapi.yaml" in page.text
 
 
 def test_liveness_needs_no_token(client: TestClient) -> None:

@@ -1,0 +1,212 @@
+"""Conformance to openapi.yaml: generated requests against a running implementation (or an ASGI
+app), every response checked against the spec by schemathesis."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.schemas import APIOperation, BaseSchema
+
+from nico_api.config import PROJECT_ROOT, SPEC_PATH
+
+CONFIG_PATH = PROJECT_ROOT / "schemathesis.toml"
+
+
+@dataclass(frozen=True)
+class KnownValues:
+    """Values of real records, so that success paths are exercised, not only errors."""
+
+    org: str | None = None
+    site_id: str | None = None
+    task_ids: Sequence[str] = ()
+
+    def for_operation(self, operation: APIOperation) -> list[tuple[dict[str, str], dict[str, str]]]:
+        """(path parameters, query) pairs that name real records of this operation."""
+        path_names = {p.name for p in operation.path_parameters}
+        query_names = {p.name for p in operation.query}
+        choices: list[tuple[dict[str, str], dict[str, str]]] = []
+        base = {"org": self.org} if "org" in path_names and self.org else {}
+        query = {"siteId": self.site_id} if "siteId" in query_names and self.site_id else {}
+        if "id" in path_names:
+            choices.extend(({**base, "id": task}, query) for task in self.task_ids)
+        elif base or query:
+            choices.append((base, query))
+        return choices
+
+
+@dataclass
+class FailureExample:
+    operation: str
+    code: str
+    title: str
+    message: str
+    status: int | None
+    curl: str
+    count: int = 1
+
+
+@dataclass
+class Report:
+    target: str
+    operations: list[str] = field(default_factory=list)
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    failures: dict[tuple[str, str], FailureExample] = field(default_factory=dict)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.requests > 0
+
+    def count(self, status: int, operation: str | None = None) -> int:
+        return sum(
+            n
+            for (op, code), n in self.statuses.items()
+            if code == status and operation in (None, op)
+        )
+
+    def record(self, operation: str, failure: Failure, status: int | None, curl: str) -> None:
+        key = (operation, failure.code)
+        if key in self.failures:
+            self.failures[key].count += 1
+        else:
+            self.failures[key] = FailureExample(
+                operation, failure.code, failure.title, failure.message, status, curl
+            )
+
+    def summary(self) -> str:
+        by_status = ", ".join(
+            f"{status}: {n}" for status, n in sorted(_by_status(self.statuses).items())
+        )
+        lines = [
+            f"Conformance of {self.target} to openapi.yaml",
+            f"  operations: {len(self.operations)}",
+            f"  requests:   {self.requests} ({by_status or 'none'})",
+            f"  failures:   {sum(f.count for f in self.failures.values())}",
+        ]
+        for example in self.failures.values():
+            lines += [
+                "",
+                f"{example.code} {example.title}: {example.operation} ({example.count}x)",
+                *(f"    {line}" for line in example.message.splitlines() if line.strip()),
+                f"    status: {example.status}",
+                f"    reproduce: {example.curl}",
+            ]
+        lines.append("")
+        lines.append("PASSED" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+    def junit(self) -> str:
+        suite = ElementTree.Element(
+            "testsuite",
+            name="nico-conformance",
+            tests=str(len(self.operations)),
+            failures=str(len({op for op, _ in self.failures})),
+        )
+        for operation in self.operations:
+            case = ElementTree.SubElement(
+                suite, "testcase", classname="conformance", name=operation
+            )
+            for example in (f for (op, _), f in self.failures.items() if op == operation):
+                failure = ElementTree.SubElement(
+                    case, "failure", type=example.code, message=example.title
+                )
+                failure.text = f"{example.message}\n\nReproduce with:\n{example.curl}"
+            requests = sum(n for (op, _), n in self.statuses.items() if op == operation)
+            ElementTree.SubElement(case, "system-out").text = f"{requests} requests"
+        return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def _by_status(statuses: Counter[tuple[str, int]]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for (_, status), n in statuses.items():
+        counts[status] += n
+    return counts
+
+
+def load_schema(app: Any = None, base_url: str | None = None, spec: Path = SPEC_PATH) -> BaseSchema:
+    config = SchemathesisConfig.from_path(CONFIG_PATH)
+    if app is not None:
+        return schemathesis.openapi.from_asgi("/v2/openapi.yaml", app, config=config)
+    schema = schemathesis.openapi.from_path(spec, config=config)
+    if base_url is not None:
+        schema.config.update(base_url=base_url)
+    return schema
+
+
+def run(
+    schema: BaseSchema,
+    *,
+    headers: Mapping[str, str],
+    known: KnownValues,
+    max_examples: int = 100,
+    target: str = "the app",
+    progress: Callable[[str], None] = lambda _line: None,
+) -> Report:
+    report = Report(target=target)
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        report.operations.append(operation.label)
+        progress(f"{operation.label} ...")
+        _exercise(operation, dict(headers), known, max_examples, report)
+        sent = sum(n for (op, _), n in report.statuses.items() if op == operation.label)
+        failed = sum(1 for op, _ in report.failures if op == operation.label)
+        progress(f"{operation.label}: {sent} requests, {failed} kinds of failure")
+    return report
+
+
+def _exercise(
+    operation: APIOperation,
+    headers: dict[str, str],
+    known: KnownValues,
+    max_examples: int,
+    report: Report,
+) -> None:
+    # Generated valid and invalid requests, and requests that name real records.
+    strategies = [
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+        *(
+            operation.as_strategy(path_parameters=path, query=query)
+            for path, query in known.for_operation(operation)
+        ),
+    ]
+
+    @given(case=st.one_of(strategies))
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: schemathesis.Case) -> None:
+        response = case.call(headers=headers)
+        report.statuses[(operation.label, response.status_code)] += 1
+        try:
+            case.validate_response(response, headers=headers)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                report.record(operation.label, failure, response.status_code, _curl(case))
+        except Failure as failure:
+            report.record(operation.label, failure, response.status_code, _curl(case))
+
+    check()
+
+
+def _curl(case: schemathesis.Case) -> str:
+    return case.as_curl_command(headers={"Authorization": "Bearer $TOKEN"})

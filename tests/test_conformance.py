@@ -1,0 +1,104 @@
+"""`nico-api conformance` over real HTTP: green against this server, red against a broken one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from xml.etree import ElementTree
+
+from tests.demo import ACME, ACME_SITE, FAILED_TASK, RUNNING_TASK
+from tests.processes import BIN, free_port, run, serving
+
+
+def test_conformance_passes_against_this_server(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    junit = tmp_path / "conformance.xml"
+    result = run(
+        env,
+        "conformance",
+        "--base-url",
+        server,
+        "--token",
+        token,
+        "--site-id",
+        ACME_SITE,
+        "--task-id",
+        RUNNING_TASK,
+        "--task-id",
+        FAILED_TASK,
+        "--max-examples",
+        "40",
+        "--junit",
+        str(junit),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failures:   0" in result.stdout
+    assert "PASSED" in result.stdout
+    requests_line = next(line for line in result.stdout.splitlines() if "requests:" in line)
+    two_hundreds = int(requests_line.split("200: ")[1].split(",")[0].rstrip(")"))
+    assert two_hundreds > 0
+    assert "GET /v2/org/{org}/nico/task/{id}: 40 requests" in result.stderr  # progress
+    suite = ElementTree.parse(junit).getroot()
+    assert suite.get("tests") == "6" and suite.get("failures") == "0"
+
+
+def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
+    port = free_port()
+    command = [str(BIN / "uvicorn"), "tests.broken_server:app", "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    with serving(command, env, tmp_path / "broken.log", port) as base_url:
+        junit = tmp_path / "conformance.xml"
+        result = run(
+            env,
+            "conformance",
+            "--base-url",
+            base_url,
+            "--token",
+            "anything",
+            "--org",
+            ACME,
+            "--site-id",
+            ACME_SITE,
+            "--task-id",
+            RUNNING_TASK,
+            "--max-examples",
+            "10",
+            "--junit",
+            str(junit),
+            timeout=300,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED" in result.stdout
+    assert "Response violates schema: GET /v2/org/{org}/nico/task/{id}" in result.stdout
+    assert "1767225600 is not valid" in result.stdout
+    assert "/components/schemas/Task/properties/started" in result.stdout
+    assert "Undocumented status code: GET /healthz" in result.stdout
+    assert "curl -X GET" in result.stdout
+    failed = {
+        case.get("name")
+        for case in ElementTree.parse(junit).getroot()
+        if case.find("failure") is not None
+    }
+    assert {"GET /v2/org/{org}/nico/task/{id}", "GET /healthz"} <= failed
+
+
+def test_conformance_says_when_the_server_cannot_be_reached(tmp_path: Path) -> None:
+    result = run(
+        os.environ,
+        "conformance",
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}",
+        "--token",
+        "t",
+        "--org",
+        ACME,
+        "--site-id",
+        ACME_SITE,
+        "--max-examples",
+        "2",
+    )
+    assert result.returncode == 2
+    assert "error: cannot reach" in result.stderr
