@@ -11,6 +11,9 @@ DEMO_ORG := acme-inc
 DEMO_SITE := 5518ae98-48f4-47c1-b4d3-7b3747fa4d0c
 DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
 
+# Redocly's OpenAPI linter, pinned; run with the machine's Node.js.
+REDOCLY := npx --yes @redocly/cli@2.77.0
+
 .PHONY: run test lint install clean
 
 install: $(STAMP)
@@ -34,8 +37,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(REDOCLY) lint openapi.yaml --config redocly.yaml
 
-test: lint
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 clean:

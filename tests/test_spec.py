@@ -27,6 +27,11 @@ def test_spec_is_valid_openapi_3_0() -> None:
 def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
     """Every example in the spec, with the schema it illustrates."""
     components = SPEC["components"]
+    for path, item in SPEC["paths"].items():
+        for status, response in item["get"]["responses"].items():
+            for media_type, media in response.get("content", {}).items():
+                if "example" in media:
+                    yield f"{path} {status} {media_type}", media["schema"], media["example"]
     for name, response in components["responses"].items():
         media = response["content"]["application/json"]
         yield f"responses/{name}", media["schema"], media["example"]
@@ -91,3 +96,23 @@ def test_deprecated_path_is_marked() -> None:
     assert (
         legacy["operationId"] != SPEC["paths"]["/v2/org/{org}/nico/task/{id}"]["get"]["operationId"]
     )
+
+
+def test_every_operation_is_described_and_tagged() -> None:
+    tags = {tag["name"] for tag in SPEC["tags"]}
+    assert all(tag.get("description") for tag in SPEC["tags"])
+    for path, method, operation in _operations():
+        assert operation.get("operationId"), (path, method)
+        assert operation.get("summary"), (path, method)
+        assert operation.get("description"), (path, method)
+        assert operation.get("tags") and set(operation["tags"]) <= tags, (path, method)
+
+
+def test_no_unused_components() -> None:
+    text = SPEC_PATH.read_text()
+    for kind, items in SPEC["components"].items():
+        for name in items:
+            if kind == "securitySchemes":
+                assert any(name in r for r in SPEC["security"]), name
+            else:
+                assert f"'#/components/{kind}/{name}'" in text, f"{kind}/{name} is never used"
