@@ -14,7 +14,7 @@ DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
 # Redocly's OpenAPI linter, pinned; run with the machine's Node.js.
 REDOCLY := npx --yes @redocly/cli@2.77.0
 
-.PHONY: run test lint install clean
+.PHONY: run test lint bench install clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The side-by-side benchmark; BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look.
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

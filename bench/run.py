@@ -1,0 +1,350 @@
+"""`make bench`: the service and a bare-Starlette baseline, side by side, under wrk.
+
+For each backend (SQLite, PostgreSQL), task count and worker count, both apps are started with
+uvicorn on loopback and driven with the same wrk script; the table goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench import dataset
+from nico_api import db
+from nico_api.config import Settings
+from nico_api.dev_issuer import DevIssuer
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@dataclass
+class Result:
+    app: str
+    backend: str
+    tasks: int
+    workers: int
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    statuses: dict[str, int]
+    errors: int
+    rss_mb: list[float] = field(default_factory=list)
+    rss_growth_mb: float | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(backend: str, tasks: int) -> str:
+    if backend == "sqlite":
+        (BENCH / "data").mkdir(exist_ok=True)
+        return f"sqlite:///{BENCH / 'data' / f'nico-{tasks}.db'}"
+    name = f"nico_bench_{tasks}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def start(app: str, env: dict[str, str], workers: int, port: int) -> subprocess.Popen:
+    if app == "nico":
+        command = [
+            str(BIN / "nico-api"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+    else:
+        command = [
+            str(BIN / "uvicorn"),
+            "bench.baseline:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return process
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start") from None
+            time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def worker_rss_mb(process: subprocess.Popen) -> list[float]:
+    """Resident memory of each serving process (the workers, or the single process)."""
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    # uvicorn's multi-process supervisor also runs a resource tracker; serving workers import
+    # the app and are the large ones.
+    rss = []
+    for pid in pids or [process.pid]:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        rss.append(kb / 1024)
+    return sorted(rss, reverse=True)[: max(1, len(pids) and len(pids))]
+
+
+def wrk(script: str, port: int, args: list[str], seconds: int, connections: int) -> dict:
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(BENCH / "wrk" / script),
+            f"http://127.0.0.1:{port}",
+            "--",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def measure(
+    app: str,
+    backend: str,
+    tasks: int,
+    workers: int,
+    env: dict[str, str],
+    wrk_args: list[str],
+    seconds: int,
+    connections: int,
+) -> Result:
+    port = free_port()
+    process = start(app, env, workers, port)
+    try:
+        wrk("tasks.lua", port, wrk_args, 2, connections)  # warm-up
+        runs = []
+        rss = []
+        for _ in range(2):  # two consecutive runs: the second is reported, RSS compared
+            runs.append(wrk("tasks.lua", port, wrk_args, seconds, connections))
+            rss.append(worker_rss_mb(process))
+    finally:
+        stop(process)
+    last = runs[-1]
+    errors = sum(last[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return Result(
+        app=app,
+        backend=backend,
+        tasks=tasks,
+        workers=workers,
+        rps=last["requests"] / last["duration_s"],
+        p50=last["p50_ms"],
+        p90=last["p90_ms"],
+        p99=last["p99_ms"],
+        statuses=last["statuses"],
+        errors=errors,
+        rss_mb=rss[-1],
+        rss_growth_mb=max(b - a for a, b in zip(rss[0], rss[1], strict=False)),
+    )
+
+
+def hostile(env: dict[str, str], wrk_args: list[str], seconds: int, connections: int) -> dict:
+    port = free_port()
+    process = start("nico", env, 1, port)
+    try:
+        return wrk("hostile.lua", port, wrk_args, seconds, connections)
+    finally:
+        stop(process)
+
+
+def versions() -> str:
+    packages = ["connexion", "starlette", "uvicorn", "SQLAlchemy", "pydantic", "PyJWT", "psycopg"]
+    listed = ", ".join(f"{name} {metadata.version(name)}" for name in packages)
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[
+        0
+    ]
+    with psycopg.connect(POSTGRES_ADMIN) as admin:
+        postgres = admin.execute("SHOW server_version").fetchone()[0]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}\n"
+        f"- Python {platform.python_version()}; {listed}; SQLite {_sqlite()}; "
+        f"PostgreSQL {postgres}; {wrk_version.strip()}"
+    )
+
+
+def _sqlite() -> str:
+    import sqlite3
+
+    return sqlite3.sqlite_version
+
+
+def table(results: list[Result]) -> str:
+    rows = [
+        "| backend | tasks | workers | app | req/s | ratio | p50 ms | p90 ms | p99 ms "
+        "| RSS MB/worker | RSS growth MB | statuses | errors |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    baseline = {(r.backend, r.tasks, r.workers): r.rps for r in results if r.app == "baseline"}
+    for r in results:
+        base = baseline.get((r.backend, r.tasks, r.workers))
+        ratio = f"{r.rps / base:.2f}" if r.app == "nico" and base else ""
+        statuses = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
+        rss = "/".join(f"{m:.0f}" for m in r.rss_mb)
+        rows.append(
+            f"| {r.backend} | {r.tasks:,} | {r.workers} | {r.app} | {r.rps:,.0f} | {ratio} "
+            f"| {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} | {rss} | "
+            f"{r.rss_growth_mb:+.1f} | {statuses} | {r.errors} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--hostile-seconds", type=int, default=60)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is required (Debian package wrk)", file=sys.stderr)
+        return 2
+
+    instance = Path(tempfile.mkdtemp(prefix="nico-bench-"))
+    results: list[Result] = []
+    hostile_result = None
+    for backend in args.backends.split(","):
+        for tasks in (int(n) for n in args.sizes.split(",")):
+            url = database_url(backend, tasks)
+            settings = Settings(instance_dir=instance, database_url=url)
+            engine = db.connect(settings)
+            started = time.monotonic()
+            dataset.prepare(engine, tasks)
+            ids_file = instance / f"ids-{backend}-{tasks}.txt"
+            ids_file.write_text("\n".join(dataset.sample_ids(engine)) + "\n")
+            db.dispose()
+            print(
+                f"{backend} {tasks:,} tasks ready in {time.monotonic() - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            issuer = DevIssuer(settings)
+            wrk_args = [
+                str(ids_file),
+                issuer.issue(dataset.ORG, ["PROVIDER_ADMIN"], 86400),
+                issuer.issue(dataset.OTHER_ORG, ["PROVIDER_ADMIN"], 86400),
+                str(dataset.SITE),
+            ]
+            env = {
+                **os.environ,
+                "NICO_INSTANCE_DIR": str(instance),
+                "NICO_DATABASE_URL": url,
+                "PYTHONPATH": str(ROOT),
+            }
+            for workers in (int(n) for n in args.workers.split(",")):
+                for app in ("baseline", "nico"):
+                    result = measure(
+                        app, backend, tasks, workers, env, wrk_args, args.seconds, args.connections
+                    )
+                    print(
+                        f"  {app} x{workers}: {result.rps:,.0f} req/s, p99 {result.p99:.2f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    results.append(result)
+            if hostile_result is None and args.hostile_seconds > 0:
+                hostile_result = hostile(env, wrk_args, args.hostile_seconds, args.connections)
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
+    report = [
+        f"# Benchmark {stamp}",
+        "",
+        versions(),
+        "",
+        f"wrk: 1 thread, {args.connections} connections, {args.seconds}s per run after a "
+        "2 s warm-up; the second of two consecutive runs is reported. Requests: random "
+        "existing tasks, 5% unknown tasks (404), 5% another org's caller (403). ratio = "
+        "service / baseline throughput for the same backend, tasks and workers.",
+        "",
+        table(results),
+        "",
+    ]
+    if hostile_result is not None:
+        fives = sum(n for status, n in hostile_result["statuses"].items() if status.startswith("5"))
+        errors = sum(
+            hostile_result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+        )
+        report += [
+            f"Mixed hostile load, {args.hostile_seconds}s, 1 worker: "
+            f"{hostile_result['requests']:,} requests, 5xx: {fives}, connection errors: "
+            f"{errors}, statuses: {json.dumps(hostile_result['statuses'], sort_keys=True)}",
+            "",
+        ]
+    text = "\n".join(report)
+    (BENCH / "results" / f"{stamp}.md").write_text(text)
+    (BENCH / "results" / "latest.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
