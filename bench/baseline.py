@@ -3,17 +3,13 @@ same token verification, the same handler and query, the same JSON) without Conn
 
 from __future__ import annotations
 
-import json
-
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import handlers
 from nico_api import auth, db
-from nico_api.app import _APIEncoder
 from nico_api.config import Settings
 from nico_api.errors import NICoError
 
@@ -29,8 +25,7 @@ async def get_task(request: Request) -> Response:
         query = request.query_params
         if set(query) - {"siteId"} or "siteId" not in query:
             raise NICoError(400, "siteId is required and the only query parameter")
-        task = await run_in_threadpool(
-            handlers.get_task,
+        task = await handlers.get_task(
             request.path_params["org"],
             request.path_params["id"],
             query["siteId"],
@@ -38,8 +33,7 @@ async def get_task(request: Request) -> Response:
         )
     except NICoError as exc:
         return _error(exc)
-    body = json.dumps(task, cls=_APIEncoder) + "\n"
-    return Response(body, media_type="application/json")
+    return Response(task.model_dump_json() + "\n", media_type="application/json")
 
 
 async def health(_request: Request) -> Response:

@@ -9,7 +9,7 @@ def get_health() -> schemas.Health:
     return schemas.Health()
 
 
-def get_readiness() -> schemas.Health:
+async def get_readiness() -> schemas.Health:
     # A database that does not answer raises a storage error: the 503 envelope.
-    db.ping()
+    await db.run(db.ping)
     return schemas.Health()

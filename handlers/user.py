@@ -10,9 +10,13 @@ from nico_api import db, models, schemas
 from nico_api.auth import Caller
 
 
-def get_user(org: str, token_info: dict[str, Any]) -> schemas.User:
+async def get_user(org: str, token_info: dict[str, Any]) -> schemas.User:
     caller: Caller = token_info["caller"]
     caller.require_member(org)
+    return await db.run(_remember_once_more_on_conflict, caller)
+
+
+def _remember_once_more_on_conflict(caller: Caller) -> schemas.User:
     try:
         return _remember(caller)
     except IntegrityError:

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,15 +129,38 @@ def _invalid(reason: str) -> TokenRejectedError:
 class Authenticator:
     """Verifies tokens against the configured issuers and maps their claims to orgs and roles."""
 
-    def __init__(self, config: AuthConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 10_000,
+    ) -> None:
         self.config = config
         self._issuers = {i.issuer: _TrustedIssuer(i, clock) for i in config.issuers}
         self._static_orgs = config.static_orgs()
+        # Verified tokens, each until its own expiry: a client sends the same token many times.
+        self._verified: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._cache_size = cache_size
 
     async def authenticate(self, authorization: str | None) -> Caller:
         return await self.verify(bearer_token(authorization))
 
     async def verify(self, token: str) -> Caller:
+        cached = self._verified.get(token)
+        if cached is not None:
+            expires, caller = cached
+            if time.time() < expires:
+                return caller
+            del self._verified[token]
+        caller = await self._verify(token)
+        if self._cache_size:
+            self._verified[token] = (float(caller.claims["exp"]), caller)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return caller
+
+    async def _verify(self, token: str) -> Caller:
         if len(token) > MAX_TOKEN_BYTES:
             raise _invalid(f"token of {len(token)} bytes is over {MAX_TOKEN_BYTES}")
         try:

@@ -25,8 +25,8 @@ class Settings:
     validate_responses: bool = False
     auth_config: Path | None = None
     # Storage: a bounded pool and bounded waits, so an ailing database means a quick 503.
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
+    db_pool_size: int = 4
+    db_max_overflow: int = 0
     db_pool_timeout: float = 5.0
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, Executable, Row, create_engine, make_url, text
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nico_api.config import Settings
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 _sessions: sessionmaker[Session] | None = None
 _engine: Engine | None = None
+_settings: Settings | None = None
+# Per event loop: how many requests may use the database at once (the pool's capacity).
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -35,7 +48,8 @@ def engine_for(settings: Settings) -> Engine:
         connect_args["options"] = f"-c statement_timeout={statement_ms}"
     return create_engine(
         url,
-        pool_pre_ping=True,
+        # A server can drop connections; an embedded SQLite file cannot.
+        pool_pre_ping=url.get_backend_name() != "sqlite",
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -45,10 +59,38 @@ def engine_for(settings: Settings) -> Engine:
 
 def connect(settings: Settings) -> Engine:
     """Create the engine for the settings and make it the one sessions use."""
-    global _sessions, _engine
+    global _sessions, _engine, _settings
     _engine = engine_for(settings)
     _sessions = sessionmaker(_engine, expire_on_commit=False)
+    _settings = settings
+    _slots.clear()
     return _engine
+
+
+async def run(work: Callable[..., T], *args: Any) -> T:
+    """Run blocking database work in a worker thread, at most as many at once as the pool has
+    connections: few threads contend less for the GIL than many, and a request that waits
+    longer than the pool timeout for its turn is answered 503 rather than queued for ever."""
+    if _settings is None:
+        raise RuntimeError("nico_api.db.connect() has not been called")
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        capacity = _settings.db_pool_size + _settings.db_max_overflow
+        slots = _slots.setdefault(loop, anyio.CapacityLimiter(max(1, capacity)))
+    with anyio.move_on_after(_settings.db_pool_timeout) as waiting:
+        await slots.acquire()
+    if waiting.cancelled_caught:
+        raise PoolTimeoutError("no database connection became free within the pool timeout")
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(work, *args))
+    finally:
+        slots.release()
+
+
+def fetch_one(statement: Executable, parameters: dict[str, Any]) -> Row[Any]:
+    with connection() as c:
+        return c.execute(statement, parameters).one()
 
 
 def dispose() -> None:
@@ -64,6 +106,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+@contextmanager
+def connection() -> Iterator[Connection]:
+    """A plain connection, for the request path's Core statements."""
+    if _engine is None:
+        raise RuntimeError("nico_api.db.connect() has not been called")
+    with _engine.connect() as c:
+        yield c
 
 
 @contextmanager

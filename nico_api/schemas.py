@@ -15,13 +15,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictInt,
     StrictStr,
     ValidationError,
-    model_serializer,
 )
 from pydantic.alias_generators import to_camel
+from sqlalchemy import Row
 
 from nico_api import models
 
@@ -88,6 +87,15 @@ ReportText = Annotated[StrictStr, AfterValidator(lambda text: text or None)]
 PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+def omitted_when_absent() -> Any:
+    """An optional field that is left out of the JSON when it has no value, never sent as null."""
+    return Field(default=None, exclude_if=_absent)
+
+
 class ReportModel(BaseModel):
     """Read from Flow's snake_case document, written as camelCase; empty optionals are omitted."""
 
@@ -100,35 +108,31 @@ class ReportModel(BaseModel):
         frozen=True,
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {key: value for key, value in handler(self).items() if value is not None}
-
 
 class TaskReportStep(ReportModel):
     component_type: StrictStr
     status: PhaseStatus
-    total_components: Count | None = None
-    completed_components: Count | None = None
-    failed_components: Count | None = None
-    started_at: ReportTime | None = None
-    finished_at: ReportTime | None = None
-    error: ReportText | None = None
+    total_components: Count | None = omitted_when_absent()
+    completed_components: Count | None = omitted_when_absent()
+    failed_components: Count | None = omitted_when_absent()
+    started_at: ReportTime | None = omitted_when_absent()
+    finished_at: ReportTime | None = omitted_when_absent()
+    error: ReportText | None = omitted_when_absent()
 
 
 class TaskReportStage(ReportModel):
     number: StrictInt
     status: PhaseStatus
     steps: list[TaskReportStep]
-    started_at: ReportTime | None = None
-    finished_at: ReportTime | None = None
-    error: ReportText | None = None
+    started_at: ReportTime | None = omitted_when_absent()
+    finished_at: ReportTime | None = omitted_when_absent()
+    error: ReportText | None = omitted_when_absent()
 
 
 class TaskReportV1(ReportModel):
     version: Annotated[StrictInt, AfterValidator(_only_version_1)]
     stages: list[TaskReportStage]
-    error: ReportText | None = None
+    error: ReportText | None = omitted_when_absent()
 
     @classmethod
     def from_stored(cls, stored: Any) -> TaskReportV1 | None:
@@ -162,18 +166,12 @@ class Task(BaseModel):
     finished: UTCTime | None
     created: UTCTime
     updated: UTCTime
-    report: TaskReportV1 | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset times and rule are sent as null; an absent report is left out.
-        data = handler(self)
-        if data.get("report") is None:
-            data.pop("report", None)
-        return data
+    # Unset times and rule are sent as null; an absent report is left out.
+    report: TaskReportV1 | None = omitted_when_absent()
 
     @classmethod
-    def from_record(cls, task: models.Task) -> Task:
+    def from_record(cls, task: models.Task | Row[Any]) -> Task:
+        """From a stored task: the ORM object, or a row with the task table's columns."""
         return cls(
             id=task.id,
             status=rest_status(task.status),
