@@ -3,6 +3,8 @@ same token verification, the same handler and query, the same JSON) without Conn
 
 from __future__ import annotations
 
+import gc
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,6 +46,9 @@ def create_app() -> Starlette:
     settings = Settings.from_env()
     db.connect(settings)
     auth.configure(auth.Authenticator(auth.auth_config_for(settings)))
+    # The same process tuning as the service (nico_api.app.create_app), for a fair comparison.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     return Starlette(
         routes=[
             Route("/v2/org/{org}/nico/task/{id}", get_task),

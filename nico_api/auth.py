@@ -30,6 +30,7 @@ KEYS_UNAVAILABLE = "Unable to verify authorization token: issuer keys are unavai
 
 PROVIDER_ADMIN, TENANT_ADMIN = ROLES
 SCOPE_CLAIMS = ("scope", "scopes", "scp")
+CACHE_SECONDS = 300
 # Real tokens are a few KB; a larger one is refused before any parsing.
 MAX_TOKEN_BYTES = 16 * 1024
 PROFILE_CLAIMS = {"email": "email", "first_name": "given_name", "last_name": "family_name"}
@@ -155,7 +156,11 @@ class Authenticator:
             del self._verified[token]
         caller = await self._verify(token)
         if self._cache_size:
-            self._verified[token] = (float(caller.claims["exp"]), caller)
+            # Kept until the token expires, and at most a few minutes (a removed key's tokens
+            # stop working soon after).
+            latest = time.time() + CACHE_SECONDS
+            exp = caller.claims["exp"]
+            self._verified[token] = (latest if exp > latest else float(exp), caller)
             if len(self._verified) > self._cache_size:
                 self._verified.popitem(last=False)
         return caller

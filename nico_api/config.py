@@ -47,14 +47,16 @@ class Settings:
             database_url=database_url,
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
             auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
-            db_pool_size=_number(env, "NICO_DB_POOL_SIZE", cls.db_pool_size, int),
+            db_pool_size=_number(env, "NICO_DB_POOL_SIZE", cls.db_pool_size, int, minimum=1),
             db_max_overflow=_number(env, "NICO_DB_MAX_OVERFLOW", cls.db_max_overflow, int),
-            db_pool_timeout=_number(env, "NICO_DB_POOL_TIMEOUT", cls.db_pool_timeout, float),
+            db_pool_timeout=_number(
+                env, "NICO_DB_POOL_TIMEOUT", cls.db_pool_timeout, float, minimum=0.001
+            ),
             db_connect_timeout=_number(
-                env, "NICO_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, float
+                env, "NICO_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, float, minimum=0.001
             ),
             db_statement_timeout=_number(
-                env, "NICO_DB_STATEMENT_TIMEOUT", cls.db_statement_timeout, float
+                env, "NICO_DB_STATEMENT_TIMEOUT", cls.db_statement_timeout, float, minimum=0.001
             ),
         )
 
@@ -63,7 +65,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
+def _number(env: Mapping[str, str], name: str, default: N, kind: type[N], minimum: float = 0) -> N:
     text = env.get(name)
     if not text:
         return default
@@ -71,6 +73,6 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: type[N]) -> N:
         value = kind(text)
     except ValueError:
         raise SettingsError(f"{name} must be a {kind.__name__}, not {text!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative")
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, not {text!r}")
     return value

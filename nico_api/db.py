@@ -37,8 +37,15 @@ _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimit
 def engine_for(settings: Settings) -> Engine:
     url = make_url(settings.database_url)
     connect_args: dict[str, Any] = {}
+    pool: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
     if url.get_backend_name() == "sqlite":
-        if url.database not in (None, "", ":memory:"):
+        if url.database in (None, "", ":memory:"):
+            pool = {}  # one in-memory database per connection: no pool to size
+        else:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # How long a statement waits for a lock held by another writer.
         connect_args["timeout"] = settings.db_statement_timeout
@@ -50,10 +57,8 @@ def engine_for(settings: Settings) -> Engine:
         url,
         # A server can drop connections; an embedded SQLite file cannot.
         pool_pre_ping=url.get_backend_name() != "sqlite",
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
         connect_args=connect_args,
+        **pool,
     )
 
 

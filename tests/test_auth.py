@@ -239,6 +239,25 @@ def test_key_set_serves_requests_from_several_event_loops(
         assert len(asyncio.run(concurrently())) == 5
 
 
+def test_verified_token_is_cached_until_it_expires(
+    idp: KeySetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authn = authenticator(load_auth_config(write_config(tmp_path, issuer_config(idp.url))))
+    token = KEY_A.sign(claims(exp=int(time.time()) + 2))
+    assert verify(authn, token).subject == "user-1"
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise jwt.InvalidTokenError("verification was attempted")
+
+    monkeypatch.setattr(auth.jwt, "decode", refuse)
+    assert verify(authn, token).subject == "user-1"  # from the cache
+    with pytest.raises(auth.TokenRejectedError):
+        verify(authn, KEY_A.sign(claims(sub="someone-else")))  # not cached: verified
+    time.sleep(2.1)
+    with pytest.raises(auth.TokenRejectedError):
+        verify(authn, token)  # expired: out of the cache, verified again
+
+
 def test_key_set_from_a_local_file(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [KEY_A.jwk()]}))

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, inspect
 from starlette.testclient import TestClient
 
 from nico_api import db, logs
-from nico_api.config import SPEC_PATH
+from nico_api.config import SPEC_PATH, Settings, SettingsError
 from nico_api.models import Base
 from tests.conftest import reset
 from tests.demo import ACME_SITE, RUNNING_TASK, task_path
@@ -122,3 +122,23 @@ def test_one_json_access_log_line_per_request(
     assert 0 < line["duration_ms"] < 10_000
     missing = json.loads(logs.JsonFormatter().format(records[1]))
     assert (missing["path"], missing["status"]) == ("(no route)", 404)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NICO_DB_POOL_SIZE", "0", "NICO_DB_POOL_SIZE must be at least 1"),
+        ("NICO_DB_POOL_TIMEOUT", "0", "NICO_DB_POOL_TIMEOUT must be at least"),
+        ("NICO_DB_STATEMENT_TIMEOUT", "soon", "NICO_DB_STATEMENT_TIMEOUT must be a float"),
+        ("NICO_DB_MAX_OVERFLOW", "-1", "NICO_DB_MAX_OVERFLOW must be at least 0"),
+    ],
+)
+def test_unusable_settings_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
+
+
+def test_an_in_memory_database_has_no_pool_to_size(tmp_path) -> None:
+    engine = db.engine_for(Settings(instance_dir=tmp_path, database_url="sqlite://"))
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
