@@ -71,6 +71,7 @@ def database_url(backend: str, tasks: int) -> str:
 
 def start(app: str, env: dict[str, str], workers: int, port: int) -> subprocess.Popen:
     if app == "nico":
+        # As deployed: one JSON access-log line per request (written to /dev/null here).
         command = [
             str(BIN / "nico-api"),
             "serve",
@@ -79,7 +80,7 @@ def start(app: str, env: dict[str, str], workers: int, port: int) -> subprocess.
             "--workers",
             str(workers),
             "--log-level",
-            "warning",
+            "info",
         ]
     else:
         command = [
@@ -323,7 +324,8 @@ def main() -> int:
         f"wrk: 1 thread, {args.connections} connections, {args.seconds}s per run after a "
         "2 s warm-up; the second of two consecutive runs is reported. Requests: random "
         "existing tasks, 5% unknown tasks (404), 5% another org's caller (403). ratio = "
-        "service / baseline throughput for the same backend, tasks and workers.",
+        "service / baseline throughput for the same backend, tasks and workers. The service "
+        "writes its JSON access log (level info); the baseline logs nothing.",
         "",
         table(results),
         "",
