@@ -123,17 +123,18 @@ def worker_rss_mb(process: subprocess.Popen) -> list[float]:
     """Resident memory of each serving process (the workers, or the single process)."""
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
     pids = [int(p) for p in children.stdout.split()]
-    # uvicorn's multi-process supervisor also runs a resource tracker; serving workers import
-    # the app and are the large ones.
     rss = []
     for pid in pids or [process.pid]:
         try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
+        if b"resource_tracker" in command:
+            continue  # uvicorn's supervisor helper, not a worker
         kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
         rss.append(kb / 1024)
-    return sorted(rss, reverse=True)[: max(1, len(pids) and len(pids))]
+    return sorted(rss, reverse=True)
 
 
 def wrk(script: str, port: int, args: list[str], seconds: int, connections: int) -> dict:
