@@ -2,7 +2,23 @@
 
 from handlers.health import get_health, get_readiness
 from handlers.spec import get_openapi
-from handlers.task import get_rack_task, get_task
+from handlers.task import (
+    get_all_rack_task,
+    get_all_task,
+    get_all_tray_task,
+    get_rack_task,
+    get_task,
+)
 from handlers.user import get_user
 
-__all__ = ["get_health", "get_openapi", "get_rack_task", "get_readiness", "get_task", "get_user"]
+__all__ = [
+    "get_all_rack_task",
+    "get_all_task",
+    "get_all_tray_task",
+    "get_health",
+    "get_openapi",
+    "get_rack_task",
+    "get_readiness",
+    "get_task",
+    "get_user",
+]

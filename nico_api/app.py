@@ -60,7 +60,8 @@ class _ParameterValidator(ParameterValidator):
             )
             cached = _ParameterValidator._validators[id(param)] = (param, validator)
         error = best_match(cached[1].iter_errors(value))
-        return None if error is None else str(error)
+        # Name the parameter and what is wrong with it, without the schema's internals.
+        return None if error is None else f"{param['name']}: {error.message}"
 
 
 def _handler_for(operation_id: str) -> Any:

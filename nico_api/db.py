@@ -98,6 +98,12 @@ def fetch_one(statement: Executable, parameters: dict[str, Any]) -> Row[Any]:
         return c.execute(statement, parameters).one()
 
 
+def fetch_page(page: Executable, count: Executable) -> tuple[list[Row[Any]], int]:
+    """The rows of a page and the size of the whole set, read in one transaction."""
+    with connection() as c:
+        return list(c.execute(page)), c.execute(count).scalar_one()
+
+
 def dispose() -> None:
     """Close the pool's connections (at shutdown, or before a test resets the database)."""
     if _engine is not None:

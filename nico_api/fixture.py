@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
@@ -67,6 +67,7 @@ class TaskRecord(_Record):
     applied_rule_id: uuid.UUID | None = None
     report: Any = Field(default=None, description="Flow's report document, stored as given")
     report_raw: str | None = Field(default=None, description="report text stored as-is")
+    tray_ids: list[uuid.UUID] = Field(default=[], description="components the task targets")
     created_at: UTCTime | None = None
     updated_at: UTCTime | None = None
     started_at: UTCTime | None = None
@@ -81,6 +82,7 @@ class TaskRecord(_Record):
     def columns(self) -> dict[str, Any]:
         values = super().columns()
         raw = values.pop("report_raw")
+        values.pop("tray_ids")
         if raw is not None:
             values["report"] = raw
         return values
@@ -141,6 +143,14 @@ def load(fixture: FixtureFile) -> LoadSummary:
             for record in records:
                 session.merge(model(**record.columns()))
             session.flush()
+        for task in fixture.tasks:
+            # A task's targets are replaced with the file's, like the rest of the record.
+            session.execute(
+                delete(models.TaskComponent).where(models.TaskComponent.task_id == task.id)
+            )
+            session.add_all(
+                models.TaskComponent(task_id=task.id, component_id=tray) for tray in task.tray_ids
+            )
     return LoadSummary(len(fixture.providers), len(fixture.sites), len(fixture.tasks))
 
 

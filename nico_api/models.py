@@ -6,7 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -85,6 +94,11 @@ class Task(Base):
     """A task as NICo Flow stores it: Flow's status vocabulary and snake_case report."""
 
     __tablename__ = "task"
+    # Lists page through a site's (or rack's) tasks newest first.
+    __table_args__ = (
+        Index("ix_task_site_id_created_at_id", "site_id", "created_at", "id"),
+        Index("ix_task_rack_id_created_at_id", "rack_id", "created_at", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), index=True)
@@ -98,6 +112,15 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class TaskComponent(Base):
+    """A component (such as a tray) that a task targets: tasks are listed by it."""
+
+    __tablename__ = "task_component"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    component_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
 
 
 class User(Base):

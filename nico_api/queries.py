@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Text, Uuid, and_, bindparam, literal, select, type_coerce
+import uuid
+from typing import Any
 
-from nico_api.models import InfrastructureProvider, Site, Task
+from sqlalchemy import Select, Text, Uuid, and_, bindparam, func, literal, select, type_coerce
+
+from nico_api.models import InfrastructureProvider, Site, Task, TaskComponent
+from nico_api.schemas import FLOW_STATUS, TaskStatus
+
+# Stored statuses whose tasks count as active: Pending or Running.
+ACTIVE_FLOW_STATUSES = tuple(
+    flow for flow, rest in FLOW_STATUS.items() if rest in (TaskStatus.PENDING, TaskStatus.RUNNING)
+)
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())
@@ -31,3 +40,33 @@ TASK_AT_SITE = select(
     .outerjoin(Site, Site.id == _SITE)
     .outerjoin(Task, and_(Task.id == _TASK, Task.site_id == _SITE))
 )
+
+
+def task_page(
+    site_id: uuid.UUID,
+    *,
+    rack_id: uuid.UUID | None = None,
+    tray_id: uuid.UUID | None = None,
+    active_only: bool,
+    include_report: bool,
+    page_number: int,
+    page_size: int,
+) -> tuple[Select[Any], Select[Any]]:
+    """A page of a site's tasks, newest first, and the count of the whole filtered set."""
+    filters = [Task.site_id == site_id]
+    if rack_id is not None:
+        filters.append(Task.rack_id == rack_id)
+    if tray_id is not None:
+        targets = select(TaskComponent.task_id).where(TaskComponent.component_id == tray_id)
+        filters.append(Task.id.in_(targets))
+    if active_only:
+        filters.append(Task.status.in_(ACTIVE_FLOW_STATUSES))
+    columns = [c for c in _TASK_COLUMNS if include_report or c.name != "report"]
+    page = (
+        select(*columns)
+        .where(*filters)
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(page_size)
+        .offset((page_number - 1) * page_size)
+    )
+    return page, select(func.count()).select_from(Task).where(*filters)

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -171,7 +172,8 @@ class Task(BaseModel):
 
     @classmethod
     def from_record(cls, task: models.Task | Row[Any]) -> Task:
-        """From a stored task: the ORM object, or a row with the task table's columns."""
+        """From a stored task: the ORM object, or a row with the task table's columns (a list's
+        rows may leave the report out)."""
         return cls(
             id=task.id,
             status=rest_status(task.status),
@@ -182,7 +184,7 @@ class Task(BaseModel):
             finished=task.finished_at,
             created=task.created_at,
             updated=task.updated_at,
-            report=TaskReportV1.from_stored(task.report),
+            report=TaskReportV1.from_stored(getattr(task, "report", None)),
         )
 
 
@@ -214,3 +216,19 @@ class User(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class TaskList(RootModel[list[Task]]):
+    """A page of tasks."""
+
+
+class Pagination(BaseModel):
+    """The X-Pagination header of a list."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True
+    )
+
+    page_number: int
+    page_size: int
+    total: int

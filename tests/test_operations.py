@@ -33,6 +33,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
         "infrastructure_provider",
         "site",
         "task",
+        "task_component",
         "user",
     }
 

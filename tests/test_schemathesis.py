@@ -12,6 +12,9 @@ from tests.demo import ACME, ACME_SITE, FAILED_TASK, PENDING_TASK, RUNNING_TASK
 OPERATIONS = {
     "GET /v2/org/{org}/nico/task/{id}",
     "GET /v2/org/{org}/nico/rack/task/{id}",
+    "GET /v2/org/{org}/nico/task",
+    "GET /v2/org/{org}/nico/rack/{id}/task",
+    "GET /v2/org/{org}/nico/tray/{id}/task",
     "GET /v2/org/{org}/nico/user/current",
     "GET /healthz",
     "GET /readyz",

@@ -1,0 +1,197 @@
+"""Retrieve all Tasks of a Site, of a Rack, of a Tray: filters, order, pages, and the checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from starlette.testclient import TestClient
+
+from nico_api import fixture
+from tests.demo import (
+    ACME,
+    ACME_LAB_SITE,
+    ACME_SITE,
+    GLOBEX,
+    GLOBEX_SITE,
+    PENDING_TASK,
+    RUNNING_TASK,
+    WAITING_TASK,
+)
+
+Bearer = Callable[..., dict[str, str]]
+RACK = "34aec697-9431-4100-913c-72012c5c696b"
+TRAY = "3f9c2b7e-5a41-4d8e-9c6b-2e7d1a0f4b13"
+SITE_TASKS = 7  # the demo's tasks at sjc-dc1
+LISTS = pytest.mark.parametrize(
+    "path",
+    [
+        f"/v2/org/{ACME}/nico/task",
+        f"/v2/org/{ACME}/nico/rack/{RACK}/task",
+        f"/v2/org/{ACME}/nico/tray/{TRAY}/task",
+    ],
+    ids=["site", "rack", "tray"],
+)
+
+
+def listing(
+    client: TestClient,
+    headers: dict[str, str],
+    path: str = f"/v2/org/{ACME}/nico/task",
+    **query: object,
+):
+    params = {"siteId": ACME_SITE, **{k: str(v).lower() for k, v in query.items()}}
+    return client.get(path, params=params, headers=headers)
+
+
+def pagination(response) -> dict[str, int]:
+    return json.loads(response.headers["x-pagination"])
+
+
+def test_site_list_newest_first_without_reports(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer())
+    assert response.status_code == 200
+    tasks = response.json()
+    assert len(tasks) == SITE_TASKS
+    created = [(task["created"], task["id"]) for task in tasks]
+    assert created == sorted(created, reverse=True)
+    assert tasks[0]["id"] == WAITING_TASK
+    assert all("report" not in task for task in tasks)
+    assert pagination(response) == {"pageNumber": 1, "pageSize": 20, "total": SITE_TASKS}
+
+
+def test_reports_on_request(client: TestClient, bearer: Bearer) -> None:
+    tasks = listing(client, bearer(), includeReport=True).json()
+    running = next(task for task in tasks if task["id"] == RUNNING_TASK)
+    assert running["report"]["stages"][1]["steps"][0]["componentType"] == "Compute"
+
+
+def test_pages_cover_the_set_once(client: TestClient, bearer: Bearer) -> None:
+    seen = []
+    for number in (1, 2, 3, 4):
+        response = listing(client, bearer(), pageSize=2, pageNumber=number)
+        assert pagination(response) == {"pageNumber": number, "pageSize": 2, "total": SITE_TASKS}
+        seen += [task["id"] for task in response.json()]
+    everything = [task["id"] for task in listing(client, bearer()).json()]
+    assert seen == everything
+    assert listing(client, bearer(), pageSize=2, pageNumber=9).json() == []
+
+
+def test_ties_in_creation_time_are_ordered_by_id(client: TestClient, bearer: Bearer) -> None:
+    same_time = "2026-12-01T00:00:00Z"
+    ids = ["00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"]
+    fixture.load(
+        fixture.FixtureFile.model_validate(
+            {
+                "tasks": [
+                    {
+                        "id": task_id,
+                        "site_id": ACME_SITE,
+                        "status": "pending",
+                        "created_at": same_time,
+                    }
+                    for task_id in ids
+                ]
+            }
+        )
+    )
+    first_two = [task["id"] for task in listing(client, bearer(), pageSize=2).json()]
+    assert first_two == [ids[1], ids[0]]
+
+
+def test_active_only(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer(), activeOnly=True)
+    assert {task["status"] for task in response.json()} == {"Pending", "Running"}
+    assert {task["id"] for task in response.json()} >= {PENDING_TASK, WAITING_TASK, RUNNING_TASK}
+    assert pagination(response)["total"] == 3
+
+
+def test_rack_list(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/rack/{RACK}/task")
+    assert [task["status"] for task in response.json()] == ["Running", "Succeeded"]
+    assert pagination(response)["total"] == 2
+
+
+def test_tray_list(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{TRAY}/task")
+    assert [task["id"] for task in response.json()] == [RUNNING_TASK]
+    other = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{PENDING_TASK}/task")
+    assert other.json() == [] and pagination(other)["total"] == 0
+
+
+@LISTS
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ({"pageSize": 0}, "pageSize"),
+        ({"pageSize": 101}, "pageSize"),
+        ({"pageNumber": 0}, "pageNumber"),
+        ({"pageNumber": "x"}, "pageNumber"),
+        ({"activeOnly": "perhaps"}, "activeOnly"),
+    ],
+)
+def test_out_of_range_paging_is_400(
+    client: TestClient, bearer: Bearer, path: str, query: dict, name: str
+) -> None:
+    response = listing(client, bearer(), path, **query)
+    assert response.status_code == 400
+    assert response.json()["message"].startswith(name)
+
+
+@LISTS
+@pytest.mark.parametrize(
+    ("org", "roles", "site", "status", "message"),
+    [
+        (ACME, (), None, 401, "Request is missing authorization header"),
+        (GLOBEX, ("PROVIDER_ADMIN",), ACME_SITE, 403, "Failed to validate membership for org"),
+        (ACME, ("TENANT_ADMIN",), ACME_SITE, 403, "User does not have Provider Admin role"),
+        (ACME, ("PROVIDER_ADMIN",), "nope", 400, "Failed to validate Site specified"),
+        (
+            ACME,
+            ("PROVIDER_ADMIN",),
+            "00000000-0000-4000-8000-000000000000",
+            400,
+            "Site specified in request does not exist",
+        ),
+        (ACME, ("PROVIDER_ADMIN",), GLOBEX_SITE, 403, "doesn't belong to current org's Provider"),
+        (ACME, ("PROVIDER_ADMIN",), ACME_LAB_SITE, 412, "Site does not have NICo Flow enabled"),
+    ],
+    ids=[
+        "no-token",
+        "other-org",
+        "tenant-admin",
+        "bad-site",
+        "no-site",
+        "other-provider",
+        "no-flow",
+    ],
+)
+def test_the_checks_of_retrieve_a_task_apply(
+    client: TestClient,
+    bearer: Bearer,
+    path: str,
+    org: str,
+    roles: tuple,
+    site: str | None,
+    status: int,
+    message: str,
+) -> None:
+    headers = bearer(org, *roles) if roles else {}
+    response = client.get(path, params={"siteId": site or ACME_SITE}, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["message"]
+
+
+@pytest.mark.parametrize("kind", ["rack", "tray"])
+def test_component_id_not_a_uuid(client: TestClient, bearer: Bearer, kind: str) -> None:
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/{kind}/zz/task")
+    assert response.status_code == 400
+    assert response.json()["message"] == f"Invalid {kind.title()} ID specified in URL"
+
+
+def test_org_without_provider(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer("initech"), "/v2/org/initech/nico/task")
+    assert response.status_code == 400
+    assert response.json()["message"] == "Failed to retrieve Infrastructure Provider for org"
