@@ -3,6 +3,8 @@
 from handlers.health import get_health, get_readiness
 from handlers.spec import get_openapi
 from handlers.task import (
+    cancel_rack_task,
+    cancel_task,
     get_all_rack_task,
     get_all_task,
     get_all_tray_task,
@@ -12,6 +14,8 @@ from handlers.task import (
 from handlers.user import get_user
 
 __all__ = [
+    "cancel_rack_task",
+    "cancel_task",
     "get_all_rack_task",
     "get_all_task",
     "get_all_tray_task",

@@ -10,6 +10,7 @@ from sqlalchemy import Row
 
 from nico_api import db, queries, schemas
 from nico_api.errors import NICoError
+from nico_api.models import utcnow
 from nico_api.schemas import UUID_TEXT
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
@@ -29,6 +30,27 @@ async def get_task(org: str, id_: str, site_id: str, token_info: dict[str, Any])
 
 # The deprecated backward-compatible path serves the same operation.
 get_rack_task = get_task
+
+
+async def cancel_task(
+    org: str, id_: str, body: dict[str, Any], token_info: dict[str, Any]
+) -> tuple[schemas.Task, int]:
+    token_info["caller"].require_provider_admin(org)
+    task_id, site = _uuid(id_), _uuid(body["siteId"])
+    found = await _provider_site_and_task(org, site, task_id)
+    if task_id is None:
+        raise NICoError(400, "Invalid Task ID specified in URL")
+    _check_site(found, site)
+    if found.id is None:
+        raise NICoError(404, "Task not found")
+    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
+    task = schemas.Task.from_record(await _provider_site_and_task(org, site, task_id))
+    if task.status is not schemas.TaskStatus.TERMINATED:
+        raise NICoError(409, f"Task cannot be cancelled: its status is {task.status.value}")
+    return task, 202
+
+
+cancel_rack_task = cancel_task
 
 
 async def get_all_task(

@@ -31,18 +31,23 @@ class KnownValues:
     site_id: str | None = None
     task_ids: Sequence[str] = ()
 
-    def for_operation(self, operation: APIOperation) -> list[tuple[dict[str, str], dict[str, str]]]:
-        """(path parameters, query) pairs that name real records of this operation."""
+    def for_operation(self, operation: APIOperation) -> list[dict[str, Any]]:
+        """Keyword arguments for as_strategy that name real records of this operation."""
         path_names = {p.name for p in operation.path_parameters}
         query_names = {p.name for p in operation.query}
-        choices: list[tuple[dict[str, str], dict[str, str]]] = []
-        base = {"org": self.org} if "org" in path_names and self.org else {}
-        query = {"siteId": self.site_id} if "siteId" in query_names and self.site_id else {}
+        fixed: dict[str, Any] = {}
+        if "org" in path_names and self.org:
+            fixed["path_parameters"] = {"org": self.org}
+        if "siteId" in query_names and self.site_id:
+            fixed["query"] = {"siteId": self.site_id}
+        if operation.method.upper() == "POST" and self.site_id:
+            fixed["body"] = {"siteId": self.site_id}
         if "id" in path_names:
-            choices.extend(({**base, "id": task}, query) for task in self.task_ids)
-        elif base or query:
-            choices.append((base, query))
-        return choices
+            return [
+                {**fixed, "path_parameters": {**fixed.get("path_parameters", {}), "id": task}}
+                for task in self.task_ids
+            ]
+        return [fixed] if fixed else []
 
 
 @dataclass
@@ -179,10 +184,7 @@ def _exercise(
     strategies = [
         operation.as_strategy(GenerationMode.POSITIVE),
         operation.as_strategy(GenerationMode.NEGATIVE),
-        *(
-            operation.as_strategy(path_parameters=path, query=query)
-            for path, query in known.for_operation(operation)
-        ),
+        *(operation.as_strategy(**fixed) for fixed in known.for_operation(operation)),
     ]
 
     @given(case=st.one_of(strategies))

@@ -98,6 +98,12 @@ def fetch_one(statement: Executable, parameters: dict[str, Any]) -> Row[Any]:
         return c.execute(statement, parameters).one()
 
 
+def execute(statement: Executable, parameters: dict[str, Any]) -> int:
+    """Run a change in its own transaction; the number of rows it changed."""
+    with transaction() as s:
+        return s.execute(statement, parameters).rowcount
+
+
 def fetch_page(page: Executable, count: Executable) -> tuple[list[Row[Any]], int]:
     """The rows of a page and the size of the whole set, read in one transaction."""
     with connection() as c:

@@ -88,6 +88,11 @@ def _http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResp
     return envelope(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
+def _undecodable(_request: ConnexionRequest, _exc: UnicodeDecodeError) -> ConnexionResponse:
+    # Connexion decodes a JSON body as UTF-8 before validating it.
+    return envelope(400, "Request body is not valid UTF-8")
+
+
 def _storage_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("storage error on %s %s: %r", request.method, request.url.path, exc)
     return envelope(503, STORAGE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -103,6 +108,7 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(NICoError, _nico_error)
     app.add_error_handler(ProblemException, _problem)
     app.add_error_handler(HTTPException, _http_error)
+    app.add_error_handler(UnicodeDecodeError, _undecodable)
     # Unreachable, dropped, timed-out or exhausted storage: the client may retry.
     for storage_error in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_error_handler(storage_error, _storage_error)

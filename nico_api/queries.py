@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, Text, Uuid, and_, bindparam, func, literal, select, type_coerce
+from sqlalchemy import (
+    Select,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
 
 from nico_api.models import InfrastructureProvider, Site, Task, TaskComponent
 from nico_api.schemas import FLOW_STATUS, TaskStatus
@@ -70,3 +81,17 @@ def task_page(
         .offset((page_number - 1) * page_size)
     )
     return page, select(func.count()).select_from(Task).where(*filters)
+
+
+# Cancelling is one conditional update: of two concurrent cancels, one changes the task and the
+# other finds it already terminated.
+CANCEL_TASK = (
+    update(Task)
+    .where(Task.id == bindparam("task_id", type_=Uuid()), Task.status.in_(ACTIVE_FLOW_STATUSES))
+    .values(
+        status="terminated",
+        message="Cancelled by user",
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)

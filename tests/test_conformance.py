@@ -42,7 +42,7 @@ def test_conformance_passes_against_this_server(
     assert two_hundreds > 0
     assert "GET /v2/org/{org}/nico/task/{id}: 40 requests" in result.stderr  # progress
     suite = ElementTree.parse(junit).getroot()
-    assert suite.get("tests") == "9" and suite.get("failures") == "0"
+    assert suite.get("tests") == "11" and suite.get("failures") == "0"
 
 
 def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
