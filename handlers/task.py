@@ -17,15 +17,7 @@ Page = tuple[schemas.TaskList, int, dict[str, str]]
 
 
 async def get_task(org: str, id_: str, site_id: str, token_info: dict[str, Any]) -> schemas.Task:
-    token_info["caller"].require_provider_admin(org)
-    task_id, site = _uuid(id_), _uuid(site_id)
-    found = await _provider_site_and_task(org, site, task_id)
-    if task_id is None:
-        raise NICoError(400, "Invalid Task ID specified in URL")
-    _check_site(found, site)
-    if found.id is None:
-        raise NICoError(404, "Task not found")
-    return schemas.Task.from_record(found)
+    return schemas.Task.from_record(await _task_at_site(org, id_, site_id, token_info))
 
 
 # The deprecated backward-compatible path serves the same operation.
@@ -35,16 +27,9 @@ get_rack_task = get_task
 async def cancel_task(
     org: str, id_: str, body: dict[str, Any], token_info: dict[str, Any]
 ) -> tuple[schemas.Task, int]:
-    token_info["caller"].require_provider_admin(org)
-    task_id, site = _uuid(id_), _uuid(body["siteId"])
-    found = await _provider_site_and_task(org, site, task_id)
-    if task_id is None:
-        raise NICoError(400, "Invalid Task ID specified in URL")
-    _check_site(found, site)
-    if found.id is None:
-        raise NICoError(404, "Task not found")
-    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
-    task = schemas.Task.from_record(await _provider_site_and_task(org, site, task_id))
+    found = await _task_at_site(org, id_, body["siteId"], token_info)
+    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": found.id, "now": utcnow()})
+    task = schemas.Task.from_record(await _provider_site_and_task(org, found.site_id, found.id))
     if task.status is not schemas.TaskStatus.TERMINATED:
         raise NICoError(409, f"Task cannot be cancelled: its status is {task.status.value}")
     return task, 202
@@ -125,6 +110,19 @@ async def _page(
     )
     tasks = schemas.TaskList([schemas.Task.from_record(row) for row in rows])
     return tasks, 200, {"X-Pagination": pagination.model_dump_json()}
+
+
+async def _task_at_site(org: str, id_: str, site_id: str, token_info: dict[str, Any]) -> Row[Any]:
+    """Contract rows 5-13: the caller, the org's provider, the ids, the site, the task."""
+    token_info["caller"].require_provider_admin(org)
+    task_id, site = _uuid(id_), _uuid(site_id)
+    found = await _provider_site_and_task(org, site, task_id)
+    if task_id is None:
+        raise NICoError(400, "Invalid Task ID specified in URL")
+    _check_site(found, site)
+    if found.id is None:
+        raise NICoError(404, "Task not found")
+    return found
 
 
 async def _provider_site_and_task(
