@@ -170,22 +170,23 @@ def measure(
     wrk_args: list[str],
     seconds: int,
     connections: int,
+    script: str = "tasks.lua",
 ) -> Result:
     port = free_port()
     process = start(app, env, workers, port)
     try:
-        wrk("tasks.lua", port, wrk_args, 2, connections)  # warm-up
+        wrk(script, port, wrk_args, 2, connections)  # warm-up
         runs = []
         rss = []
         for _ in range(2):  # two consecutive runs: the second is reported, RSS compared
-            runs.append(wrk("tasks.lua", port, wrk_args, seconds, connections))
+            runs.append(wrk(script, port, wrk_args, seconds, connections))
             rss.append(worker_rss_mb(process))
     finally:
         stop(process)
     last = runs[-1]
     errors = sum(last[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     return Result(
-        app=app,
+        app=app if script == "tasks.lua" else f"{app} {script.removesuffix('.lua')}",
         backend=backend,
         tasks=tasks,
         workers=workers,
@@ -313,6 +314,24 @@ def main() -> int:
                         flush=True,
                     )
                     results.append(result)
+            # A page of the site's task list: its cost should not grow with the task count.
+            lists = measure(
+                "nico",
+                backend,
+                tasks,
+                1,
+                env,
+                wrk_args,
+                args.seconds,
+                args.connections,
+                script="lists.lua",
+            )
+            print(
+                f"  nico lists x1: {lists.rps:,.0f} req/s, p50 {lists.p50:.2f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+            results.append(lists)
             if hostile_result is None and args.hostile_seconds > 0:
                 hostile_result = hostile(env, wrk_args, args.hostile_seconds, args.connections)
 
