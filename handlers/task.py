@@ -38,54 +38,34 @@ async def cancel_task(
 cancel_rack_task = cancel_task
 
 
-async def get_all_task(
-    org: str,
-    site_id: str,
-    active_only: bool,
-    include_report: bool,
-    page_number: int,
-    page_size: int,
-    token_info: dict[str, Any],
-) -> Page:
-    listing = Listing(active_only, include_report, page_number, page_size)
-    return await _page(org, site_id, token_info, listing)
+# Connexion passes the lists' query parameters, and its own context, as keywords.
+async def get_all_task(org: str, site_id: str, token_info: dict[str, Any], **query: Any) -> Page:
+    return await _page(org, site_id, token_info, Listing.of(query))
 
 
 async def get_all_rack_task(
-    org: str,
-    id_: str,
-    site_id: str,
-    active_only: bool,
-    include_report: bool,
-    page_number: int,
-    page_size: int,
-    token_info: dict[str, Any],
+    org: str, id_: str, site_id: str, token_info: dict[str, Any], **query: Any
 ) -> Page:
-    listing = Listing(active_only, include_report, page_number, page_size)
-    return await _page(org, site_id, token_info, listing, rack_id=(id_, "Rack"))
+    return await _page(org, site_id, token_info, Listing.of(query), rack_id=(id_, "Rack"))
 
 
 async def get_all_tray_task(
-    org: str,
-    id_: str,
-    site_id: str,
-    active_only: bool,
-    include_report: bool,
-    page_number: int,
-    page_size: int,
-    token_info: dict[str, Any],
+    org: str, id_: str, site_id: str, token_info: dict[str, Any], **query: Any
 ) -> Page:
-    listing = Listing(active_only, include_report, page_number, page_size)
-    return await _page(org, site_id, token_info, listing, tray_id=(id_, "Tray"))
+    return await _page(org, site_id, token_info, Listing.of(query), tray_id=(id_, "Tray"))
 
 
 class Listing(NamedTuple):
-    """The shared query parameters of the task lists."""
+    """The shared query parameters of the task lists (their defaults are in the spec)."""
 
     active_only: bool
     include_report: bool
     page_number: int
     page_size: int
+
+    @classmethod
+    def of(cls, query: dict[str, Any]) -> Listing:
+        return cls(**{name: query[name] for name in cls._fields})
 
 
 async def _page(
