@@ -123,6 +123,20 @@ class TaskComponent(Base):
     component_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, index=True)
 
 
+class TaskCount(Base):
+    """How many tasks a site, a rack or a component at a site has, active or not: the lists'
+    totals, kept by database triggers with every write to `task` and `task_component`."""
+
+    __tablename__ = "task_count"
+
+    site_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # "site" (scope_id is the site's id), "rack" or "component".
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    active: Mapped[bool] = mapped_column(primary_key=True)
+    tasks: Mapped[int]
+
+
 class User(Base):
     """A caller the API has seen, keyed by identity provider and subject."""
 

@@ -34,6 +34,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
         "site",
         "task",
         "task_component",
+        "task_count",
         "user",
     }
 
