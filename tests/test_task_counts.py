@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
@@ -172,3 +174,55 @@ def test_concurrent_writers_keep_exact_counts(engine: Engine) -> None:
     assert kept(engine) == counted(engine)
     at_rack = kept(engine)[(uuid.UUID(ACME_SITE), "rack", uuid.UUID(RACK), False)]
     assert at_rack >= WRITERS * 20 // 3
+
+
+def test_a_cancel_meeting_a_load_head_on(
+    engine: Engine, client: TestClient, bearer: Bearer
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    headers = bearer()
+    with engine.connect() as load, ThreadPoolExecutor(max_workers=1) as pool:
+        # The load holds the site's counts (it added a task) and goes on to rewrite the running
+        # task, which the cancel has locked while it waits for the counts: one must give way.
+        transaction = load.begin()
+        load.execute(
+            insert(Task).values(id=uuid.uuid4(), site_id=uuid.UUID(ACME_SITE), status="pending")
+        )
+        cancel = pool.submit(
+            client.post,
+            f"/v2/org/{ACME}/nico/task/{RUNNING_TASK}/cancel",
+            json={"siteId": ACME_SITE},
+            headers=headers,
+        )
+        _wait_for_an_advisory_lock_wait(engine)
+        try:
+            load.execute(
+                update(Task).where(Task.id == uuid.UUID(RUNNING_TASK)).values(status="completed")
+            )
+            transaction.commit()
+            loaded = True
+        except OperationalError as exc:
+            assert "deadlock detected" in str(exc.orig)
+            transaction.rollback()
+            loaded = False
+        response = cancel.result(timeout=30)
+    if loaded:
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["source"] == "nico"
+    else:
+        assert response.status_code == 202, response.text
+    assert kept(engine) == counted(engine)
+
+
+def _wait_for_an_advisory_lock_wait(engine: Engine) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    )
+    deadline = time.monotonic() + 10
+    with engine.connect() as connection:
+        while not connection.execute(waiting).scalar_one():
+            assert time.monotonic() < deadline, "the cancel never waited for the site's counts"
+            time.sleep(0.02)

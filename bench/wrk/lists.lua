@@ -1,4 +1,5 @@
--- GET one of the first five pages (20 tasks each) of the site's task list, newest first.
+-- GET one of the first five pages (20 tasks each) of the site's task list, newest first;
+-- half of the requests list only active tasks.
 -- Arguments: ids file, token, other org's token, site id.
 dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "common.lua")
 
@@ -7,6 +8,8 @@ function init(args)
 end
 
 function request()
+  local active = math.random(2) == 1 and "true" or "false"
   return wrk.format("GET", "/v2/org/acme-inc/nico/task?siteId=" .. site .. "&pageSize=20&pageNumber="
-                    .. math.random(5), {["Authorization"] = "Bearer " .. token})
+                    .. math.random(5) .. "&activeOnly=" .. active,
+                    {["Authorization"] = "Bearer " .. token})
 end

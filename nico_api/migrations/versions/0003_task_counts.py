@@ -22,56 +22,66 @@ depends_on: str | Sequence[str] | None = None
 ACTIVE = "('pending', 'waiting', 'running')"
 # The advisory lock class of the per-site count locks ("NICO").
 LOCK_CLASS = 0x4E49434F
+KEYS = "site_id, scope, scope_id, active"
+# name: (table, event, the rows counted out (OLD, -1) and in (NEW, +1))
 TRIGGERS = {
-    # name: (table, event, counted rows as (row, sign) pairs)
     "task_count_task_insert": ("task", "INSERT", (("NEW", 1),)),
-    "task_count_task_update": (
-        "task",
-        "UPDATE OF site_id, rack_id, status",
-        (("OLD", -1), ("NEW", 1)),
-    ),
+    "task_count_task_update": ("task", "UPDATE", (("OLD", -1), ("NEW", 1))),
     "task_count_task_delete": ("task", "DELETE", (("OLD", -1),)),
     "task_count_component_insert": ("task_component", "INSERT", (("NEW", 1),)),
     "task_count_component_update": ("task_component", "UPDATE", (("OLD", -1), ("NEW", 1))),
     "task_count_component_delete": ("task_component", "DELETE", (("OLD", -1),)),
 }
+# PostgreSQL counts per statement, from its transition tables: per row, a bulk load would update
+# a site's count once per task, piling up row versions within one transaction.
+TRANSITION_TABLES = {"OLD": ("old_rows", "o"), "NEW": ("new_rows", "n")}
 
 
-def _task_rows(row: str, sign: int) -> str:
-    """The counts a task row belongs to: its site, its rack, and each component it targets."""
+def _task_rows(row: str, sign: int, rows: str | None) -> str:
+    """The counts task rows belong to: their site, their rack, and each component they target.
+    `row` is the trigger's OLD or NEW, or, with `rows`, an alias over a transition table."""
     active = f"{row}.status IN {ACTIVE}"
+    each = f" FROM {rows} AS {row}" if rows else ""
+    targets = f"{rows} AS {row} JOIN task_component c ON" if rows else "task_component c WHERE"
     return (
         f"SELECT {row}.site_id AS site_id, 'site' AS scope, {row}.site_id AS scope_id,"
-        f" {active} AS active, {sign} AS delta"
-        f" UNION ALL SELECT {row}.site_id, 'rack', {row}.rack_id, {active}, {sign}"
+        f" {active} AS active, {sign} AS delta{each}"
+        f" UNION ALL SELECT {row}.site_id, 'rack', {row}.rack_id, {active}, {sign}{each}"
         f" WHERE {row}.rack_id IS NOT NULL"
         f" UNION ALL SELECT {row}.site_id, 'component', c.component_id, {active}, {sign}"
-        f" FROM task_component c WHERE c.task_id = {row}.id"
+        f" FROM {targets} c.task_id = {row}.id"
     )
 
 
-def _component_rows(row: str, sign: int) -> str:
-    """The count a task_component row belongs to: its component's, at its task's site."""
+def _component_rows(row: str, sign: int, rows: str | None) -> str:
+    """The counts task_component rows belong to: their component's, at their task's site."""
+    tasks = f"{rows} AS {row} JOIN task t ON" if rows else "task t WHERE"
     return (
         f"SELECT t.site_id AS site_id, 'component' AS scope, {row}.component_id AS scope_id,"
         f" t.status IN {ACTIVE} AS active, {sign} AS delta"
-        f" FROM task t WHERE t.id = {row}.task_id"
+        f" FROM {tasks} t.id = {row}.task_id"
     )
 
 
-def _changes(table: str, rows: Sequence[tuple[str, int]]) -> str:
+def _changes(table: str, sides: Sequence[tuple[str, int]], postgresql: bool) -> str:
     counted = _task_rows if table == "task" else _component_rows
-    return " UNION ALL ".join(counted(row, sign) for row, sign in rows)
+    parts = []
+    for row, sign in sides:
+        if postgresql:
+            rows, alias = TRANSITION_TABLES[row]
+            parts.append(counted(alias, sign, rows))
+        else:
+            parts.append(counted(row, sign, None))
+    return " UNION ALL ".join(parts)
 
 
 def _adjust(changes: str) -> str:
-    """One upsert of the net changes."""
-    keys = "site_id, scope, scope_id, active"
+    """One upsert of the net changes, one row per count."""
     return (
-        f"INSERT INTO task_count ({keys}, tasks)"
-        f" SELECT {keys}, sum(delta) FROM ({changes}) AS change"
-        f" WHERE true GROUP BY {keys} HAVING sum(delta) <> 0 ORDER BY {keys}"
-        f" ON CONFLICT ({keys}) DO UPDATE SET tasks = task_count.tasks + excluded.tasks"
+        f"INSERT INTO task_count ({KEYS}, tasks)"
+        f" SELECT {KEYS}, sum(delta) FROM ({changes}) AS change"
+        f" WHERE true GROUP BY {KEYS} HAVING sum(delta) <> 0 ORDER BY {KEYS}"
+        f" ON CONFLICT ({KEYS}) DO UPDATE SET tasks = task_count.tasks + excluded.tasks"
     )
 
 
@@ -99,16 +109,17 @@ def upgrade() -> None:
     # The tasks already stored, counted once.
     op.execute(_backfill())
     postgresql = op.get_bind().dialect.name == "postgresql"
-    for name, (table, event, rows) in TRIGGERS.items():
-        changes = _changes(table, rows)
+    for name, (table, event, sides) in TRIGGERS.items():
+        changes = _changes(table, sides, postgresql)
         if postgresql:
             op.execute(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
                 f" BEGIN {_lock_sites(changes)}; {_adjust(changes)}; RETURN NULL; END $$"
             )
+            tables = " ".join(f"{row} TABLE AS {TRANSITION_TABLES[row][0]}" for row, _ in sides)
             op.execute(
-                f"CREATE TRIGGER {name} AFTER {event} ON {table}"
-                f" FOR EACH ROW EXECUTE FUNCTION {name}()"
+                f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {tables}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
             )
         else:
             op.execute(
@@ -119,9 +130,8 @@ def upgrade() -> None:
 
 def _backfill() -> str:
     active = f"status IN {ACTIVE}"
-    keys = "site_id, scope, scope_id, active"
     return (
-        f"INSERT INTO task_count ({keys}, tasks)"
+        f"INSERT INTO task_count ({KEYS}, tasks)"
         f" SELECT site_id, 'site', site_id, {active}, count(*) FROM task"
         f" GROUP BY site_id, {active}"
         f" UNION ALL SELECT site_id, 'rack', rack_id, {active}, count(*) FROM task"
