@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -125,7 +126,8 @@ class TaskComponent(Base):
 
 class TaskCount(Base):
     """How many tasks a site, a rack or a component at a site has, active or not: the lists'
-    totals, kept by database triggers with every write to `task` and `task_component`."""
+    totals, kept by database triggers with every write to `task` and `task_component`
+    (migration 0003)."""
 
     __tablename__ = "task_count"
 
@@ -134,6 +136,22 @@ class TaskCount(Base):
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     active: Mapped[bool] = mapped_column(primary_key=True)
+    tasks: Mapped[int]
+
+
+class TaskCountChange(Base):
+    """PostgreSQL: changes to the task counts made by a transaction still in progress, folded
+    into `task_count` when it commits, so that each count is updated once per transaction
+    however many tasks it writes. SQLite updates the counts directly and leaves this empty."""
+
+    __tablename__ = "task_count_change"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    xact: Mapped[int] = mapped_column(BigInteger, index=True)
+    site_id: Mapped[uuid.UUID]
+    scope: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[uuid.UUID]
+    active: Mapped[bool]
     tasks: Mapped[int]
 
 

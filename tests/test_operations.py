@@ -35,6 +35,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
         "task",
         "task_component",
         "task_count",
+        "task_count_change",
         "user",
     }
 

@@ -1,7 +1,13 @@
 """Task counts: the lists' totals per site, rack and component, kept by triggers.
 
 A list's `total` must not cost a scan of the filtered set, so every write to `task` or
-`task_component` adjusts the counts in the same transaction, whichever path makes it.
+`task_component` changes the counts in the same transaction, whichever path makes it.
+
+SQLite (one writer at a time) updates the counts row by row. PostgreSQL records each
+statement's net changes in `task_count_change` and folds a transaction's changes into
+`task_count` once, when it commits: a transaction that writes a million tasks updates each
+count once instead of a million times (row versions piling up on one row), and the counts'
+row locks are taken only at commit, in key order, so writers never deadlock on them.
 
 Revision ID: 0003
 Revises: 0002
@@ -20,8 +26,6 @@ depends_on: str | Sequence[str] | None = None
 
 # Flow statuses listed as Pending or Running (frozen here: a migration must not follow the code).
 ACTIVE = "('pending', 'waiting', 'running')"
-# The advisory lock class of the per-site count locks ("NICO").
-LOCK_CLASS = 0x4E49434F
 KEYS = "site_id, scope, scope_id, active"
 # name: (table, event, the rows counted out (OLD, -1) and in (NEW, +1))
 TRIGGERS = {
@@ -32,9 +36,9 @@ TRIGGERS = {
     "task_count_component_update": ("task_component", "UPDATE", (("OLD", -1), ("NEW", 1))),
     "task_count_component_delete": ("task_component", "DELETE", (("OLD", -1),)),
 }
-# PostgreSQL counts per statement, from its transition tables: per row, a bulk load would update
-# a site's count once per task, piling up row versions within one transaction.
+# PostgreSQL's triggers run per statement, over its transition tables.
 TRANSITION_TABLES = {"OLD": ("old_rows", "o"), "NEW": ("new_rows", "n")}
+FOLD = "task_count_fold"
 
 
 def _task_rows(row: str, sign: int, rows: str | None) -> str:
@@ -75,22 +79,37 @@ def _changes(table: str, sides: Sequence[tuple[str, int]], postgresql: bool) -> 
     return " UNION ALL ".join(parts)
 
 
-def _adjust(changes: str) -> str:
-    """One upsert of the net changes, one row per count."""
+def _add_to_counts(changes: str, delta: str = "delta") -> str:
+    """One upsert of the net changes, in key order."""
     return (
         f"INSERT INTO task_count ({KEYS}, tasks)"
-        f" SELECT {KEYS}, sum(delta) FROM ({changes}) AS change"
-        f" WHERE true GROUP BY {KEYS} HAVING sum(delta) <> 0 ORDER BY {KEYS}"
+        f" SELECT {KEYS}, sum({delta}) FROM {changes}"
+        f" WHERE true GROUP BY {KEYS} HAVING sum({delta}) <> 0 ORDER BY {KEYS}"
         f" ON CONFLICT ({KEYS}) DO UPDATE SET tasks = task_count.tasks + excluded.tasks"
     )
 
 
-def _lock_sites(changes: str) -> str:
-    """PostgreSQL: one writer of a site's counts at a time, until it commits. Without it, two
-    transactions that touch a site's counts in different orders (a load and a cancel) deadlock."""
+def _record_changes(changes: str) -> str:
     return (
-        f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, hashtext(site_id::text))"
-        f" FROM (SELECT DISTINCT site_id FROM ({changes}) AS change ORDER BY site_id) AS sites"
+        f"INSERT INTO task_count_change (xact, {KEYS}, tasks)"
+        f" SELECT txid_current(), {KEYS}, sum(delta) FROM ({changes}) AS change"
+        f" GROUP BY {KEYS} HAVING sum(delta) <> 0"
+    )
+
+
+def _create_fold() -> None:
+    """At commit, the first of the transaction's recorded changes folds them all into the counts;
+    the others find themselves already folded (one primary-key lookup each)."""
+    op.execute(
+        f"CREATE FUNCTION {FOLD}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF EXISTS (SELECT 1 FROM task_count_change WHERE id = NEW.id) THEN"
+        " WITH folded AS (DELETE FROM task_count_change WHERE xact = txid_current()"
+        f" RETURNING {KEYS}, tasks) {_add_to_counts('folded', 'tasks')};"
+        " END IF; RETURN NULL; END $$"
+    )
+    op.execute(
+        f"CREATE CONSTRAINT TRIGGER {FOLD} AFTER INSERT ON task_count_change"
+        f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {FOLD}()"
     )
 
 
@@ -106,15 +125,29 @@ def upgrade() -> None:
             "site_id", "scope", "scope_id", "active", name=op.f("pk_task_count")
         ),
     )
+    op.create_table(
+        "task_count_change",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("xact", sa.BigInteger(), nullable=False),
+        sa.Column("site_id", sa.Uuid(), nullable=False),
+        sa.Column("scope", sa.String(length=16), nullable=False),
+        sa.Column("scope_id", sa.Uuid(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tasks", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_task_count_change")),
+    )
+    op.create_index(op.f("ix_task_count_change_xact"), "task_count_change", ["xact"])
     # The tasks already stored, counted once.
     op.execute(_backfill())
     postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        _create_fold()
     for name, (table, event, sides) in TRIGGERS.items():
         changes = _changes(table, sides, postgresql)
         if postgresql:
             op.execute(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN {_lock_sites(changes)}; {_adjust(changes)}; RETURN NULL; END $$"
+                f" BEGIN {_record_changes(changes)}; RETURN NULL; END $$"
             )
             tables = " ".join(f"{row} TABLE AS {TRANSITION_TABLES[row][0]}" for row, _ in sides)
             op.execute(
@@ -124,7 +157,7 @@ def upgrade() -> None:
         else:
             op.execute(
                 f"CREATE TRIGGER {name} AFTER {event} ON {table}"
-                f" FOR EACH ROW BEGIN {_adjust(changes)}; END"
+                f" FOR EACH ROW BEGIN {_add_to_counts(f'({changes}) AS change')}; END"
             )
 
 
@@ -144,8 +177,13 @@ def _backfill() -> str:
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    for name, (table, _, _) in TRIGGERS.items():
+    triggers = {name: table for name, (table, _, _) in TRIGGERS.items()}
+    if postgresql:
+        triggers[FOLD] = "task_count_change"
+    for name, table in triggers.items():
         op.execute(f"DROP TRIGGER {name} ON {table}" if postgresql else f"DROP TRIGGER {name}")
         if postgresql:
             op.execute(f"DROP FUNCTION {name}()")
+    op.drop_index(op.f("ix_task_count_change_xact"), table_name="task_count_change")
+    op.drop_table("task_count_change")
     op.drop_table("task_count")
