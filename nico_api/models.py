@@ -16,11 +16,15 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     Uuid,
+    column,
+    literal,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from nico_api.schemas import ACTIVE_FLOW_STATUSES
 
 
 def utcnow() -> datetime:
@@ -91,14 +95,30 @@ class Site(Base):
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+# A task that is active: its statuses are written into the SQL (not bound), so that the
+# planners of both databases match it with the partial index below.
+ACTIVE_TASK = column("status").in_(
+    [literal(status, literal_execute=True) for status in ACTIVE_FLOW_STATUSES]
+)
+
+
 class Task(Base):
     """A task as NICo Flow stores it: Flow's status vocabulary and snake_case report."""
 
     __tablename__ = "task"
-    # Lists page through a site's (or rack's) tasks newest first.
+    # Lists page through a site's (or rack's) tasks newest first; a site's active tasks have
+    # their own index, so that a page of them is not a walk past every finished task.
     __table_args__ = (
         Index("ix_task_site_id_created_at_id", "site_id", "created_at", "id"),
         Index("ix_task_rack_id_created_at_id", "rack_id", "created_at", "id"),
+        Index(
+            "ix_task_active_site_id_created_at_id",
+            "site_id",
+            "created_at",
+            "id",
+            sqlite_where=ACTIVE_TASK,
+            postgresql_where=ACTIVE_TASK,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

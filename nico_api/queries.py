@@ -18,13 +18,15 @@ from sqlalchemy import (
     update,
 )
 
-from nico_api.models import InfrastructureProvider, Site, Task, TaskComponent, TaskCount
-from nico_api.schemas import FLOW_STATUS, TaskStatus
-
-# Stored statuses whose tasks count as active: Pending or Running.
-ACTIVE_FLOW_STATUSES = tuple(
-    flow for flow, rest in FLOW_STATUS.items() if rest in (TaskStatus.PENDING, TaskStatus.RUNNING)
+from nico_api.models import (
+    ACTIVE_TASK,
+    InfrastructureProvider,
+    Site,
+    Task,
+    TaskComponent,
+    TaskCount,
 )
+from nico_api.schemas import ACTIVE_FLOW_STATUSES
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())
@@ -77,7 +79,7 @@ def task_page(
     else:
         counted += [TaskCount.scope == "site", TaskCount.scope_id == site_id]
     if active_only:
-        filters.append(Task.status.in_(ACTIVE_FLOW_STATUSES))
+        filters.append(ACTIVE_TASK)
         counted.append(TaskCount.active.is_(True))
     columns = [c for c in _TASK_COLUMNS if include_report or c.name != "report"]
     page = (

@@ -45,6 +45,10 @@ FLOW_STATUS = {
     "failed": TaskStatus.FAILED,
     "terminated": TaskStatus.TERMINATED,
 }
+# Stored statuses whose tasks count as active: Pending or Running.
+ACTIVE_FLOW_STATUSES = tuple(
+    flow for flow, rest in FLOW_STATUS.items() if rest in (TaskStatus.PENDING, TaskStatus.RUNNING)
+)
 
 
 # The forms production's UUID parser takes, in ASCII hex only: canonical, {braced}, urn:uuid:,

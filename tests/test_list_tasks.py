@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 from starlette.testclient import TestClient
 
-from nico_api import fixture
+from nico_api import fixture, queries
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -195,3 +198,28 @@ def test_org_without_provider(client: TestClient, bearer: Bearer) -> None:
     response = listing(client, bearer("initech"), "/v2/org/initech/nico/task")
     assert response.status_code == 400
     assert response.json()["message"] == "Failed to retrieve Infrastructure Provider for org"
+
+
+def test_a_page_of_active_tasks_reads_the_active_tasks_index(
+    client: TestClient, engine: Engine
+) -> None:
+    page, _ = queries.task_page(
+        uuid.UUID(ACME_SITE), active_only=True, include_report=False, page_number=1, page_size=20
+    )
+    sent: list[tuple[str, object]] = []
+
+    def capture(*args: Any) -> None:
+        sent.append((args[2], args[3]))  # the statement and its parameters
+
+    with engine.connect() as connection:
+        event.listen(connection, "before_cursor_execute", capture)
+        assert len(connection.execute(page).all()) == 3
+        event.remove(connection, "before_cursor_execute", capture)
+        statement, parameters = sent[0]
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        plan = connection.exec_driver_sql(explain + statement, parameters).all()
+    assert "ix_task_active_site_id_created_at_id" in " ".join(map(str, plan))

@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from nico_api import db, fixture
 from nico_api.models import Task, TaskComponent, TaskCount, TaskCountChange, utcnow
-from nico_api.queries import ACTIVE_FLOW_STATUSES, CANCEL_TASK
+from nico_api.queries import CANCEL_TASK
+from nico_api.schemas import ACTIVE_FLOW_STATUSES
 from tests.demo import (
     ACME,
     ACME_SITE,
