@@ -58,11 +58,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def database_url(backend: str, tasks: int) -> str:
+def database_url(backend: str, label: int | str) -> str:
+    """A benchmark database, kept between runs: bench/data/nico-LABEL.db or nico_bench_LABEL."""
     if backend == "sqlite":
         (BENCH / "data").mkdir(exist_ok=True)
-        return f"sqlite:///{BENCH / 'data' / f'nico-{tasks}.db'}"
-    name = f"nico_bench_{tasks}"
+        return f"sqlite:///{BENCH / 'data' / f'nico-{label}.db'}"
+    name = f"nico_bench_{label}"
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             admin.execute(f'CREATE DATABASE "{name}"')
