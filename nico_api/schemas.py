@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Row
 
-from nico_api import models
+if TYPE_CHECKING:  # the stored records import this module's status vocabulary
+    from nico_api import models
 
 
 class TaskStatus(StrEnum):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pkgutil
+import subprocess
+import sys
 
 import pytest
 from alembic import command
@@ -13,11 +16,28 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from starlette.testclient import TestClient
 
+import handlers
+import nico_api
 from nico_api import db, logs
 from nico_api.config import SPEC_PATH, Settings, SettingsError
 from nico_api.models import Base
 from tests.conftest import reset
 from tests.demo import ACME_SITE, RUNNING_TASK, task_path
+
+MODULES = [
+    f"{package.__name__}.{module.name}"
+    for package in (nico_api, handlers)
+    for module in pkgutil.iter_modules(package.__path__)
+]
+
+
+@pytest.mark.parametrize("module", ["handlers", *MODULES])
+def test_every_module_can_be_imported_first(module: str) -> None:
+    # Whichever module a server, a worker or a tool imports first, there is no import cycle.
+    imported = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+    )
+    assert imported.returncode == 0, imported.stderr
 
 
 def _differences(engine: Engine) -> list:
