@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
@@ -206,3 +207,64 @@ def test_an_open_load_does_not_hold_up_a_cancel(
         transaction.commit()
     assert kept(engine) == counted(engine)
     assert pagination(listing(client, bearer(), activeOnly=True))["total"] == 2  # pending, new
+
+
+@pytest.mark.parametrize("first", ["trays", "cancel"])
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_trays_changing_while_their_task_is_cancelled(
+    engine: Engine, first: str, change: str
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    fixture.load(fixture.demo())
+    task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY)
+    if change == "add":
+        tray = uuid.uuid4()
+        trays = insert(TaskComponent).values(task_id=task, component_id=tray)
+    else:
+        trays = delete(TaskComponent).where(TaskComponent.task_id == task)
+    statements = {
+        "trays": (trays, {}),
+        "cancel": (CANCEL_TASK, {"task_id": task, "now": utcnow()}),
+    }
+    second = "cancel" if first == "trays" else "trays"
+
+    def write_second() -> None:
+        with engine.begin() as connection:
+            connection.execute(*statements[second])
+
+    # Each write in its own transaction: the second starts while the first is still open.
+    with engine.connect() as connection, ThreadPoolExecutor(max_workers=1) as pool:
+        transaction = connection.begin()
+        connection.execute(*statements[first])
+        written = pool.submit(write_second)
+        _wait_briefly_for_a_lock_wait(engine)
+        transaction.commit()
+        written.result(timeout=30)
+    assert kept(engine) == counted(engine)
+
+
+def _wait_briefly_for_a_lock_wait(engine: Engine) -> None:
+    waiting = (
+        select(func.count())
+        .select_from(text("pg_stat_activity"))
+        .where(text("wait_event_type = 'Lock'"))
+    )
+    deadline = time.monotonic() + 2
+    with engine.connect() as connection:
+        while not connection.scalar(waiting) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def test_truncating_empties_the_counts(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    fixture.load(fixture.demo())
+    with db.transaction() as session:
+        session.execute(text("TRUNCATE task_component"))
+    assert kept(engine) == counted(engine) != Counter()
+    with db.transaction() as session:
+        # Changes recorded earlier in the transaction go with the tasks.
+        session.execute(update(Task).values(status="running"))
+        session.execute(text("TRUNCATE task CASCADE"))
+    assert kept(engine) == counted(engine) == Counter()

@@ -36,6 +36,8 @@ TRIGGERS = {
     "task_count_component_update": ("task_component", "UPDATE", (("OLD", -1), ("NEW", 1))),
     "task_count_component_delete": ("task_component", "DELETE", (("OLD", -1),)),
 }
+# PostgreSQL: what a TRUNCATE of each table empties, with this transaction's recorded changes.
+TRUNCATED = {"task": "true", "task_component": "scope = 'component'"}
 # PostgreSQL's triggers run per statement, over its transition tables.
 TRANSITION_TABLES = {"OLD": ("old_rows", "o"), "NEW": ("new_rows", "n")}
 FOLD = "task_count_fold"
@@ -97,6 +99,17 @@ def _record_changes(changes: str) -> str:
     )
 
 
+def _lock_tasks(sides: Sequence[tuple[str, int]]) -> str:
+    """PostgreSQL: the tasks whose components change are locked (FOR SHARE) before their status
+    and site are read, so that a concurrent change to such a task either waits for this
+    transaction (and then sees its components) or is seen by it: never missed by both."""
+    return "; ".join(
+        f"PERFORM 1 FROM task t JOIN {rows} AS {alias} ON t.id = {alias}.task_id"
+        " ORDER BY t.id FOR SHARE OF t"
+        for rows, alias in (TRANSITION_TABLES[row] for row, _ in sides)
+    )
+
+
 def _create_fold() -> None:
     """At commit, the first of the transaction's recorded changes folds them all into the counts;
     the others find themselves already folded (one primary-key lookup each)."""
@@ -111,6 +124,20 @@ def _create_fold() -> None:
         f"CREATE CONSTRAINT TRIGGER {FOLD} AFTER INSERT ON task_count_change"
         f" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {FOLD}()"
     )
+
+
+def _create_truncates() -> None:
+    for table, counts in TRUNCATED.items():
+        op.execute(
+            f"CREATE FUNCTION task_count_{table}_truncate() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN DELETE FROM task_count WHERE {counts};"
+            f" DELETE FROM task_count_change WHERE xact = txid_current() AND {counts};"
+            " RETURN NULL; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER task_count_{table}_truncate AFTER TRUNCATE ON {table}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION task_count_{table}_truncate()"
+        )
 
 
 def upgrade() -> None:
@@ -137,17 +164,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_task_count_change")),
     )
     op.create_index(op.f("ix_task_count_change_xact"), "task_count_change", ["xact"])
-    # The tasks already stored, counted once.
-    op.execute(_backfill())
     postgresql = op.get_bind().dialect.name == "postgresql"
     if postgresql:
+        # No write between the count of the stored tasks and the triggers taking over.
+        op.execute("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE")
+    # The tasks already stored, counted once.
+    op.execute(_backfill())
+    if postgresql:
         _create_fold()
+        _create_truncates()
     for name, (table, event, sides) in TRIGGERS.items():
         changes = _changes(table, sides, postgresql)
         if postgresql:
+            lock = f"{_lock_tasks(sides)}; " if table == "task_component" else ""
             op.execute(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN {_record_changes(changes)}; RETURN NULL; END $$"
+                f" BEGIN {lock}{_record_changes(changes)}; RETURN NULL; END $$"
             )
             tables = " ".join(f"{row} TABLE AS {TRANSITION_TABLES[row][0]}" for row, _ in sides)
             op.execute(
@@ -180,6 +212,7 @@ def downgrade() -> None:
     triggers = {name: table for name, (table, _, _) in TRIGGERS.items()}
     if postgresql:
         triggers[FOLD] = "task_count_change"
+        triggers.update({f"task_count_{table}_truncate": table for table in TRUNCATED})
     for name, table in triggers.items():
         op.execute(f"DROP TRIGGER {name} ON {table}" if postgresql else f"DROP TRIGGER {name}")
         if postgresql:
