@@ -58,6 +58,12 @@ def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db_recount(_args: argparse.Namespace, settings: Settings) -> int:
+    db.connect(settings)
+    print(f"recounted the task lists' totals: {db.recount()} counts")
+    return 0
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     print(DevIssuer(settings).issue(args.org, args.role, args.ttl))
     return 0
@@ -176,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed = db_commands.add_parser("seed", help="load a built-in data set")
     seed.add_argument("--demo", action="store_true", required=True, help="the demo data set")
     seed.set_defaults(run=_db_seed)
+    db_commands.add_parser(
+        "recount", help="count the task lists' totals afresh from the stored tasks"
+    ).set_defaults(run=_db_recount)
 
     auth_parser = commands.add_parser("auth", help="check the auth configuration and tokens")
     auth_commands = auth_parser.add_subparsers(dest="auth_command", required=True)

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, Executable, Row, create_engine, make_
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nico_api import queries
 from nico_api.config import Settings
 
 T = TypeVar("T")
@@ -147,6 +148,17 @@ def transaction() -> Iterator[Session]:
     """A session whose work is committed at the end, or rolled back whole on any error."""
     with session() as s, s.begin():
         yield s
+
+
+def recount() -> int:
+    """Count the list totals afresh from the stored tasks; the number of counts written."""
+    with transaction() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            # Writers finish first (their changes folded), and none start until this commits.
+            s.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))
+        for statement in queries.RECOUNT:
+            s.execute(statement)
+        return s.scalar(queries.COUNTS) or 0
 
 
 def ping() -> None:

@@ -11,10 +11,13 @@ from sqlalchemy import (
     Uuid,
     and_,
     bindparam,
+    delete,
     func,
+    insert,
     literal,
     select,
     type_coerce,
+    union_all,
     update,
 )
 
@@ -104,3 +107,27 @@ CANCEL_TASK = (
         updated_at=bindparam("now"),
     )
 )
+
+
+def _counted(scope: str, scope_id: Any, *group: Any) -> Select[Any]:
+    return select(Task.site_id, literal(scope), scope_id, ACTIVE_TASK, func.count()).group_by(
+        Task.site_id, *group, ACTIVE_TASK
+    )
+
+
+# The list totals counted afresh from the stored tasks (`nico-api db recount`): for writes the
+# triggers cannot see, such as SQLite's INSERT OR REPLACE.
+RECOUNT = (
+    delete(TaskCount),
+    insert(TaskCount).from_select(
+        ["site_id", "scope", "scope_id", "active", "tasks"],
+        union_all(
+            _counted("site", Task.site_id),
+            _counted("rack", Task.rack_id, Task.rack_id).where(Task.rack_id.is_not(None)),
+            _counted("component", TaskComponent.component_id, TaskComponent.component_id).join(
+                TaskComponent, TaskComponent.task_id == Task.id
+            ),
+        ),
+    ),
+)
+COUNTS = select(func.count()).select_from(TaskCount)

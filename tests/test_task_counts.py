@@ -26,6 +26,7 @@ from tests.demo import (
     RUNNING_TASK,
     WAITING_TASK,
 )
+from tests.processes import run
 from tests.test_list_tasks import RACK, TRAY, Bearer, listing, pagination
 
 Key = tuple[uuid.UUID, str, uuid.UUID, bool]
@@ -268,3 +269,21 @@ def test_truncating_empties_the_counts(engine: Engine) -> None:
         session.execute(update(Task).values(status="running"))
         session.execute(text("TRUNCATE task CASCADE"))
     assert kept(engine) == counted(engine) == Counter()
+
+
+def test_db_recount_repairs_the_counts(engine: Engine, env: dict[str, str]) -> None:
+    fixture.load(fixture.demo())
+    expected = counted(engine)
+    with db.transaction() as session:
+        session.execute(update(TaskCount).values(tasks=TaskCount.tasks + 5))
+        stray = uuid.uuid4()
+        session.execute(
+            insert(TaskCount).values(
+                site_id=stray, scope="site", scope_id=stray, active=True, tasks=3
+            )
+        )
+    assert kept(engine) != expected
+    recounted = run(env, "db", "recount")
+    assert recounted.returncode == 0, recounted.stderr
+    assert f"{len(expected)} counts" in recounted.stdout
+    assert kept(engine) == expected
