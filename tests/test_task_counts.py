@@ -88,13 +88,13 @@ def test_counts_follow_every_write(engine: Engine) -> None:
     )
     assert kept(engine) == counted(engine)
 
-    # Cancelling, moving a task to another site, deleting targets and a task.
+    # Cancelling, moving a task to another site and out of its rack, deleting targets and a task.
     with db.transaction() as session:
         session.execute(CANCEL_TASK, {"task_id": uuid.UUID(PENDING_TASK), "now": utcnow()})
         session.execute(
             update(Task)
             .where(Task.id == uuid.UUID(RUNNING_TASK))
-            .values(site_id=uuid.UUID(ACME_SITE_2), status="running")
+            .values(site_id=uuid.UUID(ACME_SITE_2), status="running", rack_id=None)
         )
     assert kept(engine) == counted(engine)
     with db.transaction() as session:
