@@ -48,7 +48,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
-	$(BIN)/python -m bench.active
+	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

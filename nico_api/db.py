@@ -122,8 +122,15 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        _unlimited(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def _unlimited(connection: Connection) -> None:
+    """Migrations and recounts read whole tables: the per-request statement limit is lifted."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
 
 
 @contextmanager
@@ -153,6 +160,7 @@ def transaction() -> Iterator[Session]:
 def recount() -> int:
     """Count the list totals afresh from the stored tasks; the number of counts written."""
     with transaction() as s:
+        _unlimited(s.connection())
         if s.get_bind().dialect.name == "postgresql":
             # Writers finish first (their changes folded), and none start until this commits.
             s.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))

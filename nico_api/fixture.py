@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
@@ -144,13 +144,25 @@ def load(fixture: FixtureFile) -> LoadSummary:
                 session.merge(model(**record.columns()))
             session.flush()
         for task in fixture.tasks:
-            # A task's targets are replaced with the file's, like the rest of the record.
-            session.execute(
-                delete(models.TaskComponent).where(models.TaskComponent.task_id == task.id)
+            # A task's targets become the file's. Unchanged ones are left alone: a change locks
+            # the task (its counts are being moved), and a reload should not hold up a cancel.
+            targets = models.TaskComponent.__table__
+            stored = set(
+                session.scalars(select(targets.c.component_id).where(targets.c.task_id == task.id))
             )
-            session.add_all(
-                models.TaskComponent(task_id=task.id, component_id=tray) for tray in task.tray_ids
-            )
+            wanted = set(task.tray_ids)
+            if stored - wanted:
+                session.execute(
+                    delete(targets).where(
+                        targets.c.task_id == task.id,
+                        targets.c.component_id.in_(stored - wanted),
+                    )
+                )
+            if wanted - stored:
+                session.execute(
+                    insert(targets),
+                    [{"task_id": task.id, "component_id": tray} for tray in wanted - stored],
+                )
     return LoadSummary(len(fixture.providers), len(fixture.sites), len(fixture.tasks))
 
 

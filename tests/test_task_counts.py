@@ -6,11 +6,12 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, delete, event, func, insert, select, text, update
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
@@ -285,5 +286,42 @@ def test_db_recount_repairs_the_counts(engine: Engine, env: dict[str, str]) -> N
     assert kept(engine) != expected
     recounted = run(env, "db", "recount")
     assert recounted.returncode == 0, recounted.stderr
-    assert f"{len(expected)} counts" in recounted.stdout
+    assert recounted.stdout == f"recounted the task lists' totals: {len(expected)} counts\n"
     assert kept(engine) == expected
+
+
+def test_db_recount_waits_for_a_running_writer(engine: Engine, env: dict[str, str]) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    fixture.load(fixture.demo())
+    short = {**env, "NICO_DB_STATEMENT_TIMEOUT": "1"}
+    with engine.connect() as writer, ThreadPoolExecutor(max_workers=1) as pool:
+        transaction = writer.begin()
+        writer.execute(
+            insert(Task).values(id=uuid.uuid4(), site_id=uuid.UUID(ACME_SITE), status="pending")
+        )
+        recount = pool.submit(run, short, "db", "recount")
+        _wait_briefly_for_a_lock_wait(engine)
+        time.sleep(1.5)  # longer than the per-request statement limit
+        assert not recount.done()
+        transaction.commit()
+        recounted = recount.result(timeout=30)
+    assert recounted.returncode == 0, recounted.stderr
+    assert kept(engine) == counted(engine)
+
+
+def test_a_reload_leaves_unchanged_trays_alone(engine: Engine) -> None:
+    fixture.load(fixture.demo())
+    written: list[str] = []
+
+    def record(*args: Any) -> None:
+        if "task_component" in args[2] and not args[2].lstrip().upper().startswith("SELECT"):
+            written.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        fixture.load(fixture.demo())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert written == []
+    assert kept(engine) == counted(engine)
