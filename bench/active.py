@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 
-from bench.run import BENCH, database_url
+from bench.run import database_url, publish
 from nico_api import db, models, queries
 
 TASKS = 1_000_000
@@ -101,11 +101,7 @@ def main() -> int:
                 index.create(connection)
         engine.dispose()
         lines.append(f"| {backend} | {with_index:.2f} ms | {without:.2f} ms |")
-    report = "\n".join(lines) + "\n"
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
-    (BENCH / "results" / f"{stamp}-active.md").write_text(report)
-    (BENCH / "results" / "active-latest.md").write_text(report)
-    print(report)
+    publish("\n".join(lines) + "\n", datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ"), "active")
     return 0
 
 

@@ -362,11 +362,15 @@ def main() -> int:
             f"{errors}, statuses: {json.dumps(hostile_result['statuses'], sort_keys=True)}",
             "",
         ]
-    text = "\n".join(report)
-    (BENCH / "results" / f"{stamp}.md").write_text(text)
-    (BENCH / "results" / "latest.md").write_text(text)
-    print(text)
+    publish("\n".join(report), stamp)
     return 0
+
+
+def publish(report: str, stamp: str, case: str = "") -> None:
+    """Write a report to bench/results/ under its time stamp and as its case's latest."""
+    (BENCH / "results" / f"{stamp}{'-' + case if case else ''}.md").write_text(report)
+    (BENCH / "results" / f"{case + '-' if case else ''}latest.md").write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":
