@@ -160,13 +160,14 @@ def transaction() -> Iterator[Session]:
 def recount() -> int:
     """Count the list totals afresh from the stored tasks; the number of counts written."""
     with transaction() as s:
-        _unlimited(s.connection())
-        if s.get_bind().dialect.name == "postgresql":
+        connection = s.connection()
+        _unlimited(connection)
+        if connection.dialect.name == "postgresql":
             # Writers finish first (their changes folded), and none start until this commits.
-            s.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))
+            connection.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))
         for statement in queries.RECOUNT:
-            s.execute(statement)
-        return s.scalar(queries.COUNTS) or 0
+            connection.execute(statement)
+        return connection.scalar(queries.COUNTS) or 0
 
 
 def ping() -> None:

@@ -143,10 +143,10 @@ def load(fixture: FixtureFile) -> LoadSummary:
             for record in records:
                 session.merge(model(**record.columns()))
             session.flush()
+        # A task's targets become the file's. Unchanged ones are left alone: a change locks the
+        # task (its counts are being moved), and a reload should not hold up a cancel.
+        targets = models.TaskComponent.__table__
         for task in fixture.tasks:
-            # A task's targets become the file's. Unchanged ones are left alone: a change locks
-            # the task (its counts are being moved), and a reload should not hold up a cancel.
-            targets = models.TaskComponent.__table__
             stored = set(
                 session.scalars(select(targets.c.component_id).where(targets.c.task_id == task.id))
             )

@@ -29,7 +29,6 @@ from nico_api.models import (
     TaskComponent,
     TaskCount,
 )
-from nico_api.schemas import ACTIVE_FLOW_STATUSES
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())
@@ -99,7 +98,7 @@ def task_page(
 # other finds it already terminated.
 CANCEL_TASK = (
     update(Task)
-    .where(Task.id == bindparam("task_id", type_=Uuid()), Task.status.in_(ACTIVE_FLOW_STATUSES))
+    .where(Task.id == bindparam("task_id", type_=Uuid()), ACTIVE_TASK)
     .values(
         status="terminated",
         message="Cancelled by user",
