@@ -18,6 +18,8 @@ from nico_api.dev_issuer import DevIssuer
 from tests.processes import NICO_API, free_port, run, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
+# The `bearer` fixture: authorization headers for a caller of an org with roles.
+Bearer = Callable[..., dict[str, str]]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -79,7 +81,7 @@ def issuer(settings: Settings, app: AsyncApp) -> DevIssuer:
 
 
 @pytest.fixture
-def bearer(issuer: DevIssuer) -> Callable[..., dict[str, str]]:
+def bearer(issuer: DevIssuer) -> Bearer:
     """Authorization headers for a caller of `org` with `roles`."""
 
     def make(org: str = "acme-inc", *roles: str) -> dict[str, str]:

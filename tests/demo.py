@@ -1,5 +1,7 @@
 """Names for the ids of the demo data set (nico_api/demo.yaml)."""
 
+import pytest
+
 ACME = "acme-inc"
 GLOBEX = "globex"
 
@@ -23,3 +25,7 @@ RULE = "70cca086-04a4-4a0f-800a-b94b8be3a3db"
 
 def task_path(task_id: str, org: str = ACME, rack: bool = False) -> str:
     return f"/v2/org/{org}/nico/{'rack/' if rack else ''}task/{task_id}"
+
+
+# Retrieve and cancel answer alike on the task path and its deprecated rack alias.
+BOTH_PATHS = pytest.mark.parametrize("rack", [False, True], ids=["task", "rack-task"])

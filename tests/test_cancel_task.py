@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,11 +11,13 @@ from starlette.testclient import TestClient
 
 from nico_api import db
 from nico_api.models import Task
+from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
     ACME_SITE,
     ACME_SITE_2,
+    BOTH_PATHS,
     COMPLETED_TASK,
     FAILED_TASK,
     GLOBEX,
@@ -27,9 +28,6 @@ from tests.demo import (
     UNKNOWN_TASK,
     WAITING_TASK,
 )
-
-Bearer = Callable[..., dict[str, str]]
-BOTH_PATHS = pytest.mark.parametrize("rack", [False, True], ids=["task", "rack-task"])
 
 
 def cancel(

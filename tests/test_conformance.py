@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -10,30 +11,41 @@ from tests.demo import ACME, ACME_SITE, FAILED_TASK, RUNNING_TASK
 from tests.processes import BIN, free_port, run, serving
 
 
+def conformance(
+    env: dict[str, str],
+    base_url: str,
+    token: str,
+    task_ids: list[str],
+    examples: int,
+    junit: Path,
+    *options: str,
+) -> subprocess.CompletedProcess[str]:
+    """`nico-api conformance` against `base_url` at the demo site, with these tasks."""
+    return run(
+        env,
+        "conformance",
+        "--base-url",
+        base_url,
+        "--token",
+        token,
+        "--site-id",
+        ACME_SITE,
+        *[arg for task_id in task_ids for arg in ("--task-id", task_id)],
+        "--max-examples",
+        str(examples),
+        "--junit",
+        str(junit),
+        *options,
+        timeout=300,
+    )
+
+
 def test_conformance_passes_against_this_server(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
     junit = tmp_path / "conformance.xml"
-    result = run(
-        env,
-        "conformance",
-        "--base-url",
-        server,
-        "--token",
-        token,
-        "--site-id",
-        ACME_SITE,
-        "--task-id",
-        RUNNING_TASK,
-        "--task-id",
-        FAILED_TASK,
-        "--max-examples",
-        "40",
-        "--junit",
-        str(junit),
-        timeout=300,
-    )
+    result = conformance(env, server, token, [RUNNING_TASK, FAILED_TASK], 40, junit)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failures:   0" in result.stdout
     assert "PASSED" in result.stdout
@@ -51,25 +63,7 @@ def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     with serving(command, env, tmp_path / "broken.log", port) as base_url:
         junit = tmp_path / "conformance.xml"
-        result = run(
-            env,
-            "conformance",
-            "--base-url",
-            base_url,
-            "--token",
-            "anything",
-            "--org",
-            ACME,
-            "--site-id",
-            ACME_SITE,
-            "--task-id",
-            RUNNING_TASK,
-            "--max-examples",
-            "10",
-            "--junit",
-            str(junit),
-            timeout=300,
-        )
+        result = conformance(env, base_url, "anything", [RUNNING_TASK], 10, junit, "--org", ACME)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED" in result.stdout
     assert "Response violates schema: GET /v2/org/{org}/nico/task/{id}" in result.stdout

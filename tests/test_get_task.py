@@ -6,7 +6,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
 
 import jwt
 import pytest
@@ -15,11 +14,13 @@ from starlette.testclient import TestClient
 
 from nico_api import auth, fixture, schemas
 from nico_api.dev_issuer import DevIssuer
+from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
     ACME_SITE,
     ACME_SITE_2,
+    BOTH_PATHS,
     COMPLETED_TASK,
     FAILED_TASK,
     GLOBEX,
@@ -33,9 +34,6 @@ from tests.demo import (
     WAITING_TASK,
     task_path,
 )
-
-Bearer = Callable[..., dict[str, str]]
-BOTH_PATHS = pytest.mark.parametrize("rack", [False, True], ids=["task", "rack-task"])
 
 
 def assert_error(response, status: int, message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from sqlalchemy import Engine, event
 from starlette.testclient import TestClient
 
 from nico_api import fixture, queries
+from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -23,7 +23,6 @@ from tests.demo import (
     WAITING_TASK,
 )
 
-Bearer = Callable[..., dict[str, str]]
 RACK = "34aec697-9431-4100-913c-72012c5c696b"
 TRAY = "3f9c2b7e-5a41-4d8e-9c6b-2e7d1a0f4b13"
 SITE_TASKS = 7  # the demo's tasks at sjc-dc1

@@ -18,6 +18,7 @@ from nico_api import db, fixture
 from nico_api.models import Task, TaskComponent, TaskCount, TaskCountChange, utcnow
 from nico_api.queries import CANCEL_TASK
 from nico_api.schemas import ACTIVE_FLOW_STATUSES
+from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_SITE,
@@ -28,7 +29,7 @@ from tests.demo import (
     WAITING_TASK,
 )
 from tests.processes import run
-from tests.test_list_tasks import RACK, TRAY, Bearer, listing, pagination
+from tests.test_list_tasks import RACK, TRAY, listing, pagination
 
 Key = tuple[uuid.UUID, str, uuid.UUID, bool]
 WRITERS = 4
@@ -62,6 +63,11 @@ def kept(engine: Engine) -> Counter[Key]:
     return Counter(
         {(row.site_id, row.scope, row.scope_id, row.active): row.tasks for row in rows if row.tasks}
     )
+
+
+def concurrency_on_postgresql(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
 
 
 def tasks_file(*tasks: dict) -> fixture.FixtureFile:
@@ -143,8 +149,7 @@ def test_totals_follow_a_cancel(client: TestClient, bearer: Bearer) -> None:
 
 
 def test_concurrent_writers_keep_exact_counts(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    concurrency_on_postgresql(engine)
     fixture.load(fixture.demo())
     trays = [uuid.uuid4() for _ in range(3)]
 
@@ -183,8 +188,7 @@ def test_concurrent_writers_keep_exact_counts(engine: Engine) -> None:
 def test_an_open_load_does_not_hold_up_a_cancel(
     engine: Engine, client: TestClient, bearer: Bearer
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    concurrency_on_postgresql(engine)
     with engine.connect() as load:
         # A load at the site is under way: it added a task and rewrote another.
         transaction = load.begin()
@@ -216,8 +220,7 @@ def test_an_open_load_does_not_hold_up_a_cancel(
 def test_trays_changing_while_their_task_is_cancelled(
     engine: Engine, first: str, change: str
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    concurrency_on_postgresql(engine)
     fixture.load(fixture.demo())
     task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY)
     if change == "add":
@@ -291,8 +294,7 @@ def test_db_recount_repairs_the_counts(engine: Engine, env: dict[str, str]) -> N
 
 
 def test_db_recount_waits_for_a_running_writer(engine: Engine, env: dict[str, str]) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes one writer at a time: concurrency is PostgreSQL's to prove")
+    concurrency_on_postgresql(engine)
     fixture.load(fixture.demo())
     short = {**env, "NICO_DB_STATEMENT_TIMEOUT": "1"}
     with engine.connect() as writer, ThreadPoolExecutor(max_workers=1) as pool:
