@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from nico_api import db, schemas
+from nico_api.validation import RequestProblems, Step
 
 
-def get_health() -> schemas.Health:
+def get_health(problems: RequestProblems) -> schemas.Health:
+    problems.check(Step.QUERY)
     return schemas.Health()
 
 
-async def get_readiness() -> schemas.Health:
+async def get_readiness(problems: RequestProblems) -> schemas.Health:
+    problems.check(Step.QUERY)
     # A database that does not answer raises a storage error: the 503 envelope.
     await db.run(db.ping)
     return schemas.Health()

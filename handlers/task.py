@@ -1,5 +1,5 @@
-"""The Task resource: retrieve one task, or list a site's tasks; the contract's checks in the
-contract's order."""
+"""The Task resource: retrieve, cancel and list a Site's tasks, each operation's checks in
+production's order (UPSTREAM.md section 2)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from nico_api import db, queries, schemas
 from nico_api.errors import NICoError
 from nico_api.models import utcnow
 from nico_api.schemas import UUID_TEXT
+from nico_api.validation import RequestProblems, Step, check_body
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
 
 
-async def get_task(org: str, id_: str, site_id: str, token_info: dict[str, Any]) -> schemas.Task:
-    return schemas.Task.from_record(await _task_at_site(org, id_, site_id, token_info))
+async def get_task(
+    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, site_id: str = ""
+) -> schemas.Task:
+    problems.check(Step.QUERY)
+    org = _provider_admin(org, token_info)
+    found = await _provider_site_and_task(org, site_id, id_)
+    _check_task_id(id_)
+    _check_site(found, site_id)
+    return schemas.Task.from_record(_task(found))
 
 
 # The deprecated backward-compatible path serves the same operation.
@@ -25,66 +33,88 @@ get_rack_task = get_task
 
 
 async def cancel_task(
-    org: str, id_: str, body: dict[str, Any], token_info: dict[str, Any]
+    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, body: Any = None
 ) -> tuple[schemas.Task, int]:
-    found = await _task_at_site(org, id_, body["siteId"], token_info)
-    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": found.id, "now": utcnow()})
-    task = schemas.Task.from_record(await _provider_site_and_task(org, found.site_id, found.id))
-    if task.status is not schemas.TaskStatus.TERMINATED:
-        raise NICoError(409, f"Task cannot be cancelled: its status is {task.status.value}")
-    return task, 202
+    # Query parameters are never checked; the body only after the org's provider and the task id.
+    org = _provider_admin(org, token_info)
+    site_id = body.get("siteId") if isinstance(body, dict) else None
+    found = await _provider_site_and_task(org, site_id, id_)
+    _check_task_id(id_)
+    check_body(problems, "Failed to validate cancel task request data")
+    _check_site(found, site_id)
+    task_id = _task(found).id
+    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
+    stored = _task(await _provider_site_and_task(org, site_id, task_id))
+    if stored.status in schemas.NOT_CANCELLABLE_FLOW_STATUSES:
+        # NICo Flow's own words, passed through by the REST layer.
+        raise NICoError(412, f"task cannot be cancelled: task {task_id} has status {stored.status}")
+    return schemas.Task.from_record(stored), 202
 
 
 cancel_rack_task = cancel_task
 
 
 # Connexion passes the lists' query parameters, and its own context, as keywords.
-async def get_all_task(org: str, site_id: str, token_info: dict[str, Any], **query: Any) -> Page:
-    return await _page(org, site_id, token_info, Listing.of(query))
-
-
-async def get_all_rack_task(
-    org: str, id_: str, site_id: str, token_info: dict[str, Any], **query: Any
+async def get_all_tasks(
+    org: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
 ) -> Page:
-    return await _page(org, site_id, token_info, Listing.of(query), rack_id=(id_, "Rack"))
+    org = _provider_admin(org, token_info)
+    problems.check(Step.QUERY)
+    return await _page(org, problems, Listing.of(query))
 
 
-async def get_all_tray_task(
-    org: str, id_: str, site_id: str, token_info: dict[str, Any], **query: Any
+async def get_rack_tasks(
+    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
 ) -> Page:
-    return await _page(org, site_id, token_info, Listing.of(query), tray_id=(id_, "Tray"))
+    problems.check(Step.QUERY)
+    org = _provider_admin(org, token_info)
+    return await _page(org, problems, Listing.of(query), rack_id=id_)
+
+
+async def get_tray_tasks(
+    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
+) -> Page:
+    problems.check(Step.QUERY)
+    org = _provider_admin(org, token_info)
+    return await _page(org, problems, Listing.of(query), tray_id=id_)
 
 
 class Listing(NamedTuple):
-    """The shared query parameters of the task lists (their defaults are in the spec)."""
+    """The shared query parameters of the task lists; a zero page or size means the default."""
 
-    active_only: bool
-    include_report: bool
-    page_number: int
-    page_size: int
+    site_id: str = ""
+    active_only: bool = False
+    include_report: bool = False
+    page_number: int = 0
+    page_size: int = 0
 
     @classmethod
     def of(cls, query: dict[str, Any]) -> Listing:
-        return cls(**{name: query[name] for name in cls._fields})
+        listing = cls(**{name: query[name] for name in cls._fields if name in query})
+        return listing._replace(
+            page_number=listing.page_number or 1,
+            page_size=listing.page_size or schemas.DEFAULT_PAGE_SIZE,
+        )
 
 
-async def _page(
-    org: str,
-    site_id: str,
-    token_info: dict[str, Any],
-    listing: Listing,
-    **component: tuple[str, str],
-) -> Page:
-    token_info["caller"].require_provider_admin(org)
-    site = _uuid(site_id)
-    found = await _provider_site_and_task(org, site, None)
-    ids = {}
-    for name, (text, kind) in component.items():
-        ids[name] = _uuid(text)
-        if ids[name] is None:
-            raise NICoError(400, f"Invalid {kind} ID specified in URL")
-    _check_site(found, site)
-    rows, total = await db.run(db.fetch_page, *queries.task_page(site, **ids, **listing._asdict()))
+async def _page(org: str, problems: RequestProblems, listing: Listing, **component: str) -> Page:
+    found = await _provider_site_and_task(org, listing.site_id, None)
+    _check_site(found, listing.site_id)
+    problems.check(Step.PAGING)
+    ids = {name: _uuid(text) for name, text in component.items()}
+    if None in ids.values():
+        # A rack or tray id that is not a UUID names nothing that tasks target.
+        rows, total = [], 0
+    else:
+        query = queries.task_page(
+            found.found_site_id,
+            **ids,
+            active_only=listing.active_only,
+            include_report=listing.include_report,
+            page_number=listing.page_number,
+            page_size=listing.page_size,
+        )
+        rows, total = await db.run(db.fetch_page, *query)
     pagination = schemas.Pagination(
         page_number=listing.page_number, page_size=listing.page_size, total=total
     )
@@ -92,32 +122,32 @@ async def _page(
     return tasks, 200, {"X-Pagination": pagination.model_dump_json()}
 
 
-async def _task_at_site(org: str, id_: str, site_id: str, token_info: dict[str, Any]) -> Row[Any]:
-    """Contract rows 5-13: the caller, the org's provider, the ids, the site, the task."""
+def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
+    """Membership, then the Provider Admin role, in the org as production names it: lower-cased."""
+    org = org.lower()
     token_info["caller"].require_provider_admin(org)
-    task_id, site = _uuid(id_), _uuid(site_id)
-    found = await _provider_site_and_task(org, site, task_id)
-    if task_id is None:
-        raise NICoError(400, "Invalid Task ID specified in URL")
-    _check_site(found, site)
-    if found.id is None:
-        raise NICoError(404, "Task not found")
-    return found
+    return org
 
 
-async def _provider_site_and_task(
-    org: str, site: uuid.UUID | None, task_id: uuid.UUID | None
-) -> Row[Any]:
+async def _provider_site_and_task(org: str, site_id: Any, task_id: Any) -> Row[Any]:
+    """The org's provider, the site and the task, read in one round trip; the provider checked."""
     found = await db.run(
-        db.fetch_one, queries.TASK_AT_SITE, {"org": org, "task_id": task_id, "site_id": site}
+        db.fetch_one,
+        queries.TASK_AT_SITE,
+        {"org": org, "task_id": _uuid(task_id), "site_id": _uuid(site_id)},
     )
     if found.provider_id is None:
         raise NICoError(400, "Failed to retrieve Infrastructure Provider for org")
     return found
 
 
-def _check_site(found: Row[Any], site: uuid.UUID | None) -> None:
-    if site is None:
+def _check_task_id(id_: str) -> None:
+    if _uuid(id_) is None:
+        raise NICoError(400, "Invalid Task ID specified in URL")
+
+
+def _check_site(found: Row[Any], site_id: Any) -> None:
+    if _uuid(site_id) is None:
         raise NICoError(400, "Failed to validate Site specified in request: invalid ID")
     if found.found_site_id is None:
         raise NICoError(400, "Site specified in request does not exist")
@@ -127,5 +157,13 @@ def _check_site(found: Row[Any], site: uuid.UUID | None) -> None:
         raise NICoError(412, "Site does not have NICo Flow enabled")
 
 
-def _uuid(value: str) -> uuid.UUID | None:
-    return uuid.UUID(value) if UUID_TEXT.fullmatch(value) else None
+def _task(found: Row[Any]) -> Row[Any]:
+    if found.id is None:
+        raise NICoError(404, "Task not found")
+    return found
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(value) if isinstance(value, str) and UUID_TEXT.fullmatch(value) else None

@@ -8,11 +8,13 @@ from sqlalchemy.exc import IntegrityError
 
 from nico_api import db, models, schemas
 from nico_api.auth import Caller
+from nico_api.validation import RequestProblems, Step
 
 
-async def get_user(org: str, token_info: dict[str, Any]) -> schemas.User:
+async def get_user(org: str, token_info: dict[str, Any], problems: RequestProblems) -> schemas.User:
+    problems.check(Step.QUERY)
     caller: Caller = token_info["caller"]
-    caller.require_member(org)
+    caller.require_member(org.lower())
     return await db.run(_remember_once_more_on_conflict, caller)
 
 

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import gc
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import connexion
 import yaml
+from connexion.datastructures import MediaTypeDict
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, ParameterValidator
-from connexion.validators.parameter import draft4_format_checker
-from jsonschema import Draft4Validator
-from jsonschema.exceptions import best_match
+from connexion.validators import VALIDATOR_MAP
 from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
 
 import handlers
-from nico_api import auth, db, errors, logs
+from nico_api import auth, db, errors, logs, validation
 from nico_api.config import SPEC_PATH, Settings
 
 
@@ -41,29 +40,6 @@ class _AnyTextPath(PathConvertor):
     regex = "(?s:.*)"
 
 
-class _ParameterValidator(ParameterValidator):
-    """Connexion's parameter checks, with each parameter's JSON Schema validator built once
-    instead of being deep-copied and rebuilt on every request."""
-
-    _validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
-
-    @staticmethod
-    def validate_parameter(
-        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
-    ) -> str | None:
-        if value is None or (is_nullable(param) and is_null(value)):
-            return ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
-        cached = _ParameterValidator._validators.get(id(param))
-        if cached is None or cached[0] is not param:
-            validator = Draft4Validator(
-                param.get("schema", param), format_checker=draft4_format_checker
-            )
-            cached = _ParameterValidator._validators[id(param)] = (param, validator)
-        error = best_match(cached[1].iter_errors(value))
-        # Name the parameter and what is wrong with it, without the schema's internals.
-        return None if error is None else f"{param['name']}: {error.message}"
-
-
 def _handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
 
@@ -78,7 +54,16 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
         specification_dir=SPEC_PATH.parent,
         jsonifier=_APIJsonifier(json),
         security_map={"bearer": auth.BearerAuthentication},
-        validator_map={**VALIDATOR_MAP, "parameter": _ParameterValidator},
+        validator_map={
+            **VALIDATOR_MAP,
+            "parameter": validation.NICoParameterValidator,
+            "body": MediaTypeDict({"*/*json": validation.NICoBodyValidator}),
+        },
+        uri_parser_class=validation.GoURIParser,
+        middlewares=[
+            validation.NICoRequestValidation if m is RequestValidationMiddleware else m
+            for m in ConnexionMiddleware.default_middlewares
+        ],
         # The spec itself is an operation (get-openapi); the UI reads it from there.
         swagger_ui_options=SwaggerUIOptions(
             serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path="/v2/docs"

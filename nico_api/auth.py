@@ -34,6 +34,7 @@ CACHE_SECONDS = 300
 # Real tokens are a few KB; a larger one is refused before any parsing.
 MAX_TOKEN_BYTES = 16 * 1024
 PROFILE_CLAIMS = {"email": "email", "first_name": "given_name", "last_name": "family_name"}
+_BEARER = re.compile(r"(?i:bearer) +([^ ]+)")
 _ROLE = re.compile(rf"^(?:[A-Z0-9]+_)?({'|'.join(ROLES)})$")
 
 
@@ -86,13 +87,14 @@ class Caller:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """Contract rows 1-2: the header must be `Bearer <token>` (the scheme in any case)."""
+    """Contract rows 1-2: the header must be `Bearer <token>`, the scheme in any case and any
+    run of spaces after it."""
     if not authorization:
         raise NICoError(401, MISSING_HEADER)
-    parts = authorization.split(" ")
-    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
+    match = _BEARER.fullmatch(authorization)
+    if match is None:
         raise NICoError(401, BAD_HEADER_FORMAT)
-    return parts[1]
+    return match.group(1)
 
 
 class _TrustedIssuer:

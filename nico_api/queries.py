@@ -29,6 +29,7 @@ from nico_api.models import (
     TaskComponent,
     TaskCount,
 )
+from nico_api.schemas import FINISHED_FLOW_STATUSES
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())
@@ -94,11 +95,14 @@ def task_page(
     return page, select(func.coalesce(func.sum(TaskCount.tasks), 0)).where(*counted)
 
 
-# Cancelling is one conditional update: of two concurrent cancels, one changes the task and the
-# other finds it already terminated.
+# Cancelling is one conditional update of a task that has not finished (Flow cancels `unknown`
+# ones too): of two concurrent cancels, one changes the task and the other finds it terminated.
 CANCEL_TASK = (
     update(Task)
-    .where(Task.id == bindparam("task_id", type_=Uuid()), ACTIVE_TASK)
+    .where(
+        Task.id == bindparam("task_id", type_=Uuid()),
+        Task.status.not_in(FINISHED_FLOW_STATUSES),
+    )
     .values(
         status="terminated",
         message="Cancelled by user",

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     RootModel,
     StrictInt,
     StrictStr,
@@ -50,6 +51,11 @@ FLOW_STATUS = {
 ACTIVE_FLOW_STATUSES = tuple(
     flow for flow, rest in FLOW_STATUS.items() if rest in (TaskStatus.PENDING, TaskStatus.RUNNING)
 )
+# Flow's finished statuses; a terminated task is cancelled already, the others never can be.
+FINISHED_FLOW_STATUSES = ("completed", "failed", "terminated")
+NOT_CANCELLABLE_FLOW_STATUSES = ("completed", "failed")
+# Production's page size when none (or 0) is given; the spec states it as pageSize's default.
+DEFAULT_PAGE_SIZE = 20
 
 
 # The forms production's UUID parser takes, in ASCII hex only: canonical, {braced}, urn:uuid:,
@@ -85,7 +91,17 @@ def _only_version_1(value: int) -> int:
     return value
 
 
-UTCTime = Annotated[datetime, AfterValidator(as_utc)]
+def go_time(value: datetime) -> str:
+    """A UTC time as Go's RFC3339Nano writes it: fractional seconds without trailing zeros."""
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+UTCTime = Annotated[
+    datetime, AfterValidator(as_utc), PlainSerializer(go_time, return_type=str, when_used="json")
+]
 ReportTime = Annotated[UTCTime, BeforeValidator(_text_only)]
 Count = Annotated[StrictInt, Field(ge=0)]
 # An empty message is no message: optional report fields are omitted, never sent empty.
@@ -115,21 +131,22 @@ class ReportModel(BaseModel):
     )
 
 
-class TaskReportStep(ReportModel):
+class TaskReportV1Step(ReportModel):
     component_type: StrictStr
     status: PhaseStatus
-    total_components: Count | None = omitted_when_absent()
-    completed_components: Count | None = omitted_when_absent()
-    failed_components: Count | None = omitted_when_absent()
+    # Always sent, 0 included; Flow stores the succeeded count as `completed_components`.
+    total_components: Count = 0
+    completed_components: Count = Field(default=0, serialization_alias="succeededComponents")
+    failed_components: Count = 0
     started_at: ReportTime | None = omitted_when_absent()
     finished_at: ReportTime | None = omitted_when_absent()
     error: ReportText | None = omitted_when_absent()
 
 
-class TaskReportStage(ReportModel):
+class TaskReportV1Stage(ReportModel):
     number: StrictInt
     status: PhaseStatus
-    steps: list[TaskReportStep]
+    steps: list[TaskReportV1Step]
     started_at: ReportTime | None = omitted_when_absent()
     finished_at: ReportTime | None = omitted_when_absent()
     error: ReportText | None = omitted_when_absent()
@@ -137,7 +154,7 @@ class TaskReportStage(ReportModel):
 
 class TaskReportV1(ReportModel):
     version: Annotated[StrictInt, AfterValidator(_only_version_1)]
-    stages: list[TaskReportStage]
+    stages: list[TaskReportV1Stage]
     error: ReportText | None = omitted_when_absent()
 
     @classmethod
@@ -237,3 +254,5 @@ class Pagination(BaseModel):
     page_number: int
     page_size: int
     total: int
+    # Production always writes it, as null: tasks have no sortable field.
+    order_by: None = None
