@@ -495,7 +495,7 @@ def test_lower_case_scheme_is_accepted(client: TestClient) -> None:
     assert get_task(client, f"bearer {KEY_A.sign(claims())}").status_code == 200
 
 
-@pytest.mark.parametrize("spacing", ["Bearer  {t}", " Bearer {t}", "Bearer {t} ", "Bearer\t{t}"])
+@pytest.mark.parametrize("spacing", [" Bearer {t}", "Bearer {t} ", "Bearer\t{t}"])
 def test_extra_spaces_are_a_format_error(client: TestClient, spacing: str) -> None:
     header = spacing.format(t=KEY_A.sign(claims()))
     assert_error(get_task(client, header), 401, auth.BAD_HEADER_FORMAT)

@@ -1,4 +1,5 @@
-"""Cancel a Task: pending, waiting and running tasks become terminated once; finished ones 409."""
+"""Cancel a Task: every check of UPSTREAM.md 2.3 in production's order; unfinished tasks become
+terminated once, completed and failed ones are 412 with NICo Flow's message."""
 
 from __future__ import annotations
 
@@ -75,69 +76,156 @@ def test_already_terminated_task_is_returned_unchanged(client: TestClient, beare
     assert response.json() == before
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize(
-    ("task_id", "status"),
-    [(COMPLETED_TASK, "Succeeded"), (FAILED_TASK, "Failed"), (UNKNOWN_TASK, "Unknown")],
+    ("task_id", "stored"), [(COMPLETED_TASK, "completed"), (FAILED_TASK, "failed")]
 )
-def test_finished_task_cannot_be_cancelled(
-    client: TestClient, bearer: Bearer, task_id: str, status: str
+def test_finished_task_is_412_with_flows_message(
+    client: TestClient, bearer: Bearer, task_id: str, stored: str, rack: bool
 ) -> None:
-    response = cancel(client, task_id, bearer())
-    assert response.status_code == 409
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == {
-        "source": "nico",
-        "message": f"Task cannot be cancelled: its status is {status}",
-        "data": None,
-    }
-
-
-@pytest.mark.parametrize(
-    ("headers_for", "task_id", "site", "body", "status", "message"),
-    [
-        (None, PENDING_TASK, ACME_SITE, None, 401, "Request is missing authorization header"),
-        ((ACME,), PENDING_TASK, ACME_SITE, {}, 400, "'siteId' is a required property"),
-        ((GLOBEX,), PENDING_TASK, ACME_SITE, None, 403, "Failed to validate membership"),
-        ((ACME, "TENANT_ADMIN"), PENDING_TASK, ACME_SITE, None, 403, "Provider Admin role"),
-        ((ACME,), "zz", ACME_SITE, None, 400, "Invalid Task ID specified in URL"),
-        ((ACME,), PENDING_TASK, "nope", None, 400, "Failed to validate Site"),
-        ((ACME,), PENDING_TASK, ACME_LAB_SITE, None, 412, "NICo Flow"),
-        ((ACME,), SITE_2_TASK, ACME_SITE, None, 404, "Task not found"),
-    ],
-    ids=[
-        "no-token",
-        "no-site",
-        "other-org",
-        "tenant",
-        "bad-id",
-        "bad-site",
-        "no-flow",
-        "other-site",
-    ],
-)
-def test_the_checks_apply(
-    client: TestClient,
-    bearer: Bearer,
-    headers_for: tuple | None,
-    task_id: str,
-    site: str,
-    body: dict | None,
-    status: int,
-    message: str,
-) -> None:
-    headers = bearer(*headers_for) if headers_for else {}
-    response = client.post(
-        f"/v2/org/{ACME}/nico/task/{task_id}/cancel",
-        json={"siteId": site} if body is None else body,
-        headers=headers,
+    assert_error(
+        cancel(client, task_id, bearer(), rack=rack),
+        412,
+        f"task cannot be cancelled: task {task_id} has status {stored}",
     )
+    with db.session() as session:
+        assert session.get(Task, uuid.UUID(task_id)).status == stored
+
+
+def test_unknown_task_is_cancelled(client: TestClient, bearer: Bearer) -> None:
+    response = cancel(client, UNKNOWN_TASK, bearer())
+    assert response.status_code == 202, response.text
+    assert (response.json()["status"], response.json()["message"]) == (
+        "Terminated",
+        "Cancelled by user",
+    )
+
+
+def assert_error(response, status: int, message: str, data: dict | None = None) -> None:
     assert response.status_code == status, response.text
-    assert message in response.json()["message"]
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"source": "nico", "message": message, "data": data}
+
+
+def post(client: TestClient, task_id: str, headers: dict[str, str], body: bytes, **extra: str):
+    headers = {"Content-Type": "application/json", **headers, **extra}
+    return client.post(f"/v2/org/{ACME}/nico/task/{task_id}/cancel", content=body, headers=headers)
+
+
+SITE_BODY = b'{"siteId": "%s"}' % ACME_SITE.encode()
+
+
+# UPSTREAM.md 2.3, row by row (row 1, no DB user, cannot happen: a verified caller is a user).
+@BOTH_PATHS
+def test_row2_membership(client: TestClient, bearer: Bearer, rack: bool) -> None:
+    response = cancel(client, PENDING_TASK, bearer(GLOBEX), rack=rack)
+    assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
+
+
+def test_row3_provider_admin_role(client: TestClient, bearer: Bearer) -> None:
+    response = cancel(client, PENDING_TASK, bearer(ACME, "TENANT_ADMIN"))
+    assert_error(response, 403, "User does not have Provider Admin role with org")
+
+
+def test_row4_provider(client: TestClient, bearer: Bearer) -> None:
+    response = client.post(
+        f"/v2/org/initech/nico/task/{PENDING_TASK}/cancel",
+        json={"siteId": ACME_SITE},
+        headers=bearer("initech"),
+    )
+    assert_error(response, 400, "Failed to retrieve Infrastructure Provider for org")
+
+
+def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
+    assert_error(cancel(client, "zz", bearer()), 400, "Invalid Task ID specified in URL")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b'{"siteId": 7}', "application/json"),
+        (b"[]", "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (SITE_BODY, "text/plain"),
+        (SITE_BODY, "Application/JSON"),
+    ],
+    ids=["bad-json", "wrong-type", "array", "not-utf8", "text-plain", "upper-case-json"],
+)
+def test_row6_body_that_cannot_be_read(
+    client: TestClient, bearer: Bearer, body: bytes, content_type: str
+) -> None:
+    response = post(client, PENDING_TASK, bearer(), body, **{"Content-Type": content_type})
+    assert_error(response, 400, "Failed to parse request data")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"{}", b"null", b'{"siteId": ""}', b'{"siteId": null}'], ids=repr
+)
+def test_row7_site_id_missing_or_empty(client: TestClient, bearer: Bearer, body: bytes) -> None:
+    response = post(client, PENDING_TASK, bearer(), body)
+    assert_error(response, 400, "Failed to validate cancel task request data", {})
+
+
+@pytest.mark.parametrize(
+    ("site", "status", "message"),
+    [
+        ("nope", 400, "Failed to validate Site specified in request: invalid ID"),
+        (str(uuid.UUID(int=7)), 400, "Site specified in request does not exist"),
+        (
+            "b694576b-644a-438b-8594-d1d332d404b7",
+            403,
+            "Site specified in request doesn't belong to current org's Provider",
+        ),
+        (ACME_LAB_SITE, 412, "Site does not have NICo Flow enabled"),
+    ],
+    ids=["invalid", "unknown", "other-provider", "no-flow"],
+)
+def test_rows8_12_site_checks(
+    client: TestClient, bearer: Bearer, site: str, status: int, message: str
+) -> None:
+    assert_error(cancel(client, PENDING_TASK, bearer(), site=site), status, message)
 
 
 def test_a_task_at_another_site_is_not_touched(client: TestClient, bearer: Bearer) -> None:
-    assert cancel(client, SITE_2_TASK, bearer()).status_code == 404
-    assert cancel(client, SITE_2_TASK, bearer(), site=ACME_SITE_2).status_code == 409
+    assert_error(cancel(client, SITE_2_TASK, bearer()), 404, "Task not found")
+    assert cancel(client, SITE_2_TASK, bearer(), site=ACME_SITE_2).status_code == 412
+
+
+def test_authentication_comes_first(client: TestClient) -> None:
+    assert_error(
+        post(client, PENDING_TASK, {}, b"{"), 401, "Request is missing authorization header"
+    )
+
+
+@pytest.mark.parametrize(
+    ("org", "roles", "task_id", "message"),
+    [
+        (GLOBEX, (), PENDING_TASK, f"Failed to validate membership for org: {ACME}"),
+        (ACME, ("TENANT_ADMIN",), PENDING_TASK, "User does not have Provider Admin role with org"),
+        (ACME, (), "zz", "Invalid Task ID specified in URL"),
+    ],
+)
+def test_the_body_is_read_after_membership_role_and_task_id(
+    client: TestClient, bearer: Bearer, org: str, roles: tuple, task_id: str, message: str
+) -> None:
+    response = post(client, task_id, bearer(org, *roles), b"{not json")
+    assert response.json()["message"] == message
+
+
+def test_the_body_is_read_before_the_site(client: TestClient, bearer: Bearer) -> None:
+    response = post(client, PENDING_TASK, bearer(), b'{"siteId": "", "x": 1}')
+    assert_error(response, 400, "Failed to validate cancel task request data", {})
+
+
+def test_query_parameters_and_extra_fields_are_ignored(client: TestClient, bearer: Bearer) -> None:
+    response = client.post(
+        f"/v2/org/ACME-INC/nico/task/{PENDING_TASK}/cancel",
+        params={"foo": "1", "siteId": "nope"},
+        json={"siteId": ACME_SITE, "reason": "maintenance"},
+        headers=bearer(),
+    )
+    assert response.status_code == 202, response.text
 
 
 def test_concurrent_cancels_update_the_task_once(
@@ -149,15 +237,3 @@ def test_concurrent_cancels_update_the_task_once(
     assert {answer.status_code for answer in answers} == {202}
     # One update happened: every answer shows the same cancellation time.
     assert len({answer.json()["finished"] for answer in answers}) == 1
-
-
-@pytest.mark.parametrize("body", [b"\xff\xfe", b"{not json", b'{"siteId": 7}', b"[]"])
-def test_a_broken_body_is_400(client: TestClient, bearer: Bearer, body: bytes) -> None:
-    response = client.post(
-        f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel",
-        content=body,
-        headers={**bearer(), "Content-Type": "application/json"},
-    )
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.json()["source"] == "nico"

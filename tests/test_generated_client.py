@@ -4,6 +4,7 @@ from the server over HTTP, with typed fields, and parses errors into NICoAPIErro
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,6 +54,75 @@ def nico_client(tmp_path: Path) -> Iterator[ModuleType]:
             del sys.modules[name]
 
 
+# What a client generated from upstream's newest spec (SPEC-N) calls each Task operation: the
+# module (tag and operationId) and the parameters that a caller passes.
+UPSTREAM_OPERATIONS = {
+    "task.get_task": {"org", "id", "site_id"},
+    "task.cancel_task": {"org", "id", "body"},
+    "task.get_all_tasks": {
+        "org",
+        "site_id",
+        "active_only",
+        "include_report",
+        "page_number",
+        "page_size",
+    },
+    "rack.get_rack_tasks": {
+        "org",
+        "id",
+        "site_id",
+        "active_only",
+        "include_report",
+        "page_number",
+        "page_size",
+    },
+    "tray.get_tray_tasks": {
+        "org",
+        "id",
+        "site_id",
+        "active_only",
+        "include_report",
+        "page_number",
+        "page_size",
+    },
+}
+# ... and the models it reads and writes.
+UPSTREAM_MODELS = [
+    "Task",
+    "TaskStatus",
+    "TaskReportV1",
+    "TaskReportV1Stage",
+    "TaskReportV1Step",
+    "TaskReportV1Status",
+    "CancelTaskBody",
+    "NICoAPIError",
+]
+
+
+def test_generated_client_has_upstreams_names(nico_client: ModuleType) -> None:
+    for operation, upstream_parameters in UPSTREAM_OPERATIONS.items():
+        module = importlib.import_module(f"nico_client.api.{operation}")
+        parameters = set(inspect.signature(module.sync_detailed).parameters) - {"client"}
+        # Every upstream parameter is there under upstream's name; this server adds only the
+        # request id header and the orderBy it refuses.
+        assert upstream_parameters <= parameters, operation
+        assert parameters - upstream_parameters <= {"x_request_id", "order_by"}, operation
+    models = importlib.import_module("nico_client.models")
+    assert [name for name in UPSTREAM_MODELS if not hasattr(models, name)] == []
+    step = models.TaskReportV1Step
+    assert {"total_components", "succeeded_components", "failed_components"} <= set(
+        inspect.signature(step).parameters
+    )
+    assert {status.value for status in models.TaskStatus} == {
+        "Unknown",
+        "Pending",
+        "Running",
+        "Succeeded",
+        "Failed",
+        "Terminated",
+    }
+
+
 def test_generated_client_reads_a_task_with_its_report(
     nico_client: ModuleType, server: str, env: dict[str, str]
 ) -> None:
@@ -74,12 +144,12 @@ def test_generated_client_reads_a_task_with_its_report(
     report = task.report
     assert isinstance(report, models.TaskReportV1)
     assert [stage.status for stage in report.stages] == [
-        models.TaskReportStatus.COMPLETED,
-        models.TaskReportStatus.RUNNING,
-        models.TaskReportStatus.PENDING,
+        models.TaskReportV1Status.COMPLETED,
+        models.TaskReportV1Status.RUNNING,
+        models.TaskReportV1Status.PENDING,
     ]
     step = report.stages[1].steps[0]
-    assert (step.component_type, step.total_components, step.completed_components) == (
+    assert (step.component_type, step.total_components, step.succeeded_components) == (
         "Compute",
         18,
         7,

@@ -60,7 +60,9 @@ def test_site_list_newest_first_without_reports(client: TestClient, bearer: Bear
     assert created == sorted(created, reverse=True)
     assert tasks[0]["id"] == WAITING_TASK
     assert all("report" not in task for task in tasks)
-    assert pagination(response) == {"pageNumber": 1, "pageSize": 20, "total": SITE_TASKS}
+    assert response.headers["x-pagination"] == (
+        f'{{"pageNumber":1,"pageSize":20,"total":{SITE_TASKS},"orderBy":null}}'
+    )
 
 
 def test_reports_on_request(client: TestClient, bearer: Bearer) -> None:
@@ -73,7 +75,12 @@ def test_pages_cover_the_set_once(client: TestClient, bearer: Bearer) -> None:
     seen = []
     for number in (1, 2, 3, 4):
         response = listing(client, bearer(), pageSize=2, pageNumber=number)
-        assert pagination(response) == {"pageNumber": number, "pageSize": 2, "total": SITE_TASKS}
+        assert pagination(response) == {
+            "pageNumber": number,
+            "pageSize": 2,
+            "total": SITE_TASKS,
+            "orderBy": None,
+        }
         seen += [task["id"] for task in response.json()]
     everything = [task["id"] for task in listing(client, bearer()).json()]
     assert seen == everything
@@ -122,23 +129,156 @@ def test_tray_list(client: TestClient, bearer: Bearer) -> None:
     assert other.json() == [] and pagination(other)["total"] == 0
 
 
+def assert_error(response, status: int, message: str, data: dict | None = None) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"source": "nico", "message": message, "data": data}
+
+
 @LISTS
 @pytest.mark.parametrize(
-    ("query", "name"),
+    ("query", "data"),
     [
-        ({"pageSize": 0}, "pageSize"),
-        ({"pageSize": 101}, "pageSize"),
-        ({"pageNumber": 0}, "pageNumber"),
-        ({"pageNumber": "x"}, "pageNumber"),
-        ({"activeOnly": "perhaps"}, "activeOnly"),
+        ({"pageSize": 101}, {"PageSize": "must be less than or equal to: 100"}),
+        ({"pageSize": -1}, {"PageSize": "must be greater than 0"}),
+        ({"pageNumber": -3}, {"PageNumber": "must be greater than 0"}),
+        ({"pageNumber": 21474837}, {"PageNumber": "must be less than or equal to: 21474836"}),
+        (
+            {"pageNumber": -1, "pageSize": 500},
+            {
+                "PageNumber": "must be greater than 0",
+                "PageSize": "must be less than or equal to: 100",
+            },
+        ),
+        (
+            {"orderBy": "created"},
+            {"OrderByStr": "must be in the format of field_ASC or field_DESC"},
+        ),
+        ({"orderBy": "CREATED_DESC"}, {}),
+        ({"orderBy": ""}, {}),
+    ],
+    ids=[
+        "size-high",
+        "size-negative",
+        "page-negative",
+        "page-high",
+        "both",
+        "order-form",
+        "order",
+        "order-empty",
     ],
 )
-def test_out_of_range_paging_is_400(
-    client: TestClient, bearer: Bearer, path: str, query: dict, name: str
+def test_paging_validation_names_the_go_field(
+    client: TestClient, bearer: Bearer, path: str, query: dict, data: dict
 ) -> None:
-    response = listing(client, bearer(), path, **query)
-    assert response.status_code == 400
-    assert response.json()["message"].startswith(name)
+    response = client.get(path, params={"siteId": ACME_SITE, **query}, headers=bearer())
+    assert_error(response, 400, "Failed to validate pagination request data", data)
+
+
+@LISTS
+@pytest.mark.parametrize("query", [{"pageNumber": "x"}, {"pageSize": "1.5"}, {"pageSize": " 5"}])
+def test_paging_that_cannot_be_read(
+    client: TestClient, bearer: Bearer, path: str, query: dict
+) -> None:
+    response = client.get(path, params={"siteId": ACME_SITE, **query}, headers=bearer())
+    assert_error(response, 400, "Failed to parse request pagination data")
+
+
+@LISTS
+@pytest.mark.parametrize("query", [{"activeOnly": "perhaps"}, {"includeReport": "yes"}])
+def test_a_boolean_that_cannot_be_read(
+    client: TestClient, bearer: Bearer, path: str, query: dict
+) -> None:
+    response = client.get(path, params={"siteId": ACME_SITE, **query}, headers=bearer())
+    assert_error(response, 400, "Failed to parse request data")
+
+
+@LISTS
+@pytest.mark.parametrize(
+    ("text", "active"),
+    [
+        ("1", True),
+        ("t", True),
+        ("TRUE", True),
+        ("True", True),
+        ("0", False),
+        ("F", False),
+        ("", False),
+    ],
+)
+def test_booleans_read_as_go_reads_them(
+    client: TestClient, bearer: Bearer, path: str, text: str, active: bool
+) -> None:
+    response = client.get(path, params={"siteId": ACME_SITE, "activeOnly": text}, headers=bearer())
+    assert response.status_code == 200, response.text
+    expected = listing(client, bearer(), path, activeOnly=active)
+    assert response.json() == expected.json()
+
+
+@LISTS
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"pageNumber": "0", "pageSize": "0"},
+        {"pageNumber": "", "pageSize": ""},
+        {"pageNumber": "+1", "pageSize": "020"},
+    ],
+)
+def test_zero_or_empty_paging_is_the_default(
+    client: TestClient, bearer: Bearer, path: str, query: dict
+) -> None:
+    response = client.get(path, params={"siteId": ACME_SITE, **query}, headers=bearer())
+    assert response.status_code == 200, response.text
+    assert (pagination(response)["pageNumber"], pagination(response)["pageSize"]) == (1, 20)
+
+
+@LISTS
+def test_query_checks_in_order(client: TestClient, bearer: Bearer, path: str) -> None:
+    def get(**query: str):
+        return client.get(path, params=query, headers=bearer())
+
+    assert_error(
+        get(foo="1", activeOnly="x"), 400, "Unknown query parameter specified in request: foo"
+    )
+    assert_error(get(activeOnly="x"), 400, "Failed to parse request data")
+    assert_error(get(), 400, "siteId query parameter is required")
+    assert_error(get(siteId=""), 400, "siteId query parameter is required")
+
+
+@LISTS
+def test_paging_is_checked_after_the_site(client: TestClient, bearer: Bearer, path: str) -> None:
+    response = client.get(path, params={"siteId": ACME_LAB_SITE, "pageSize": "x"}, headers=bearer())
+    assert_error(response, 412, "Site does not have NICo Flow enabled")
+
+
+def test_site_list_checks_membership_and_role_before_the_query(
+    client: TestClient, bearer: Bearer
+) -> None:
+    path = f"/v2/org/{ACME}/nico/task"
+    response = client.get(path, params={"foo": "1"}, headers=bearer(GLOBEX))
+    assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
+    response = client.get(path, headers=bearer(ACME, "TENANT_ADMIN"))
+    assert_error(response, 403, "User does not have Provider Admin role with org")
+
+
+@pytest.mark.parametrize("kind", ["rack", "tray"])
+def test_rack_and_tray_lists_check_the_query_before_membership(
+    client: TestClient, bearer: Bearer, kind: str
+) -> None:
+    path = f"/v2/org/{ACME}/nico/{kind}/{RACK}/task"
+    response = client.get(path, params={"foo": "1"}, headers=bearer(GLOBEX))
+    assert_error(response, 400, "Unknown query parameter specified in request: foo")
+    response = client.get(path, headers=bearer(GLOBEX))
+    assert_error(response, 400, "siteId query parameter is required")
+
+
+def test_org_is_lower_cased(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer(), "/v2/org/ACME-Inc/nico/task")
+    assert response.status_code == 200 and len(response.json()) == SITE_TASKS
+    response = client.get(
+        "/v2/org/ACME-Inc/nico/task", params={"siteId": ACME_SITE}, headers=bearer(GLOBEX)
+    )
+    assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
 
 
 @LISTS
@@ -187,16 +327,17 @@ def test_the_checks_of_retrieve_a_task_apply(
 
 
 @pytest.mark.parametrize("kind", ["rack", "tray"])
-def test_component_id_not_a_uuid(client: TestClient, bearer: Bearer, kind: str) -> None:
+def test_an_id_that_names_nothing_is_an_empty_page(
+    client: TestClient, bearer: Bearer, kind: str
+) -> None:
     response = listing(client, bearer(), f"/v2/org/{ACME}/nico/{kind}/zz/task")
-    assert response.status_code == 400
-    assert response.json()["message"] == f"Invalid {kind.title()} ID specified in URL"
+    assert response.status_code == 200, response.text
+    assert response.json() == [] and pagination(response)["total"] == 0
 
 
 def test_org_without_provider(client: TestClient, bearer: Bearer) -> None:
     response = listing(client, bearer("initech"), "/v2/org/initech/nico/task")
-    assert response.status_code == 400
-    assert response.json()["message"] == "Failed to retrieve Infrastructure Provider for org"
+    assert_error(response, 400, "Failed to retrieve Infrastructure Provider for org")
 
 
 def test_a_page_of_active_tasks_reads_the_active_tasks_index(

@@ -24,6 +24,13 @@ def test_spec_is_valid_openapi_3_0() -> None:
     assert SPEC["openapi"] == "3.0.3"
 
 
+def _media_examples(where: str, media: dict[str, Any]) -> Iterator[tuple[str, dict, Any]]:
+    if "example" in media:
+        yield where, media["schema"], media["example"]
+    for name, example in media.get("examples", {}).items():
+        yield f"{where} ({name})", media["schema"], example["value"]
+
+
 def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
     """Every example in the spec, with the schema it illustrates."""
     components = SPEC["components"]
@@ -31,18 +38,11 @@ def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
         for method, operation in item.items():
             for status, response in operation["responses"].items():
                 for media_type, media in response.get("content", {}).items():
-                    if "example" in media:
-                        yield (
-                            f"{method} {path} {status} {media_type}",
-                            media["schema"],
-                            media["example"],
-                        )
-    for name, body in components["requestBodies"].items():
-        media = body["content"]["application/json"]
-        yield f"requestBodies/{name}", media["schema"], media["example"]
+                    yield from _media_examples(f"{method} {path} {status} {media_type}", media)
+            for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+                yield from _media_examples(f"{method} {path} body {media_type}", media)
     for name, response in components["responses"].items():
-        media = response["content"]["application/json"]
-        yield f"responses/{name}", media["schema"], media["example"]
+        yield from _media_examples(f"responses/{name}", response["content"]["application/json"])
     for name, parameter in components["parameters"].items():
         yield f"parameters/{name}", parameter["schema"], parameter["example"]
     for name, header in components["headers"].items():

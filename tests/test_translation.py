@@ -75,7 +75,7 @@ def test_snake_case_report_becomes_camel_case() -> None:
                         "componentType": "Compute",
                         "status": "failed",
                         "totalComponents": 18,
-                        "completedComponents": 16,
+                        "succeededComponents": 16,
                         "failedComponents": 2,
                         "error": "2 trays unreachable",
                     }
@@ -107,7 +107,16 @@ def test_empty_error_text_is_omitted() -> None:
             {
                 "number": 1,
                 "status": "completed",
-                "steps": [{"componentType": "Compute", "status": "completed"}],
+                # The counters are always sent, 0 included.
+                "steps": [
+                    {
+                        "componentType": "Compute",
+                        "status": "completed",
+                        "totalComponents": 0,
+                        "succeededComponents": 0,
+                        "failedComponents": 0,
+                    }
+                ],
             }
         ],
     }
@@ -223,7 +232,8 @@ def test_task_from_record_keeps_nulls_and_omits_missing_report() -> None:
         "started": None,
         "finished": None,
         "created": "2026-11-02T09:00:00Z",
-        "updated": "2026-11-02T10:00:00.250000Z",
+        # As Go's RFC3339Nano writes it: no trailing zeros.
+        "updated": "2026-11-02T10:00:00.25Z",
     }
 
 
