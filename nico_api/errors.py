@@ -62,7 +62,9 @@ def envelope(
     data: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ConnexionResponse:
-    body = json.dumps({"source": "nico", "message": message, "data": data})
+    # As Go's encoder writes it: compact, one line.
+    body = json.dumps({"source": "nico", "message": message, "data": data}, separators=(",", ":"))
+    body += "\n"
     return ConnexionResponse(
         status_code=status,
         mimetype="application/json",
