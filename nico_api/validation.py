@@ -129,8 +129,22 @@ class NICoParameterValidator(ParameterValidator):
     _validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
 
     def validate(self, scope: Scope) -> None:
-        problems = RequestProblems.of(scope)
-        raw = QueryParams(scope.get("query_string", b""))
+        raw: dict[str, str] = {}
+        for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
+            raw.setdefault(name, text)  # Echo binds the first of repeated keys
+        self._check_query(RequestProblems.of(scope), raw)
+        # Path and header parameters are read by the router as they are: checked at once.
+        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        for param in self.parameters.get("path", []):
+            if message := self.validate_path_parameter(param, request):
+                raise NICoError(400, message)
+        for param in self.parameters.get("header", []):
+            if message := self.validate_header_parameter(param, request):
+                raise NICoError(400, message)
+
+    def _check_query(self, problems: RequestProblems, raw: dict[str, str]) -> None:
+        """Production's order: unknown keys, values that cannot be read, required values; then
+        paging, read and validated (every failing field named in `data`)."""
         query = self.parameters.get("query", [])
         known = {param["name"] for param in query}
         for name in raw:
@@ -171,14 +185,6 @@ class NICoParameterValidator(ParameterValidator):
         elif "orderBy" in raw and "orderBy" in known:
             # Tasks have no sortable field: production refuses even a well-formed orderBy.
             problems.add(Step.PAGING, NICoError(400, PAGING_INVALID, {}))
-        # Path and header parameters are read by the router as they are: checked at once.
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
-        for param in self.parameters.get("path", []):
-            if message := self.validate_path_parameter(param, request):
-                raise NICoError(400, message)
-        for param in self.parameters.get("header", []):
-            if message := self.validate_header_parameter(param, request):
-                raise NICoError(400, message)
 
     @classmethod
     def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
@@ -192,7 +198,7 @@ class NICoParameterValidator(ParameterValidator):
 class NICoBodyValidator(JSONRequestBodyValidator):
     """A JSON body read as Go's `encoding/json` reads it into the request's struct: a body that
     cannot be read is `Failed to parse request data`; one that misses a required value is the
-    operation's own validation message (`RequestProblems.check_body`)."""
+    operation's own validation message (`check_body`)."""
 
     async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         self._problems = RequestProblems.of(scope)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -514,3 +516,21 @@ def test_org_with_a_newline_reaches_the_api(client: TestClient, bearer: Bearer) 
         headers=bearer(),
     )
     assert_error(response, 403, "Failed to validate membership for org: acme\ninc")
+
+
+def test_the_readmes_examples_are_what_the_server_answers(
+    client: TestClient, bearer: Bearer
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = re.search(
+        r"Its real output \(pretty-printed here\):\n\n```json\n(.*?)```", readme, re.S
+    )
+    assert get(client, RUNNING_TASK, bearer()).json() == json.loads(example.group(1))
+    anonymous = re.search(
+        r"Without a token the same request answers:\n\n```\n(.*?)```", readme, re.S
+    )
+    status, content_type, _, body = anonymous.group(1).strip().split("\n")
+    response = get(client, RUNNING_TASK, {})
+    assert status == f"HTTP/1.1 {response.status_code} Unauthorized"
+    assert content_type == f"content-type: {response.headers['content-type']}"
+    assert body + "\n" == response.text

@@ -286,9 +286,27 @@ def test_org_is_lower_cased(client: TestClient, bearer: Bearer) -> None:
     ("org", "roles", "site", "status", "message"),
     [
         (ACME, (), None, 401, "Request is missing authorization header"),
-        (GLOBEX, ("PROVIDER_ADMIN",), ACME_SITE, 403, "Failed to validate membership for org"),
-        (ACME, ("TENANT_ADMIN",), ACME_SITE, 403, "User does not have Provider Admin role"),
-        (ACME, ("PROVIDER_ADMIN",), "nope", 400, "Failed to validate Site specified"),
+        (
+            GLOBEX,
+            ("PROVIDER_ADMIN",),
+            ACME_SITE,
+            403,
+            f"Failed to validate membership for org: {ACME}",
+        ),
+        (
+            ACME,
+            ("TENANT_ADMIN",),
+            ACME_SITE,
+            403,
+            "User does not have Provider Admin role with org",
+        ),
+        (
+            ACME,
+            ("PROVIDER_ADMIN",),
+            "nope",
+            400,
+            "Failed to validate Site specified in request: invalid ID",
+        ),
         (
             ACME,
             ("PROVIDER_ADMIN",),
@@ -296,7 +314,13 @@ def test_org_is_lower_cased(client: TestClient, bearer: Bearer) -> None:
             400,
             "Site specified in request does not exist",
         ),
-        (ACME, ("PROVIDER_ADMIN",), GLOBEX_SITE, 403, "doesn't belong to current org's Provider"),
+        (
+            ACME,
+            ("PROVIDER_ADMIN",),
+            GLOBEX_SITE,
+            403,
+            "Site specified in request doesn't belong to current org's Provider",
+        ),
         (ACME, ("PROVIDER_ADMIN",), ACME_LAB_SITE, 412, "Site does not have NICo Flow enabled"),
     ],
     ids=[
@@ -321,9 +345,7 @@ def test_the_checks_of_retrieve_a_task_apply(
 ) -> None:
     headers = bearer(org, *roles) if roles else {}
     response = client.get(path, params={"siteId": site or ACME_SITE}, headers=headers)
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert message in response.json()["message"]
+    assert_error(response, status, message)
 
 
 @pytest.mark.parametrize("kind", ["rack", "tray"])
@@ -363,3 +385,12 @@ def test_a_page_of_active_tasks_reads_the_active_tasks_index(
             explain = "EXPLAIN QUERY PLAN "
         plan = connection.exec_driver_sql(explain + statement, parameters).all()
     assert "ix_task_active_site_id_created_at_id" in " ".join(map(str, plan))
+
+
+def test_the_first_of_repeated_keys_is_read(client: TestClient, bearer: Bearer) -> None:
+    path = f"/v2/org/{ACME}/nico/task?siteId={ACME_SITE}"
+    response = client.get(path + "&pageSize=2&pageSize=abc", headers=bearer())
+    assert response.status_code == 200, response.text
+    assert pagination(response)["pageSize"] == 2
+    response = client.get(f"/v2/org/{ACME}/nico/task?siteId=&siteId={ACME_SITE}", headers=bearer())
+    assert_error(response, 400, "siteId query parameter is required")
