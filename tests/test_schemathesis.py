@@ -3,6 +3,7 @@ openapi.yaml (the same run `nico-api conformance` makes over HTTP)."""
 
 from __future__ import annotations
 
+import pytest
 from connexion import AsyncApp
 
 from nico_api import conformance
@@ -40,3 +41,26 @@ def test_every_response_conforms_to_the_spec(app: AsyncApp, issuer: DevIssuer) -
     for operation in ("GET /v2/org/{org}/nico/task/{id}", "GET /v2/org/{org}/nico/rack/task/{id}"):
         assert report.count(400, operation) > 0, report.summary()
         assert report.count(403, operation) > 0, report.summary()
+
+
+@pytest.mark.parametrize(
+    ("query", "valid"),
+    [
+        ({"siteId": ACME_SITE, "activeOnly": "1", "pageSize": "+5"}, True),
+        ({"siteId": ACME_SITE, "includeReport": "T", "pageNumber": ""}, True),
+        ({"siteId": ACME_SITE, "activeOnly": True}, True),
+        ({"siteId": ACME_SITE, "activeOnly": "yes"}, False),
+        ({"siteId": ACME_SITE, "pageSize": 101}, False),
+        ({"siteId": ACME_SITE, "pageSize": "1.5"}, False),
+        ({"siteId": ACME_SITE, "foo": "1"}, False),
+    ],
+)
+def test_a_query_production_reads_as_valid_is_no_negative_case(query: dict, valid: bool) -> None:
+    # The booleans and integers Go's binder reads must not count against a NICo server.
+    schema = conformance.load_schema()
+    operation = next(
+        result.ok()
+        for result in schema.get_all_operations()
+        if result.ok().label == "GET /v2/org/{org}/nico/task"
+    )
+    assert conformance._valid_as_production_reads_it(operation.Case(query=query)) is valid
