@@ -18,6 +18,8 @@ from connexion.resolver import Resolver
 from connexion.validators import VALIDATOR_MAP
 from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import handlers
 from nico_api import auth, db, errors, logs, validation
@@ -40,8 +42,27 @@ class _AnyTextPath(PathConvertor):
     regex = "(?s:.*)"
 
 
+class _NoSlashRedirect:
+    """No operation's path ends in a slash: such a path is a 404 envelope, where Starlette would
+    redirect to a `Location` built from the request's own Host header. Swagger UI keeps its own."""
+
+    def __init__(self, app: ASGIApp, docs_path: str) -> None:
+        self.app = app
+        self.docs_path = docs_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        trailing_slash = scope["type"] == "http" and len(path) > 1 and path.endswith("/")
+        if trailing_slash and not path.startswith(self.docs_path + "/"):
+            raise HTTPException(404, "Not Found")
+        await self.app(scope, receive, send)
+
+
 def _handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
+
+
+DOCS_PATH = "/v2/docs"
 
 
 def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
@@ -66,7 +87,7 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
         ],
         # The spec itself is an operation (get-openapi); the UI reads it from there.
         swagger_ui_options=SwaggerUIOptions(
-            serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path="/v2/docs"
+            serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path=DOCS_PATH
         ),
     )
     app.add_api(
@@ -82,6 +103,9 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
     # collections run less often, since each request allocates many short-lived objects.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    app.add_middleware(
+        _NoSlashRedirect, position=MiddlewarePosition.BEFORE_ROUTING, docs_path=DOCS_PATH
+    )
     app.add_middleware(
         logs.AccessLog,
         position=MiddlewarePosition.BEFORE_EXCEPTION,

@@ -33,9 +33,22 @@ SCOPE_CLAIMS = ("scope", "scopes", "scp")
 CACHE_SECONDS = 300
 # Real tokens are a few KB; a larger one is refused before any parsing.
 MAX_TOKEN_BYTES = 16 * 1024
+MAX_CLAIM_TEXT = 1024
 PROFILE_CLAIMS = {"email": "email", "first_name": "given_name", "last_name": "family_name"}
 _BEARER = re.compile(r"(?i:bearer) +([^ ]+)")
 _ROLE = re.compile(rf"^(?:[A-Z0-9]+_)?({'|'.join(ROLES)})$")
+
+
+def storable_text(value: Any) -> bool:
+    """Text that every backend stores as it is: no NUL, no lone surrogate, at most 1,024
+    characters (the user columns' bound)."""
+    if not isinstance(value, str) or len(value) > MAX_CLAIM_TEXT or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def base_role(role: str) -> str | None:
@@ -69,9 +82,10 @@ class Caller:
         return uuid.uuid5(uuid.NAMESPACE_URL, f"{self.issuer}#{self.subject}")
 
     def profile(self) -> dict[str, str | None]:
-        """The standard OIDC claims about the person, where the token carries them as text."""
+        """The standard OIDC claims about the person, where the token carries them as text that
+        can be stored; anything else reads as absent."""
         return {
-            column: value if isinstance(value := self.claims.get(name), str) else None
+            column: value if storable_text(value := self.claims.get(name)) else None
             for column, name in PROFILE_CLAIMS.items()
         }
 
@@ -199,6 +213,12 @@ class Authenticator:
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise _invalid(f"{exc.__class__.__name__}: {exc}") from None
+        # NumericDate claims are numbers (RFC 7519); a subject names the user it is stored as.
+        for name in ("exp", "nbf", "iat"):
+            if name in claims and not _is_number(claims[name]):
+                raise _invalid(f"claim {name!r} is not a number")
+        if not storable_text(claims["sub"]):
+            raise _invalid("claim 'sub' is not text of at most 1,024 storable characters")
         missing = set(trusted.config.scopes) - _scopes(claims)
         if missing:
             raise TokenRejectedError(403, MISSING_SCOPES, f"missing scopes {sorted(missing)}")
@@ -220,6 +240,10 @@ class Authenticator:
                 continue
             memberships[org] = memberships.get(org, frozenset()) | _roles(mapping, claims)
         return memberships
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _org(mapping: ClaimMapping, claims: Mapping[str, Any]) -> str | None:

@@ -534,3 +534,19 @@ def test_the_readmes_examples_are_what_the_server_answers(
     assert status == f"HTTP/1.1 {response.status_code} Unauthorized"
     assert content_type == f"content-type: {response.headers['content-type']}"
     assert body + "\n" == response.text
+
+
+@pytest.mark.parametrize(
+    "path", [f"/v2/org/{ACME}/nico/task/", "/healthz/", f"/v2/org/{ACME}/nico/task/{RUNNING_TASK}/"]
+)
+def test_a_trailing_slash_is_404_never_a_redirect(
+    client: TestClient, bearer: Bearer, path: str
+) -> None:
+    response = client.get(
+        path,
+        params={"siteId": ACME_SITE},
+        headers={**bearer(), "Host": "elsewhere.example", "X-Forwarded-Proto": "https"},
+        follow_redirects=False,
+    )
+    assert_error(response, 404, "Not Found")
+    assert "location" not in response.headers

@@ -108,3 +108,65 @@ def test_the_task_path_writes_nothing(client: TestClient, issuer: DevIssuer) -> 
     response = client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=headers)
     assert response.status_code == 200
     assert user_rows() == 0
+
+
+def raw_token(issuer: DevIssuer, payload: str) -> dict[str, str]:
+    """A token signed over this exact JSON text (which may hold escapes json.dumps never writes)."""
+    signed = jwt.api_jws.encode(
+        payload.encode(), issuer.private_key, algorithm="RS256", headers={"kid": issuer.key_id}
+    )
+    return {"Authorization": f"Bearer {signed}"}
+
+
+def claims_text(issuer: DevIssuer, **fields: str) -> str:
+    """The JSON text of a valid token's claims, with each field's value as raw JSON."""
+    now = int(time.time())
+    values = {
+        "iss": f'"{issuer.issuer}"',
+        "aud": f'"{issuer.audience}"',
+        "sub": '"jane"',
+        "exp": str(now + 600),
+        "org": f'"{ACME}"',
+        "roles": '["TENANT_ADMIN"]',
+        **fields,
+    }
+    return "{" + ",".join(f'"{name}":{value}' for name, value in values.items()) + "}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"exp": '"9999999999"'},
+        {"exp": "true"},
+        {"sub": '"' + "j" * 1025 + '"'},
+        {"sub": '"ja\\u0000ne"'},
+        {"sub": '"ja\\ud800ne"'},
+    ],
+    ids=["exp-text", "exp-bool", "sub-too-long", "sub-nul", "sub-lone-surrogate"],
+)
+def test_malformed_claims_are_an_invalid_token(
+    client: TestClient, issuer: DevIssuer, fields: dict[str, str]
+) -> None:
+    response = client.get(USER_PATH, headers=raw_token(issuer, claims_text(issuer, **fields)))
+    assert response.status_code == 401, response.text
+    assert response.json() == {
+        "source": "nico",
+        "message": auth.INVALID_TOKEN,
+        "data": None,
+    }
+    assert user_rows() == 0
+
+
+def test_profile_claims_that_cannot_be_stored_read_as_absent(
+    client: TestClient, issuer: DevIssuer
+) -> None:
+    text = claims_text(
+        issuer,
+        email='"' + "e" * 1025 + '"',
+        given_name='"Ja\\u0000ne"',
+        family_name='"D\\udc00oe"',
+    )
+    response = client.get(USER_PATH, headers=raw_token(issuer, text))
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert (user["email"], user["firstName"], user["lastName"]) == (None, None, None)
