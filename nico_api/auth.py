@@ -115,7 +115,14 @@ class _TrustedIssuer:
     def __init__(self, config: IssuerConfig, clock: Callable[[], float]) -> None:
         self.config = config
         self.key_set = (
-            KeySet(config.jwks, config.jwks_timeout, clock=clock) if config.jwks else None
+            KeySet(
+                config.jwks,
+                config.jwks_timeout,
+                clock=clock,
+                lifetime=(config.jwks_min_lifetime, config.jwks_max_lifetime),
+            )
+            if config.jwks
+            else None
         )
 
     async def key_for(self, header: dict[str, Any], algorithm: str) -> Any:

@@ -3,7 +3,6 @@ claims become org memberships and roles."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -31,8 +30,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class AuthConfigError(ValueError):
@@ -50,6 +49,8 @@ def _seconds(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=300)]
+Lifetime = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=86400)]
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -126,8 +127,13 @@ class IssuerConfig(_Config):
 
     name: Text
     issuer: Text = Field(description="the expected `iss` claim")
-    jwks: Text | None = Field(default=None, description="JWKS URL (http/https) or file path")
+    jwks: Text | None = Field(default=None, description="JWKS URL (https) or file path")
     jwks_timeout: Seconds = 5.0
+    # Plain http only to this machine, and only when asked for (a local test provider).
+    jwks_allow_loopback_http: bool = False
+    # How long a fetched key set is used: the provider's Cache-Control max-age, within these.
+    jwks_min_lifetime: Lifetime = 60.0
+    jwks_max_lifetime: Lifetime = 3600.0
     audiences: list[Text] = []
     scopes: list[Text] = []
     algorithms: list[str] = list(DEFAULT_ALGORITHMS)
@@ -153,15 +159,17 @@ class IssuerConfig(_Config):
             raise ValueError("sharedSecret is only used with HS256, HS384 or HS512")
         if ASYMMETRIC_ALGORITHMS.intersection(self.algorithms) and not self.jwks:
             raise ValueError("jwks (a key set URL or file) is required for these algorithms")
+        if self.jwks and self.jwks.lower().startswith("http://"):
+            # Keys fetched in clear could be forged by anyone on the path.
+            loopback = (urlsplit(self.jwks).hostname or "") in LOOPBACK_HOSTS
+            if not (loopback and self.jwks_allow_loopback_http):
+                raise ValueError(
+                    "jwks must be an https:// URL (plain http only to a loopback host, "
+                    "with jwksAllowLoopbackHttp: true)"
+                )
+        if self.jwks_min_lifetime > self.jwks_max_lifetime:
+            raise ValueError("jwksMinLifetime is longer than jwksMaxLifetime")
         return self
-
-    @property
-    def jwks_in_clear(self) -> bool:
-        """Keys fetched over plain http from another host: anyone on the path could forge."""
-        if not self.jwks or not self.jwks.startswith("http://"):
-            return False
-        host = urlsplit(self.jwks).hostname or ""
-        return host not in {"localhost", "127.0.0.1", "::1"}
 
 
 class AuthConfig(_Config):
@@ -205,9 +213,6 @@ def _check_across_issuers(config: AuthConfig) -> None:
                 orgs[mapping.org_name] = issuer.name  # type: ignore[index]
 
 
-log = logging.getLogger(__name__)
-
-
 def parse_auth_config(document: Any, source: str) -> AuthConfig:
     if not isinstance(document, dict):
         raise AuthConfigError(f"{source}: the top level must be a mapping with 'issuers'")
@@ -219,9 +224,6 @@ def parse_auth_config(document: Any, source: str) -> AuthConfig:
         _check_across_issuers(config)
     except AuthConfigError as exc:
         raise AuthConfigError(f"{source}: {exc}") from None
-    for issuer in config.issuers:
-        if issuer.jwks_in_clear:
-            log.warning("issuer %r fetches its keys over plain http: %s", issuer.name, issuer.jwks)
     return config
 
 

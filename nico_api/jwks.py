@@ -1,11 +1,14 @@
-"""Trusted issuers' key sets: fetched with a timeout, cached, refreshed when a token names a key
-the cache does not have, and kept serving from the last good copy while the provider is down."""
+"""Trusted issuers' key sets: fetched within a deadline and a size limit, one fetch at a time
+that every waiting request shares, used for the lifetime the provider's Cache-Control gives
+(within the issuer's bounds), refreshed early when a token names a key the set does not have,
+and kept serving from the last good copy while the provider is down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -19,6 +22,9 @@ from jwt import PyJWK
 log = logging.getLogger(__name__)
 
 MAX_DOCUMENT_BYTES = 1 << 20
+# Used when the provider sends no max-age (within the issuer's bounds).
+DEFAULT_LIFETIME = 300.0
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 
 
 class KeySetUnavailableError(Exception):
@@ -32,7 +38,7 @@ class SigningKey:
 
 
 class KeySet:
-    # An unknown key id refreshes at most once a minute; before any success, retry sooner.
+    # An unknown key id refreshes at most once a minute; after a failed fetch, retry sooner.
     refresh_interval = 60.0
     retry_interval = 5.0
 
@@ -42,51 +48,91 @@ class KeySet:
         timeout: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        lifetime: tuple[float, float] = (60.0, 3600.0),
     ) -> None:
         self.source = source
         self.timeout = timeout
+        self.lifetime = lifetime
         self._clock = clock
         self._keys: dict[str | None, SigningKey] | None = None
+        self._expires = 0.0
         self._last_attempt: float | None = None
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._last_failed = False
+        # The fetch in flight, per event loop (a task belongs to one loop).
+        self._fetches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
             weakref.WeakKeyDictionary()
         )
 
     async def key(self, kid: str | None) -> SigningKey | None:
         """The signing key a token names, or None when the key set has no such key."""
-        if self._keys is None or kid not in self._keys:
-            await self._refresh_if_due()
+        if self._refresh_due(kid):
+            await self._shared_refresh()
         if self._keys is None:
             raise KeySetUnavailableError(self.source)
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
-    async def _refresh_if_due(self) -> None:
-        # One fetch at a time; an asyncio lock belongs to one event loop.
-        loop = asyncio.get_running_loop()
-        lock = self._locks.setdefault(loop, asyncio.Lock())
-        async with lock:
-            now = self._clock()
-            interval = self.retry_interval if self._keys is None else self.refresh_interval
-            if self._last_attempt is not None and now - self._last_attempt < interval:
-                return
-            self._last_attempt = now
-            try:
-                self._keys = _signing_keys(await self._fetch())
-            except Exception as exc:
-                state = "keeping the cached key set" if self._keys else "no key set yet"
-                log.warning("key set %s could not be fetched (%s): %r", self.source, state, exc)
+    def _refresh_due(self, kid: str | None) -> bool:
+        now = self._clock()
+        since = None if self._last_attempt is None else now - self._last_attempt
+        if since is None:
+            return True
+        if self._last_failed and since < self.retry_interval:
+            return False
+        if self._keys is None or now >= self._expires:
+            return True
+        return kid not in self._keys and since >= self.refresh_interval
 
-    async def _fetch(self) -> Any:
-        if self.source.startswith(("https://", "http://")):
-            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-                response = await client.get(self.source, headers={"Accept": "application/json"})
-                response.raise_for_status()
-                if len(response.content) > MAX_DOCUMENT_BYTES:
+    async def _shared_refresh(self) -> None:
+        # Every request that finds the set due waits for the same fetch, bounded by its deadline.
+        loop = asyncio.get_running_loop()
+        fetch = self._fetches.get(loop)
+        if fetch is None or fetch.done():
+            fetch = self._fetches[loop] = loop.create_task(self._refresh())
+        await asyncio.shield(fetch)
+
+    async def _refresh(self) -> None:
+        self._last_attempt = self._clock()
+        try:
+            async with asyncio.timeout(self.timeout):
+                document, max_age = await self._fetch()
+            self._keys = _signing_keys(document)
+        except Exception as exc:
+            self._last_failed = True
+            state = "keeping the cached key set" if self._keys else "no key set yet"
+            log.warning("key set %s could not be fetched (%s): %r", self.source, state, exc)
+            return
+        self._last_failed = False
+        shortest, longest = self.lifetime
+        wanted = DEFAULT_LIFETIME if max_age is None else max_age
+        self._expires = self._last_attempt + min(max(wanted, shortest), longest)
+
+    async def _fetch(self) -> tuple[Any, float | None]:
+        """The key set document, and the provider's max-age for it, if it gives one."""
+        if not self.source.startswith(("https://", "http://")):
+            return json.loads(Path(self.source).read_bytes()[:MAX_DOCUMENT_BYTES]), None
+        async with (
+            httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client,
+            client.stream("GET", self.source, headers={"Accept": "application/json"}) as response,
+        ):
+            response.raise_for_status()
+            if int(response.headers.get("content-length") or 0) > MAX_DOCUMENT_BYTES:
+                raise ValueError("key set document is too large")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                # Checked while reading: a huge document is never held whole.
+                if len(body) > MAX_DOCUMENT_BYTES:
                     raise ValueError("key set document is too large")
-                return response.json()
-        return json.loads(Path(self.source).read_bytes()[:MAX_DOCUMENT_BYTES])
+            return json.loads(body), _max_age(response.headers.get("cache-control", ""))
+
+
+def _max_age(cache_control: str) -> float | None:
+    if "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
 
 
 def _signing_keys(document: Any) -> dict[str | None, SigningKey]:

@@ -71,8 +71,33 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(owner.document).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        if owner.cache_control:
+            self.send_header("Cache-Control", owner.cache_control)
+        if owner.huge:
+            # A document of `huge` bytes, written a chunk at a time, never held whole.
+            if owner.declare_length:
+                self.send_header("Content-Length", str(owner.huge))
+            self.end_headers()
+            chunk = b" " * 65536
+            try:
+                for _ in range(owner.huge // len(chunk)):
+                    self.wfile.write(chunk)
+                    owner.sent += len(chunk)
+            except OSError:
+                pass  # the client stopped reading
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if owner.drip:
+            # One byte at a time, each after `drip` seconds: every read is quick, the whole slow.
+            try:
+                for byte in body:
+                    time.sleep(owner.drip)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            except OSError:
+                pass
+            return
         self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
@@ -89,6 +114,11 @@ class KeySetServer:
     def __init__(self, *keys: Key) -> None:
         self.requests = 0
         self.delay = 0.0
+        self.drip = 0.0
+        self.huge = 0
+        self.declare_length = True
+        self.sent = 0
+        self.cache_control: str | None = None
         self.publish(*keys)
         self._httpd = self._HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from nico_api import auth
 from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.issuers import AuthConfig, AuthConfigError, load_auth_config, parse_auth_config
+from nico_api.jwks import KeySet
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.idp import AUDIENCE, ISSUER, Key, KeySetServer, claims
 
@@ -57,6 +59,7 @@ def issuer_config(jwks: str, **overrides: Any) -> dict[str, Any]:
         "issuer": ISSUER,
         "jwks": jwks,
         "jwksTimeout": "2s",
+        "jwksAllowLoopbackHttp": True,
         "audiences": [AUDIENCE],
         "algorithms": ["RS256", "ES256"],
         "claimMappings": [{"orgName": ACME, "orgDisplayName": "Acme", "rolesAttribute": "roles"}],
@@ -193,6 +196,108 @@ def test_slow_provider_is_cut_off_by_the_timeout(idp: KeySetServer, tmp_path: Pa
         verify(authn, KEY_A.sign(claims()))
     assert rejected.value.status_code == 503
     assert time.monotonic() - started < 2.5
+
+
+def _verify_all(authn: auth.Authenticator, tokens: list[str]) -> list[int]:
+    """Each token's answer when all are verified at once: 200, or the refusal's status."""
+
+    async def one(token: str) -> int:
+        try:
+            await authn.verify(token)
+        except auth.TokenRejectedError as exc:
+            return exc.status_code
+        return 200
+
+    async def every() -> list[int]:
+        return await asyncio.gather(*(one(token) for token in tokens))
+
+    return asyncio.run(every())
+
+
+def test_a_hanging_provider_costs_every_waiter_one_deadline(
+    idp: KeySetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retries due sooner than a fetch's deadline: waiters that took turns would each fetch.
+    monkeypatch.setattr(KeySet, "retry_interval", 0.1)
+    idp.delay = 5.0
+    config = issuer_config(idp.url, jwksTimeout="500ms")
+    authn = authenticator(load_auth_config(write_config(tmp_path, config)))
+    started = time.monotonic()
+    statuses = _verify_all(authn, [KEY_A.sign(claims(sub=f"user-{n}")) for n in range(8)])
+    assert statuses == [503] * 8
+    # Eight requests share one fetch and its deadline, rather than taking turns.
+    assert time.monotonic() - started < 1.5
+    assert idp.requests == 1
+
+
+def test_a_dripping_provider_is_cut_off_by_the_deadline(idp: KeySetServer, tmp_path: Path) -> None:
+    idp.drip = 0.2  # each read is quick; the whole document would take minutes
+    config = issuer_config(idp.url, jwksTimeout="1s")
+    authn = authenticator(load_auth_config(write_config(tmp_path, config)))
+    started = time.monotonic()
+    with pytest.raises(auth.TokenRejectedError) as rejected:
+        verify(authn, KEY_A.sign(claims()))
+    assert rejected.value.status_code == 503
+    assert time.monotonic() - started < 2.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "close-delimited"])
+def test_a_huge_key_set_is_never_read_whole(
+    idp: KeySetServer, tmp_path: Path, declared: bool
+) -> None:
+    idp.huge = 200 * 2**20
+    idp.declare_length = declared
+    authn = authenticator(load_auth_config(write_config(tmp_path, issuer_config(idp.url))))
+    before = _rss_mb()
+    with pytest.raises(auth.TokenRejectedError) as rejected:
+        verify(authn, KEY_A.sign(claims()))
+    assert rejected.value.status_code == 503
+    assert _rss_mb() - before < 40
+    assert idp.sent < 50 * 2**20  # the reader stopped long before the end
+
+
+def test_a_removed_key_stops_working_within_the_key_sets_lifetime(
+    idp: KeySetServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    idp.cache_control = "public, max-age=120"
+    config = issuer_config(idp.url, jwksMinLifetime="30s", jwksMaxLifetime="10m")
+    authn = authenticator(load_auth_config(write_config(tmp_path, config)), clock)
+    assert verify(authn, KEY_A.sign(claims(sub="first"))).subject == "first"
+    idp.publish(KEY_B)  # the provider drops key A
+    clock.now += 100
+    assert verify(authn, KEY_A.sign(claims(sub="second"))).subject == "second"  # still fresh
+    assert idp.requests == 1
+    clock.now += 21  # past the provider's max-age: the set is fetched again
+    with pytest.raises(auth.TokenRejectedError) as rejected:
+        verify(authn, KEY_A.sign(claims(sub="third")))
+    assert rejected.value.status_code == 401
+    assert idp.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "lifetime"),
+    [("max-age=5", 30), ("max-age=86400", 600), (None, 300), ("no-store", 30)],
+)
+def test_the_providers_max_age_is_kept_within_the_issuers_bounds(
+    idp: KeySetServer, tmp_path: Path, cache_control: str | None, lifetime: int
+) -> None:
+    clock = Clock()
+    idp.cache_control = cache_control
+    config = issuer_config(idp.url, jwksMinLifetime="30s", jwksMaxLifetime="10m")
+    authn = authenticator(load_auth_config(write_config(tmp_path, config)), clock)
+    verify(authn, KEY_A.sign(claims(sub="first")))
+    clock.now += lifetime - 1
+    verify(authn, KEY_A.sign(claims(sub="second")))
+    assert idp.requests == 1
+    clock.now += 1
+    verify(authn, KEY_A.sign(claims(sub="third")))
+    assert idp.requests == 2
 
 
 @pytest.mark.parametrize(
@@ -573,6 +678,19 @@ GOOD = issuer_config("https://idp.test/certs")
             "a claim mapping needs orgName or orgAttribute",
         ),
         ([{**GOOD, "jwksTimeout": "soon"}], "field 'jwksTimeout'"),
+        ([{**GOOD, "jwks": "http://idp.example/certs"}], "jwks must be an https:// URL"),
+        (
+            [{**GOOD, "jwks": "http://127.0.0.1:8081/certs", "jwksAllowLoopbackHttp": False}],
+            "jwks must be an https:// URL",
+        ),
+        (
+            [{**GOOD, "jwks": "http://idp.example/certs", "jwksAllowLoopbackHttp": True}],
+            "plain http only to a loopback host",
+        ),
+        (
+            [{**GOOD, "jwksMinLifetime": "2h", "jwksMaxLifetime": "1h"}],
+            "jwksMinLifetime is longer than jwksMaxLifetime",
+        ),
         ([{**GOOD, "audience": ["typo"]}], "field 'audience': Extra inputs are not permitted"),
         ([], "issuers: List should have at least 1 item"),
     ],
@@ -592,6 +710,10 @@ GOOD = issuer_config("https://idp.test/certs")
         "dynamic-without-roles",
         "mapping-without-org",
         "bad-duration",
+        "plain-http",
+        "loopback-http-not-allowed",
+        "remote-http-allowed-is-still-refused",
+        "lifetime-bounds",
         "unknown-field",
         "no-issuers",
     ],
