@@ -30,6 +30,8 @@ class Settings:
     db_pool_timeout: float = 5.0
     db_connect_timeout: float = 5.0
     db_statement_timeout: float = 5.0
+    # A request's whole database work, answered 503 past it even if the database never answers.
+    db_request_timeout: float = 10.0
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -57,6 +59,9 @@ class Settings:
             ),
             db_statement_timeout=_number(
                 env, "NICO_DB_STATEMENT_TIMEOUT", cls.db_statement_timeout, float, minimum=0.001
+            ),
+            db_request_timeout=_number(
+                env, "NICO_DB_REQUEST_TIMEOUT", cls.db_request_timeout, float, minimum=0.001
             ),
         )
 

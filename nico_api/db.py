@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nico_api import queries
 from nico_api.config import Settings
+from nico_api.errors import StorageDeadlineError
 
 T = TypeVar("T")
 
@@ -54,6 +55,16 @@ def engine_for(settings: Settings) -> Engine:
         connect_args["connect_timeout"] = max(2, math.ceil(settings.db_connect_timeout))
         statement_ms = int(settings.db_statement_timeout * 1000)
         connect_args["options"] = f"-c statement_timeout={statement_ms}"
+        # A connection whose peer vanished (a black hole) fails within about the request
+        # deadline instead of the kernel's 15 minutes: keepalives while idle, and a bound on
+        # data left unacknowledged.
+        connect_args.update(
+            keepalives=1,
+            keepalives_idle=max(1, math.ceil(settings.db_request_timeout / 2)),
+            keepalives_interval=1,
+            keepalives_count=3,
+            tcp_user_timeout=int(settings.db_request_timeout * 1000),
+        )
     return create_engine(
         url,
         # A server can drop connections; an embedded SQLite file cannot.
@@ -89,7 +100,16 @@ async def run(work: Callable[..., T], *args: Any) -> T:
     if waiting.cancelled_caught:
         raise PoolTimeoutError("no database connection became free within the pool timeout")
     try:
-        return await anyio.to_thread.run_sync(functools.partial(work, *args))
+        # A database that stops answering (frozen, or behind a black hole) holds the worker
+        # thread until TCP gives up; the request is answered at its deadline all the same.
+        with anyio.fail_after(_settings.db_request_timeout):
+            return await anyio.to_thread.run_sync(
+                functools.partial(work, *args), abandon_on_cancel=True
+            )
+    except TimeoutError:
+        raise StorageDeadlineError(
+            f"the database did not answer within {_settings.db_request_timeout:g}s"
+        ) from None
     finally:
         slots.release()
 

@@ -21,6 +21,11 @@ STORAGE_UNAVAILABLE = "Task storage is temporarily unavailable"
 INTERNAL_ERROR = "Internal server error"
 
 
+class StorageDeadlineError(Exception):
+    """The database did not finish a request's work within its deadline (it may be frozen or
+    unreachable without a connection error)."""
+
+
 class NICoError(Exception):
     """An answer of the contract that is not a success: a status and the production message."""
 
@@ -112,6 +117,6 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(HTTPException, _http_error)
     app.add_error_handler(UnicodeDecodeError, _undecodable)
     # Unreachable, dropped, timed-out or exhausted storage: the client may retry.
-    for storage_error in (OperationalError, InterfaceError, PoolTimeoutError):
+    for storage_error in (OperationalError, InterfaceError, PoolTimeoutError, StorageDeadlineError):
         app.add_error_handler(storage_error, _storage_error)
     app.add_error_handler(Exception, _unexpected)

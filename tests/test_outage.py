@@ -4,7 +4,9 @@ with Retry-After within a bounded time, and recovers by itself when the database
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ def outage_settings(tmp_path: Path, url: str, **overrides: float) -> Settings:
         "db_pool_timeout": 1,
         "db_pool_size": 2,
         "db_max_overflow": 0,
+        "db_request_timeout": 2,
     }
     values.update(overrides)
     return Settings(
@@ -201,3 +204,39 @@ def test_database_that_never_answers(tmp_path: Path) -> None:
                 connection.close()
             db.dispose()
     assert_unavailable(response, seconds, limit=6)
+
+
+def _signal_server(postgres: PrivatePostgres, signal: int) -> None:
+    """Send `signal` to the server's every process: the postmaster and its backends."""
+    postmaster = int((postgres.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in [postmaster, *map(int, children)]:
+        os.kill(pid, signal)
+
+
+def test_a_frozen_database_answers_503_within_the_deadline(
+    service, postgres: PrivatePostgres
+) -> None:
+    # A stopped process keeps its sockets open and acknowledged: no error ever arrives, only
+    # the request's own deadline (2 s here) ends the wait.
+    client, get_task = service
+    assert get_task().status_code == 200
+    _signal_server(postgres, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: timed(get_task), range(4)))
+        for response, seconds in answers:
+            assert_unavailable(response, seconds, limit=4.5)
+        ready, seconds = timed(lambda: client.get("/readyz"))
+        assert_unavailable(ready, seconds, limit=4.5)
+        health, seconds = timed(lambda: client.get("/healthz"))
+        assert health.status_code == 200 and seconds < 1
+    finally:
+        _signal_server(postgres, signal.SIGCONT)
+    # The abandoned queries finish once the server runs again; the pool recovers by itself.
+    deadline = time.monotonic() + 15
+    while get_task().status_code != 200:
+        assert time.monotonic() < deadline, "the service did not recover"
+        time.sleep(0.2)
