@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import handlers
-from nico_api import auth, db, errors, logs, validation
+from nico_api import auth, db, edge, errors, logs, validation
 from nico_api.config import SPEC_PATH, Settings
 
 
@@ -105,6 +105,11 @@ def create_app(settings: Settings | None = None) -> connexion.AsyncApp:
     gc.set_threshold(20_000, 20, 20)
     app.add_middleware(
         _NoSlashRedirect, position=MiddlewarePosition.BEFORE_ROUTING, docs_path=DOCS_PATH
+    )
+    app.add_middleware(
+        edge.BodyLimit,
+        position=MiddlewarePosition.BEFORE_ROUTING,
+        max_bytes=settings.max_body_bytes,
     )
     app.add_middleware(
         logs.AccessLog,

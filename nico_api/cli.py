@@ -21,6 +21,8 @@ from nico_api.issuers import AuthConfig, AuthConfigError
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from nico_api.edge import BoundedHttpProtocol
+
     logging.config.dictConfig(logs.config(args.log_level))
     # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
     auth.auth_config_for(settings)
@@ -34,6 +36,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=args.log_level,
         log_config=logs.config(args.log_level),
         access_log=False,
+        # Bounded request heads and idle connections, and protocol errors in the envelope.
+        http=BoundedHttpProtocol,
     )
     return 0
 

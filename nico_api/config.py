@@ -32,6 +32,11 @@ class Settings:
     db_statement_timeout: float = 5.0
     # A request's whole database work, answered 503 past it even if the database never answers.
     db_request_timeout: float = 10.0
+    # The HTTP edge: what a client can make the server read, and how long a request's head
+    # (request line and headers) may take to arrive, idle connections included.
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 64 << 10
+    header_timeout: float = 10.0
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -62,6 +67,13 @@ class Settings:
             ),
             db_request_timeout=_number(
                 env, "NICO_DB_REQUEST_TIMEOUT", cls.db_request_timeout, float, minimum=0.001
+            ),
+            max_body_bytes=_number(env, "NICO_MAX_BODY_BYTES", cls.max_body_bytes, int, minimum=1),
+            max_header_bytes=_number(
+                env, "NICO_MAX_HEADER_BYTES", cls.max_header_bytes, int, minimum=1024
+            ),
+            header_timeout=_number(
+                env, "NICO_HEADER_TIMEOUT", cls.header_timeout, float, minimum=0.001
             ),
         )
 
