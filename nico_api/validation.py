@@ -214,7 +214,10 @@ class NICoBodyValidator(JSONRequestBodyValidator):
             return json.loads(text.decode(self._encoding))
         except (ValueError, UnicodeDecodeError, RecursionError):
             self._problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
-            return None
+            # The handler is passed an empty object instead, which it never reads: Connexion
+            # would parse the original again, and fail where this did.
+            self.MUTABLE_VALIDATION = True
+            return {}
 
     def _validate(self, body: Any) -> None:
         if body is None:
@@ -259,6 +262,14 @@ class _ValidationOperation(RequestValidationOperation):
             has_body = int(headers.get("content-length", 0) or 0) > 0
             if has_body and not headers.get("content-type", "").startswith("application/json"):
                 RequestProblems.of(scope).add(Step.BODY, NICoError(400, PARSE_FAILED))
+                # Passed to the handler as bytes it never reads, neither parsed nor validated.
+                scope = {
+                    **scope,
+                    "headers": [
+                        (name, b"application/octet-stream" if name == b"content-type" else value)
+                        for name, value in scope["headers"]
+                    ],
+                }
         await super().__call__(scope, receive, send)
 
 

@@ -149,13 +149,31 @@ def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
         (b"\xff\xfe", "application/json"),
         (SITE_BODY, "text/plain"),
         (SITE_BODY, "Application/JSON"),
+        (SITE_BODY, ""),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+        (b'{"siteId": ' + b"7" * 5000 + b"}", "application/json"),
     ],
-    ids=["bad-json", "wrong-type", "array", "not-utf8", "text-plain", "upper-case-json"],
+    ids=[
+        "bad-json",
+        "wrong-type",
+        "array",
+        "not-utf8",
+        "text-plain",
+        "upper-case-json",
+        "no-content-type",
+        "nested-100000-deep",
+        "integer-of-5000-digits",
+    ],
 )
 def test_row6_body_that_cannot_be_read(
     client: TestClient, bearer: Bearer, body: bytes, content_type: str
 ) -> None:
-    response = post(client, PENDING_TASK, bearer(), body, **{"Content-Type": content_type})
+    headers = {**bearer(), "Content-Type": content_type}
+    if not content_type:
+        del headers["Content-Type"]
+    response = client.post(
+        f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel", content=body, headers=headers
+    )
     assert_error(response, 400, "Failed to parse request data")
 
 
