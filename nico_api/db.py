@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, Executable, Row, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event, make_url, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,13 +65,23 @@ def engine_for(settings: Settings) -> Engine:
             keepalives_count=3,
             tcp_user_timeout=int(settings.db_request_timeout * 1000),
         )
-    return create_engine(
+    engine = create_engine(
         url,
         # A server can drop connections; an embedded SQLite file cannot.
         pool_pre_ping=url.get_backend_name() != "sqlite",
         connect_args=connect_args,
         **pool,
     )
+    if url.get_backend_name() == "sqlite" and pool:
+        event.listen(engine, "connect", _write_ahead_log)
+    return engine
+
+
+def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite in WAL mode: readers go on while a writer (a large `db load`) holds its lock."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
 
 
 def connect(settings: Settings) -> Engine:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -550,3 +551,28 @@ def test_a_trailing_slash_is_404_never_a_redirect(
     )
     assert_error(response, 404, "Not Found")
     assert "location" not in response.headers
+
+
+def test_reads_go_on_while_a_writer_holds_the_sqlite_database(
+    client: TestClient, bearer: Bearer, engine
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's readers never wait for writers")
+    writer = sqlite3.connect(engine.url.database, isolation_level=None)
+    try:
+        # A large load in progress: its pages spill to the database file before it commits.
+        writer.execute("PRAGMA cache_size=-16")
+        writer.execute("BEGIN IMMEDIATE")
+        writer.executemany(
+            'INSERT INTO "user" (id, issuer, subject, created, updated) VALUES (?, ?, ?, ?, ?)',
+            [
+                (uuid.uuid4().hex, "load", "x" * 1000 + str(n), "2026-01-01", "2026-01-01")
+                for n in range(2000)
+            ],
+        )
+        started = time.monotonic()
+        assert get(client, RUNNING_TASK, bearer()).status_code == 200
+        assert time.monotonic() - started < 1
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
