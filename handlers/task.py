@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, NamedTuple
 
+import anyio.to_thread
 from sqlalchemy import Row
 
 from nico_api import db, queries, schemas
@@ -15,6 +16,8 @@ from nico_api.schemas import UUID_TEXT
 from nico_api.validation import RequestProblems, Step, check_body
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
+# Decoding a report this large takes long enough to hold up other requests.
+LARGE_REPORT_CHARS = 64 * 1024
 
 
 async def get_task(
@@ -25,7 +28,7 @@ async def get_task(
     found = await _provider_site_and_task(org, site_id, id_)
     _check_task_id(id_)
     _check_site(found, site_id)
-    return schemas.Task.from_record(_task(found))
+    return (await _translated([_task(found)]))[0]
 
 
 # The deprecated backward-compatible path serves the same operation.
@@ -48,7 +51,7 @@ async def cancel_task(
     if stored.status in schemas.NOT_CANCELLABLE_FLOW_STATUSES:
         # NICo Flow's own words, passed through by the REST layer.
         raise NICoError(412, f"task cannot be cancelled: task {task_id} has status {stored.status}")
-    return schemas.Task.from_record(stored), 202
+    return (await _translated([stored]))[0], 202
 
 
 cancel_rack_task = cancel_task
@@ -118,8 +121,16 @@ async def _page(org: str, problems: RequestProblems, listing: Listing, **compone
     pagination = schemas.Pagination(
         page_number=listing.page_number, page_size=listing.page_size, total=total
     )
-    tasks = schemas.TaskList([schemas.Task.from_record(row) for row in rows])
+    tasks = schemas.TaskList(await _translated(rows))
     return tasks, 200, {"X-Pagination": pagination.model_dump_json()}
+
+
+async def _translated(rows: list[Row[Any]]) -> list[schemas.Task]:
+    """The tasks in the API's shape; large stored reports are decoded in a worker thread, off
+    the event loop that every other request shares."""
+    if any(len(getattr(row, "report", None) or "") > LARGE_REPORT_CHARS for row in rows):
+        return await anyio.to_thread.run_sync(lambda: [schemas.Task.from_record(r) for r in rows])
+    return [schemas.Task.from_record(row) for row in rows]
 
 
 def _provider_admin(org: str, token_info: dict[str, Any]) -> str:

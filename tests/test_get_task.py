@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -576,3 +577,41 @@ def test_reads_go_on_while_a_writer_holds_the_sqlite_database(
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_large_report_is_decoded_off_the_event_loop(
+    client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = "0b9f5d0e-5d7e-4f53-9b0c-7d1f4f2f7a12"
+    steps = [
+        {"component_type": f"Compute-{n}", "status": "completed", "error": "e" * 100}
+        for n in range(5000)
+    ]
+    report = {"version": 1, "stages": [{"number": 1, "status": "completed", "steps": steps}]}
+    fixture.load(
+        fixture.FixtureFile.model_validate(
+            {
+                "tasks": [
+                    {"id": task_id, "site_id": ACME_SITE, "status": "completed", "report": report}
+                ]
+            }
+        )
+    )
+    decoded_on_loop: list[bool] = []
+    from_record = schemas.Task.from_record
+
+    def recording(record):
+        try:
+            asyncio.get_running_loop()
+            decoded_on_loop.append(True)
+        except RuntimeError:
+            decoded_on_loop.append(False)
+        return from_record(record)
+
+    monkeypatch.setattr(schemas.Task, "from_record", recording)
+    response = get(client, task_id, bearer())
+    assert response.status_code == 200
+    assert len(response.json()["report"]["stages"][0]["steps"]) == 5000
+    assert get(client, RUNNING_TASK, bearer()).status_code == 200
+    # The large report was decoded in a worker thread, the small one on the loop.
+    assert decoded_on_loop == [False, True]
