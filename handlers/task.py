@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any, NamedTuple
 
-import anyio.to_thread
 from sqlalchemy import Row
 
 from nico_api import db, queries, schemas
@@ -16,8 +15,6 @@ from nico_api.schemas import UUID_TEXT
 from nico_api.validation import RequestProblems, Step, check_body
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
-# Decoding a report this large takes long enough to hold up other requests.
-LARGE_REPORT_CHARS = 64 * 1024
 
 
 async def get_task(
@@ -27,8 +24,8 @@ async def get_task(
     org = _provider_admin(org, token_info)
     found = await _provider_site_and_task(org, site_id, id_)
     _check_task_id(id_)
-    _check_site(found, site_id)
-    return (await _translated([_task(found)]))[0]
+    _check_site(found.row, site_id)
+    return _task(found)
 
 
 # The deprecated backward-compatible path serves the same operation.
@@ -44,14 +41,16 @@ async def cancel_task(
     found = await _provider_site_and_task(org, site_id, id_)
     _check_task_id(id_)
     check_body(problems, "Failed to validate cancel task request data")
-    _check_site(found, site_id)
+    _check_site(found.row, site_id)
     task_id = _task(found).id
     await db.run(db.execute, queries.CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
-    stored = _task(await _provider_site_and_task(org, site_id, task_id))
-    if stored.status in schemas.NOT_CANCELLABLE_FLOW_STATUSES:
+    stored = await _provider_site_and_task(org, site_id, task_id)
+    if stored.row.status in schemas.NOT_CANCELLABLE_FLOW_STATUSES:
         # NICo Flow's own words, passed through by the REST layer.
-        raise NICoError(412, f"task cannot be cancelled: task {task_id} has status {stored.status}")
-    return (await _translated([stored]))[0], 202
+        raise NICoError(
+            412, f"task cannot be cancelled: task {task_id} has status {stored.row.status}"
+        )
+    return _task(stored), 202
 
 
 cancel_rack_task = cancel_task
@@ -101,13 +100,13 @@ class Listing(NamedTuple):
 
 
 async def _page(org: str, problems: RequestProblems, listing: Listing, **component: str) -> Page:
-    found = await _provider_site_and_task(org, listing.site_id, None)
+    found = (await _provider_site_and_task(org, listing.site_id, None)).row
     _check_site(found, listing.site_id)
     problems.check(Step.PAGING)
     ids = {name: _uuid(text) for name, text in component.items()}
     if None in ids.values():
         # A rack or tray id that is not a UUID names nothing that tasks target.
-        rows, total = [], 0
+        tasks, total = [], 0
     else:
         query = queries.task_page(
             found.found_site_id,
@@ -117,20 +116,28 @@ async def _page(org: str, problems: RequestProblems, listing: Listing, **compone
             page_number=listing.page_number,
             page_size=listing.page_size,
         )
-        rows, total = await db.run(db.fetch_page, *query)
+        tasks, total = await db.run(_read_page, *query)
     pagination = schemas.Pagination(
         page_number=listing.page_number, page_size=listing.page_size, total=total
     )
-    tasks = schemas.TaskList(await _translated(rows))
-    return tasks, 200, {"X-Pagination": pagination.model_dump_json()}
+    return schemas.TaskList(tasks), 200, {"X-Pagination": pagination.model_dump_json()}
 
 
-async def _translated(rows: list[Row[Any]]) -> list[schemas.Task]:
-    """The tasks in the API's shape; large stored reports are decoded in a worker thread, off
-    the event loop that every other request shares."""
-    if any(len(getattr(row, "report", None) or "") > LARGE_REPORT_CHARS for row in rows):
-        return await anyio.to_thread.run_sync(lambda: [schemas.Task.from_record(r) for r in rows])
-    return [schemas.Task.from_record(row) for row in rows]
+class Found(NamedTuple):
+    row: Row[Any]  # the provider's, site's and task's columns, each NULL when absent
+    task: schemas.Task | None
+
+
+# Run in a worker thread: each reads, then translates there too, off the event loop that every
+# request shares (a stored report can be large).
+def _read(org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Found:
+    row = db.fetch_one(queries.TASK_AT_SITE, {"org": org, "task_id": task_id, "site_id": site_id})
+    return Found(row, None if row.id is None else schemas.Task.from_record(row))
+
+
+def _read_page(page: Any, count: Any) -> tuple[list[schemas.Task], int]:
+    rows, total = db.fetch_page(page, count)
+    return [schemas.Task.from_record(row) for row in rows], total
 
 
 def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
@@ -140,14 +147,10 @@ def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
     return org
 
 
-async def _provider_site_and_task(org: str, site_id: Any, task_id: Any) -> Row[Any]:
+async def _provider_site_and_task(org: str, site_id: Any, task_id: Any) -> Found:
     """The org's provider, the site and the task, read in one round trip; the provider checked."""
-    found = await db.run(
-        db.fetch_one,
-        queries.TASK_AT_SITE,
-        {"org": org, "task_id": _uuid(task_id), "site_id": _uuid(site_id)},
-    )
-    if found.provider_id is None:
+    found = await db.run(_read, org, _uuid(site_id), _uuid(task_id))
+    if found.row.provider_id is None:
         raise NICoError(400, "Failed to retrieve Infrastructure Provider for org")
     return found
 
@@ -168,10 +171,10 @@ def _check_site(found: Row[Any], site_id: Any) -> None:
         raise NICoError(412, "Site does not have NICo Flow enabled")
 
 
-def _task(found: Row[Any]) -> Row[Any]:
-    if found.id is None:
+def _task(found: Found) -> schemas.Task:
+    if found.task is None:
         raise NICoError(404, "Task not found")
-    return found
+    return found.task
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
