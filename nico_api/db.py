@@ -152,12 +152,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
-        _unlimited(connection)
+        without_statement_limit(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
 
-def _unlimited(connection: Connection) -> None:
+def without_statement_limit(connection: Connection) -> None:
     """Migrations and recounts read whole tables: the per-request statement limit is lifted."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL statement_timeout = 0"))
@@ -191,7 +191,7 @@ def recount() -> int:
     """Count the list totals afresh from the stored tasks; the number of counts written."""
     with transaction() as s:
         connection = s.connection()
-        _unlimited(connection)
+        without_statement_limit(connection)
         if connection.dialect.name == "postgresql":
             # Writers finish first (their changes folded), and none start until this commits.
             connection.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))

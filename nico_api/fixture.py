@@ -109,11 +109,25 @@ class LoadSummary:
 class _TextTimestampLoader(yaml.SafeLoader):
     """YAML without implicit timestamps: report times stay RFC 3339 text, as Flow stores them."""
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # A key given twice is refused, rather than the last silently winning.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
 
 _TextTimestampLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# Reports are JSON documents: nothing deeper is stored.
+MAX_DEPTH = 64
 
 
 def parse(text: str, source: str = "fixture") -> FixtureFile:
@@ -121,19 +135,82 @@ def parse(text: str, source: str = "fixture") -> FixtureFile:
         document = yaml.load(text, Loader=_TextTimestampLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise FixtureError(f"{source}: not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise FixtureError(f"{source}: nested too deeply") from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
         raise FixtureError(f"{source}: the top level must be a mapping of providers, sites, tasks")
+    _check_values(document, source)
     try:
-        return FixtureFile.model_validate(document)
+        fixture = FixtureFile.model_validate(document)
     except ValidationError as exc:
         raise FixtureError(f"{source}: {describe(exc, document, label='id')}") from None
+    for kind in ("providers", "sites", "tasks"):
+        first: dict[uuid.UUID, int] = {}
+        for i, record in enumerate(getattr(fixture, kind)):
+            if record.id in first:
+                raise FixtureError(
+                    f"{source}: {kind}[{i}] (id {record.id}): the id is given twice "
+                    f"(first at {kind}[{first[record.id]}])"
+                )
+            first[record.id] = i
+    return fixture
+
+
+def _check_values(document: dict[str, Any], source: str) -> None:
+    """Every value is one both backends store as it is: JSON's kinds of value, text without a
+    NUL or a lone surrogate, nested at most MAX_DEPTH deep."""
+    pending: list[tuple[str, Any, int]] = [(name, value, 1) for name, value in document.items()]
+    while pending:
+        where, value, depth = pending.pop()
+        problem = None
+        if depth > MAX_DEPTH:
+            problem = f"nested more than {MAX_DEPTH} deep"
+        elif isinstance(value, str):
+            if not _storable(value):
+                problem = "text with a NUL or a lone surrogate, which PostgreSQL cannot store"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or not _storable(key):
+                    problem = f"the key {key!r} is not storable text"
+                    break
+                pending.append((f"{where}.{key}", item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif not isinstance(value, int | float | bool) and value is not None:
+            problem = f"a value of kind {type(value).__name__}, which is not JSON"
+        if problem:
+            raise FixtureError(f"{source}: {_named(where, document)}: {problem}")
+
+
+def _named(where: str, document: dict[str, Any]) -> str:
+    """`tasks[3].report.x` as `tasks[3] (id 1f0c...) field 'report.x'`, as validation names it."""
+    head, _, field = where.partition("].")
+    kind, _, index = head.partition("[")
+    records = document.get(kind)
+    if not field or not isinstance(records, list) or not index.isdigit():
+        return where
+    record = records[int(index)]
+    label = f" (id {record.get('id')})" if isinstance(record, dict) and record.get("id") else ""
+    return f"{kind}[{index}]{label} field '{field}'"
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load(fixture: FixtureFile) -> LoadSummary:
     """Write every record in one transaction, inserting or replacing by id."""
     with db.transaction() as session:
+        # A load of any size runs to its end: the per-request statement limit is not for it.
+        db.without_statement_limit(session.connection())
         _check_references(session, fixture)
         for records, model in (
             (fixture.providers, models.InfrastructureProvider),

@@ -95,6 +95,20 @@ def test_db_load_rejects_a_bad_file_with_a_message(env: dict[str, str], tmp_path
     assert "Traceback" not in result.stderr
 
 
+def test_db_load_names_text_it_cannot_store_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"tasks:\n  - id: {RUNNING_TASK}\n    site_id: {ACME_SITE}\n    status: failed\n"
+        '    message: "half a pair: \\ud800"\n'
+    )
+    result = run(env, "db", "load", str(bad))
+    assert result.returncode == 1
+    assert f"tasks[0] (id {RUNNING_TASK}) field 'message'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_db_load_accepts_a_good_file(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "db", "seed", "--demo").returncode == 0
     good = tmp_path / "good.yaml"

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from nico_api import db, fixture, models
 from tests.demo import ACME_SITE, GLOBEX, PENDING_TASK
@@ -130,3 +130,65 @@ def test_a_file_with_an_error_is_rejected_whole(engine: Engine, text: str, expec
     assert expected in str(error.value)
     assert _counts() == before
     assert _task(NEW_TASK) is None
+
+
+TASK_HEAD = f"tasks:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f"{TASK_HEAD}}}\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: running}}\n",
+            f"tasks[1] (id {NEW_TASK}): the id is given twice (first at tasks[0])",
+        ),
+        (f"{TASK_HEAD}, status: running}}\n", "the key 'status' is given twice"),
+        (
+            f'{TASK_HEAD}, message: "a\\ud800b"}}\n',
+            f"tasks[0] (id {NEW_TASK}) field 'message': text with a NUL or a lone surrogate",
+        ),
+        (
+            f'{TASK_HEAD}, report: {{x: "a\\x00b"}}}}\n',
+            f"tasks[0] (id {NEW_TASK}) field 'report.x': text with a NUL or a lone surrogate",
+        ),
+        (
+            f"{TASK_HEAD}, report: !!binary aGVsbG8=}}\n",
+            f"tasks[0] (id {NEW_TASK}) field 'report': a value of kind bytes, which is not JSON",
+        ),
+        (f"{TASK_HEAD}, report: {'[' * 100_000}{']' * 100_000}}}\n", "nested too deeply"),
+        (
+            f"{TASK_HEAD}, report: {'[' * 70}{']' * 70}}}\n",
+            f"tasks[0] (id {NEW_TASK}) field 'report[0]",
+        ),
+    ],
+    ids=[
+        "duplicate-id",
+        "duplicate-key",
+        "lone-surrogate",
+        "nul",
+        "binary",
+        "deeply-nested",
+        "nested-past-the-limit",
+    ],
+)
+def test_input_neither_backend_stores_as_given_is_refused_by_name(text: str, message: str) -> None:
+    # Refused before any database sees it, so both backends accept exactly the same files.
+    with pytest.raises(fixture.FixtureError) as refused:
+        fixture.parse(text, "tasks.yaml")
+    assert message in str(refused.value)
+
+
+def test_a_load_runs_without_the_request_statement_limit(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's statement timeout is a lock wait, which a load may need")
+    sent: list[str] = []
+
+    def capture(_conn, _cursor, statement, *_args) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        fixture.load(fixture.demo())
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert sent[0] == "SET LOCAL statement_timeout = 0"
