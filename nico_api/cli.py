@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         # Bounded request heads and idle connections, and protocol errors in the envelope.
         http=BoundedHttpProtocol,
+        timeout_keep_alive=settings.keepalive_timeout,
     )
     return 0
 

@@ -37,6 +37,7 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 64 << 10
     header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -74,6 +75,9 @@ class Settings:
             ),
             header_timeout=_number(
                 env, "NICO_HEADER_TIMEOUT", cls.header_timeout, float, minimum=0.001
+            ),
+            keepalive_timeout=_number(
+                env, "NICO_KEEPALIVE_TIMEOUT", cls.keepalive_timeout, float, minimum=0.001
             ),
         )
 
