@@ -56,35 +56,13 @@ def nico_client(tmp_path: Path) -> Iterator[ModuleType]:
 
 # What a client generated from upstream's newest spec (SPEC-N) calls each Task operation: the
 # module (tag and operationId) and the parameters that a caller passes.
+LIST_PARAMETERS = {"org", "site_id", "active_only", "include_report", "page_number", "page_size"}
 UPSTREAM_OPERATIONS = {
     "task.get_task": {"org", "id", "site_id"},
     "task.cancel_task": {"org", "id", "body"},
-    "task.get_all_tasks": {
-        "org",
-        "site_id",
-        "active_only",
-        "include_report",
-        "page_number",
-        "page_size",
-    },
-    "rack.get_rack_tasks": {
-        "org",
-        "id",
-        "site_id",
-        "active_only",
-        "include_report",
-        "page_number",
-        "page_size",
-    },
-    "tray.get_tray_tasks": {
-        "org",
-        "id",
-        "site_id",
-        "active_only",
-        "include_report",
-        "page_number",
-        "page_size",
-    },
+    "task.get_all_tasks": LIST_PARAMETERS,
+    "rack.get_rack_tasks": LIST_PARAMETERS | {"id"},
+    "tray.get_tray_tasks": LIST_PARAMETERS | {"id"},
 }
 # ... and the models it reads and writes.
 UPSTREAM_MODELS = [
