@@ -109,10 +109,15 @@ def test_others_are_served_while_a_client_sends_a_60_mb_header(edge_server) -> N
     assert slowest < 2.0  # the whole 60 MB head would stall the server for seconds
 
 
-def test_a_malformed_request_line_is_400_in_the_envelope(edge_server) -> None:
+@pytest.mark.parametrize(
+    "request_line",
+    [b"NOT A REQUEST", b"FETCH /healthz HTTP/1.1"],
+    ids=["garbage", "unknown-method"],
+)
+def test_a_malformed_request_line_is_400_in_the_envelope(edge_server, request_line: bytes) -> None:
     _base_url, port, _token = edge_server
     with connect(port) as sock:
-        sock.sendall(b"NOT A REQUEST\r\n\r\n")
+        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
         status, headers, body = answer(sock)
     assert status == 400
     assert headers["content-type"] == "application/json"
