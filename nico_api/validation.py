@@ -30,7 +30,7 @@ from connexion.validators.parameter import draft4_format_checker
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError, best_match
 from starlette.datastructures import Headers, QueryParams
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from nico_api.errors import NICoError
 
@@ -202,16 +202,12 @@ class NICoBodyValidator(JSONRequestBodyValidator):
 
     async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         self._problems = RequestProblems.of(scope)
-        if not int(Headers(scope=scope).get("content-length", 0) or 0):
-            # An empty body binds nothing: the struct keeps its zero values.
-            self._validate({})
-            return receive, scope
         return await super().wrap_receive(receive, scope=scope)
 
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         text = b"".join([message async for message in stream])
         try:
-            return json.loads(text.decode(self._encoding))
+            return json.loads(text.decode(self._encoding), parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError, RecursionError):
             self._problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
             # The handler is passed an empty object instead, which it never reads: Connexion
@@ -234,6 +230,11 @@ class NICoBodyValidator(JSONRequestBodyValidator):
             self._problems.add(Step.BODY, BodyInvalidError())
 
 
+def _not_json(constant: str) -> Any:
+    # Python reads NaN and Infinity; JSON, and Go's decoder, do not.
+    raise ValueError(f"{constant} is not JSON")
+
+
 class BodyInvalidError(NICoError):
     """A readable body that misses a required value; the operation names the message."""
 
@@ -250,27 +251,54 @@ def check_body(problems: RequestProblems, message: str) -> None:
 
 
 class _ValidationOperation(RequestValidationOperation):
-    """Connexion's request validation, with the media type checked as production's binder
-    checks it: a non-empty body must be `application/json` (a prefix, case-sensitive)."""
+    """Connexion's request validation, with a body read first as production's binder reads it:
+    an empty one binds nothing (an empty object is validated instead), a non-empty one must be
+    `application/json` (a case-sensitive prefix), else `Failed to parse request data`. What the
+    JSON validator is then given is always a JSON body with its length, chunked or not."""
 
     def validate_mime_type(self, mime_type: str) -> None:
-        """Checked in `__call__`, where the problem can be kept for the handler."""
+        """Decided in `__call__`, where the problem can be kept for the handler."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._operation.request_body:
-            headers = Headers(scope=scope)
-            has_body = int(headers.get("content-length", 0) or 0) > 0
-            if has_body and not headers.get("content-type", "").startswith("application/json"):
+            # Read whole: its size is bounded by the edge's body limit.
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+            content_type = Headers(scope=scope).get("content-type", "")
+            if body and not content_type.startswith("application/json"):
                 RequestProblems.of(scope).add(Step.BODY, NICoError(400, PARSE_FAILED))
-                # Passed to the handler as bytes it never reads, neither parsed nor validated.
-                scope = {
-                    **scope,
-                    "headers": [
-                        (name, b"application/octet-stream" if name == b"content-type" else value)
-                        for name, value in scope["headers"]
-                    ],
-                }
+                body = b""
+            replay = body or b"{}"
+            headers = [
+                (name, value)
+                for name, value in scope["headers"]
+                if name not in (b"content-type", b"content-length", b"transfer-encoding")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(replay)).encode()),
+            ]
+            scope = {**scope, "headers": headers}
+            receive = _replaying(replay, receive)
         await super().__call__(scope, receive, send)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that gives `body` once, then whatever the client sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 class _ValidationAPI(RequestValidationAPI):

@@ -152,6 +152,7 @@ def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
         (SITE_BODY, ""),
         (b"[" * 100_000 + b"]" * 100_000, "application/json"),
         (b'{"siteId": ' + b"7" * 5000 + b"}", "application/json"),
+        (SITE_BODY[:-1] + b', "x": NaN}', "application/json"),
     ],
     ids=[
         "bad-json",
@@ -163,6 +164,7 @@ def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
         "no-content-type",
         "nested-100000-deep",
         "integer-of-5000-digits",
+        "nan",
     ],
 )
 def test_row6_body_that_cannot_be_read(
@@ -255,3 +257,59 @@ def test_concurrent_cancels_update_the_task_once(
     assert {answer.status_code for answer in answers} == {202}
     # One update happened: every answer shows the same cancellation time.
     assert len({answer.json()["finished"] for answer in answers}) == 1
+
+
+def chunked(body: bytes):
+    """The body sent in chunks, with no Content-Length."""
+    yield from (body[i : i + 1000] for i in range(0, len(body), 1000))
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message", "data"),
+    [
+        (b"[" * 100_000, "application/json", "Failed to parse request data", None),
+        (SITE_BODY, "text/plain", "Failed to parse request data", None),
+        (b'{"siteId": ""}', "application/json", "Failed to validate cancel task request data", {}),
+    ],
+    ids=["nested-100000-deep", "text-plain", "empty-site-id"],
+)
+def test_a_chunked_body_is_read_as_any_other(
+    client: TestClient, bearer: Bearer, body: bytes, content_type: str, message: str, data
+) -> None:
+    response = client.post(
+        f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel",
+        content=chunked(body),
+        headers={**bearer(), "Content-Type": content_type},
+    )
+    assert_error(response, 400, message, data)
+
+
+def test_a_chunked_body_cancels(client: TestClient, bearer: Bearer) -> None:
+    response = client.post(
+        f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel",
+        content=chunked(SITE_BODY),
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", ""])
+def test_an_empty_body_of_any_type_binds_nothing(
+    client: TestClient, bearer: Bearer, content_type: str
+) -> None:
+    headers = {**bearer(), "Content-Type": content_type}
+    if not content_type:
+        del headers["Content-Type"]
+    response = client.post(
+        f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel", content=b"", headers=headers
+    )
+    assert_error(response, 400, "Failed to validate cancel task request data", {})
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/jsonx"])
+def test_any_content_type_that_starts_application_json_is_json(
+    client: TestClient, bearer: Bearer, content_type: str
+) -> None:
+    # Production's binder takes the type by prefix.
+    response = post(client, PENDING_TASK, bearer(), SITE_BODY, **{"Content-Type": content_type})
+    assert response.status_code == 202, response.text
