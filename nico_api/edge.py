@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nico_api.config import Settings
+from nico_api.errors import envelope_body
 
 BODY_TOO_LARGE = "Request Entity Too Large"
 HEAD_TOO_LARGE = "Request Header Fields Too Large"
@@ -49,10 +49,6 @@ class BodyLimit:
         await self.app(scope, bounded, send)
 
 
-class _HeadRefusedError(Exception):
-    """The request's head passed its size limit; raised out of the parser's callback."""
-
-
 @functools.cache
 def _limits() -> Settings:
     # Read once per server process, from the environment every worker shares.
@@ -70,6 +66,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._max_head = _limits().max_header_bytes
         self._head_timeout = _limits().header_timeout
         self._head_bytes = 0
+        self._in_head = True
         self._head_deadline: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
         self._discarding = False
@@ -84,25 +81,36 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
         self._arm()
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._in_head = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        super().data_received(data)
+        # What arrived while the head is still incomplete was all head: counted as it arrives,
+        # since the parser reports a header only once the next one starts.
+        if self._in_head and not self._discarding:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._refusal = (431, HEAD_TOO_LARGE)
+                self.send_400_response(HEAD_TOO_LARGE)
 
     def send_400_response(self, msg: str) -> None:
         status, message = self._refusal or (400, BAD_REQUEST)
-        body = json.dumps({"source": "nico", "message": message, "data": None}).encode()
+        body = envelope_body(message).encode()
         reason = {400: b"Bad Request", 431: HEAD_TOO_LARGE.encode()}[status]
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request still being answered on this connection is abandoned.
+            self.cycle.disconnected = True
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
@@ -114,16 +122,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._discarding:
-            super().data_received(data)
-
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self._max_head:
-            self._refusal = (431, HEAD_TOO_LARGE)
-            raise _HeadRefusedError
 
     def _arm(self) -> None:
         if self._head_deadline is None:

@@ -61,15 +61,21 @@ def describe(exc: ValidationError, document: dict[str, Any], label: str) -> str:
     return "; ".join(problems)
 
 
+def envelope_body(message: str, data: dict[str, Any] | None = None) -> str:
+    """The envelope as Go's encoder writes it: compact, one line."""
+    return (
+        json.dumps({"source": "nico", "message": message, "data": data}, separators=(",", ":"))
+        + "\n"
+    )
+
+
 def envelope(
     status: int,
     message: str,
     data: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ConnexionResponse:
-    # As Go's encoder writes it: compact, one line.
-    body = json.dumps({"source": "nico", "message": message, "data": data}, separators=(",", ":"))
-    body += "\n"
+    body = envelope_body(message, data)
     return ConnexionResponse(
         status_code=status,
         mimetype="application/json",

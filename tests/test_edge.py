@@ -189,3 +189,31 @@ def test_an_undeclared_body_is_cut_off_at_the_limit(edge_server) -> None:
     )
     assert response.status_code == 413
     assert response.json()["message"] == "Request Entity Too Large"
+
+
+def test_an_unterminated_header_is_431_as_it_arrives(edge_server) -> None:
+    _base_url, port, _token = edge_server
+    with connect(port) as sock:
+        started = time.monotonic()
+        # One header that never ends: no parser callback would ever see it whole.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000)
+        status, _headers, body = answer(sock)
+    assert status == 431
+    assert json.loads(body)["message"] == "Request Header Fields Too Large"
+    assert time.monotonic() - started < HEADER_TIMEOUT
+
+
+def test_a_body_sent_with_its_head_does_not_count_as_head(edge_server) -> None:
+    _base_url, port, token = edge_server
+    body = b'{"siteId": "' + ACME_SITE.encode() + b'", "padding": "' + b"a" * 60_000 + b'"}'
+    with connect(port) as sock:
+        sock.sendall(
+            (
+                f"POST /v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + body
+        )
+        status, _headers, _body = answer(sock)
+    assert status == 202
