@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -111,14 +112,17 @@ class _TextTimestampLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         # A key given twice is refused, rather than the last silently winning.
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges a mapping in; it is not a key
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
+            if isinstance(key, str):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -178,6 +182,8 @@ def _check_values(document: dict[str, Any], source: str) -> None:
                 pending.append((f"{where}.{key}", item, depth + 1))
         elif isinstance(value, list):
             pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problem = f"{value} is not a JSON number"
         elif not isinstance(value, int | float | bool) and value is not None:
             problem = f"a value of kind {type(value).__name__}, which is not JSON"
         if problem:

@@ -93,7 +93,7 @@ def _only_version_1(value: int) -> int:
 
 def go_time(value: datetime) -> str:
     """A UTC time as Go's RFC3339Nano writes it: fractional seconds without trailing zeros."""
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{value.year:04d}-{value:%m-%dT%H:%M:%S}"
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -144,7 +144,7 @@ class TaskReportV1Step(ReportModel):
 
 
 class TaskReportV1Stage(ReportModel):
-    number: StrictInt
+    number: Annotated[StrictInt, Field(ge=1)]
     status: PhaseStatus
     steps: list[TaskReportV1Step]
     started_at: ReportTime | None = omitted_when_absent()

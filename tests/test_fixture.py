@@ -160,6 +160,11 @@ TASK_HEAD = f"tasks:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending"
             f"{TASK_HEAD}, report: {'[' * 70}{']' * 70}}}\n",
             f"tasks[0] (id {NEW_TASK}) field 'report[0]",
         ),
+        (
+            f"{TASK_HEAD}, report: {{x: .nan}}}}\n",
+            f"tasks[0] (id {NEW_TASK}) field 'report.x': nan is not a JSON number",
+        ),
+        ("? [a]\n: 1\n", "found unhashable key"),
     ],
     ids=[
         "duplicate-id",
@@ -169,6 +174,8 @@ TASK_HEAD = f"tasks:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending"
         "binary",
         "deeply-nested",
         "nested-past-the-limit",
+        "not-a-number",
+        "unhashable-key",
     ],
 )
 def test_input_neither_backend_stores_as_given_is_refused_by_name(text: str, message: str) -> None:
@@ -192,3 +199,13 @@ def test_a_load_runs_without_the_request_statement_limit(engine: Engine) -> None
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     assert sent[0] == "SET LOCAL statement_timeout = 0"
+
+
+def test_a_yaml_merge_key_is_not_a_key_given_twice() -> None:
+    text = (
+        "tasks:\n"
+        f"- &first {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending}}\n"
+        f"- {{<<: *first, id: {PENDING_TASK}}}\n"
+    )
+    loaded = fixture.parse(text, "tasks.yaml")
+    assert [str(task.id) for task in loaded.tasks] == [NEW_TASK, PENDING_TASK]

@@ -254,3 +254,16 @@ def test_task_from_record_with_report_and_times() -> None:
     assert task["started"] == "2026-11-02T09:00:00Z"
     assert task["finished"] == "2026-11-02T09:30:00Z"
     assert task["report"]["stages"][0]["steps"][0]["componentType"] == "Compute"
+
+
+def test_a_stage_numbered_below_1_makes_the_report_unusable() -> None:
+    stored = {"version": 1, "stages": [{"number": 0, "status": "running", "steps": []}]}
+    assert TaskReportV1.from_stored(stored) is None
+
+
+def test_years_before_1000_are_written_with_four_digits() -> None:
+    from datetime import UTC, datetime
+
+    from nico_api.schemas import go_time
+
+    assert go_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
