@@ -66,9 +66,19 @@ class KeySet:
     async def key(self, kid: str | None) -> SigningKey | None:
         """The signing key a token names, or None when the key set has no such key."""
         if self._refresh_due(kid):
-            await self._shared_refresh()
+            fetch = self._shared_fetch()
+            # A set past its lifetime that holds the key serves it while it is fetched again:
+            # a hanging provider costs no request a wait. Otherwise the request waits for the
+            # fetch (shared, within its deadline).
+            if self._cached(kid) is None:
+                await asyncio.shield(fetch)
         if self._keys is None:
             raise KeySetUnavailableError(self.source)
+        return self._cached(kid)
+
+    def _cached(self, kid: str | None) -> SigningKey | None:
+        if self._keys is None:
+            return None
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
@@ -84,13 +94,13 @@ class KeySet:
             return True
         return kid not in self._keys and since >= self.refresh_interval
 
-    async def _shared_refresh(self) -> None:
-        # Every request that finds the set due waits for the same fetch, bounded by its deadline.
+    def _shared_fetch(self) -> asyncio.Task[None]:
+        # Every request that finds the set due shares one fetch.
         loop = asyncio.get_running_loop()
         fetch = self._fetches.get(loop)
         if fetch is None or fetch.done():
             fetch = self._fetches[loop] = loop.create_task(self._refresh())
-        await asyncio.shield(fetch)
+        return fetch
 
     async def _refresh(self) -> None:
         self._last_attempt = self._clock()

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -261,6 +261,14 @@ def test_a_huge_key_set_is_never_read_whole(
     assert idp.sent < 50 * 2**20  # the reader stopped long before the end
 
 
+async def _until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
+    """Wait, on this event loop, until a background fetch has made `condition` true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the key set was not fetched again"
+        await asyncio.sleep(0.02)
+
+
 def test_a_removed_key_stops_working_within_the_key_sets_lifetime(
     idp: KeySetServer, tmp_path: Path
 ) -> None:
@@ -268,16 +276,40 @@ def test_a_removed_key_stops_working_within_the_key_sets_lifetime(
     idp.cache_control = "public, max-age=120"
     config = issuer_config(idp.url, jwksMinLifetime="30s", jwksMaxLifetime="10m")
     authn = authenticator(load_auth_config(write_config(tmp_path, config)), clock)
-    assert verify(authn, KEY_A.sign(claims(sub="first"))).subject == "first"
-    idp.publish(KEY_B)  # the provider drops key A
-    clock.now += 100
-    assert verify(authn, KEY_A.sign(claims(sub="second"))).subject == "second"  # still fresh
-    assert idp.requests == 1
-    clock.now += 21  # past the provider's max-age: the set is fetched again
-    with pytest.raises(auth.TokenRejectedError) as rejected:
-        verify(authn, KEY_A.sign(claims(sub="third")))
-    assert rejected.value.status_code == 401
-    assert idp.requests == 2
+
+    async def scenario() -> None:
+        assert (await authn.verify(KEY_A.sign(claims(sub="first")))).subject == "first"
+        idp.publish(KEY_B)  # the provider drops key A
+        clock.now += 100
+        assert (await authn.verify(KEY_A.sign(claims(sub="second")))).subject == "second"
+        assert idp.requests == 1  # still fresh
+        clock.now += 21  # past the provider's max-age: the set is fetched again
+        # Meanwhile the cached key answers, so a hanging provider would cost no request a wait.
+        assert (await authn.verify(KEY_A.sign(claims(sub="third")))).subject == "third"
+        await _until(lambda: idp.requests == 2)
+        await asyncio.sleep(0.1)
+        with pytest.raises(auth.TokenRejectedError) as rejected:
+            await authn.verify(KEY_A.sign(claims(sub="fourth")))
+        assert rejected.value.status_code == 401
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_key_set_never_makes_a_request_wait(idp: KeySetServer, tmp_path: Path) -> None:
+    clock = Clock()
+    config = issuer_config(idp.url, jwksTimeout="2s")
+    authn = authenticator(load_auth_config(write_config(tmp_path, config)), clock)
+
+    async def scenario() -> None:
+        await authn.verify(KEY_A.sign(claims(sub="first")))
+        idp.delay = 5.0  # the provider now hangs
+        clock.now += 3600
+        started = time.monotonic()
+        for n in range(5):
+            await authn.verify(KEY_A.sign(claims(sub=f"user-{n}")))
+        assert time.monotonic() - started < 0.5
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(
@@ -291,13 +323,18 @@ def test_the_providers_max_age_is_kept_within_the_issuers_bounds(
     idp.cache_control = cache_control
     config = issuer_config(idp.url, jwksMinLifetime="30s", jwksMaxLifetime="10m")
     authn = authenticator(load_auth_config(write_config(tmp_path, config)), clock)
-    verify(authn, KEY_A.sign(claims(sub="first")))
-    clock.now += lifetime - 1
-    verify(authn, KEY_A.sign(claims(sub="second")))
-    assert idp.requests == 1
-    clock.now += 1
-    verify(authn, KEY_A.sign(claims(sub="third")))
-    assert idp.requests == 2
+
+    async def scenario() -> None:
+        await authn.verify(KEY_A.sign(claims(sub="first")))
+        clock.now += lifetime - 1
+        await authn.verify(KEY_A.sign(claims(sub="second")))
+        await asyncio.sleep(0.2)
+        assert idp.requests == 1
+        clock.now += 1
+        await authn.verify(KEY_A.sign(claims(sub="third")))
+        await _until(lambda: idp.requests == 2)
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(
