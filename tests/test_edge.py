@@ -5,11 +5,11 @@ in the envelope while other clients are served as usual."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,15 +20,24 @@ from tests.processes import NICO_API, free_port, run, serving
 HEADER_TIMEOUT = 1.0
 
 
-@pytest.fixture
-def edge_server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, int, str]]:
-    """`nico-api serve` with a 1 s header timeout: its base URL, port and a member's token."""
-    env = {**env, "NICO_HEADER_TIMEOUT": str(HEADER_TIMEOUT), "NICO_MAX_BODY_BYTES": "65536"}
+@pytest.fixture(scope="module")
+def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str]]:
+    """`nico-api serve` with a 1 s header timeout, shared by this module's tests (the edge is
+    the same whatever the database, so SQLite serves): base URL, port, a member's token."""
+    folder = tmp_path_factory.mktemp("edge")
+    env = {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(folder / "instance"),
+        "NICO_DATABASE_URL": f"sqlite:///{folder / 'nico.db'}",
+        "NICO_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+        "NICO_MAX_BODY_BYTES": "65536",
+    }
+    assert run(env, "db", "init").returncode == 0
     assert run(env, "db", "seed", "--demo").returncode == 0
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port)]
-    with serving(command, env, tmp_path / "server.log", port) as base_url:
+    with serving(command, env, folder / "server.log", port) as base_url:
         yield base_url, port, token
 
 
