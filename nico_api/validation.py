@@ -200,11 +200,9 @@ class NICoBodyValidator(JSONRequestBodyValidator):
     cannot be read is `Failed to parse request data`; one that misses a required value is the
     operation's own validation message (`check_body`)."""
 
-    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
-        self._problems = RequestProblems.of(scope)
-        return await super().wrap_receive(receive, scope=scope)
-
     async def _parse(self, stream: Any, scope: Scope) -> Any:
+        # Parsed, then validated (`_validate`), once per request by this instance.
+        self._problems = RequestProblems.of(scope)
         text = b"".join([message async for message in stream])
         try:
             return json.loads(text.decode(self._encoding), parse_constant=_not_json)

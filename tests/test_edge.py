@@ -60,6 +60,15 @@ def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
+def cancel_head(token: str, length: int) -> bytes:
+    """The head of a cancel of the pending demo task, declaring a body of `length` bytes."""
+    return (
+        f"POST /v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
 def closed_within(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
@@ -165,13 +174,7 @@ def test_a_head_sent_a_byte_at_a_time_is_cut_off(edge_server) -> None:
 def test_a_declared_huge_body_is_413_before_it_is_read(edge_server) -> None:
     _base_url, port, token = edge_server
     with connect(port) as sock:
-        sock.sendall(
-            (
-                f"POST /v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {200 * 2**20}\r\nConnection: close\r\n\r\n"
-            ).encode()
-        )
+        sock.sendall(cancel_head(token, 200 * 2**20))
         status, _headers, body = answer(sock)
     assert status == 413
     assert json.loads(body) == {
@@ -216,13 +219,6 @@ def test_a_body_sent_with_its_head_does_not_count_as_head(edge_server) -> None:
     _base_url, port, token = edge_server
     body = b'{"siteId": "' + ACME_SITE.encode() + b'", "padding": "' + b"a" * 60_000 + b'"}'
     with connect(port) as sock:
-        sock.sendall(
-            (
-                f"POST /v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            + body
-        )
+        sock.sendall(cancel_head(token, len(body)) + body)
         status, _headers, _body = answer(sock)
     assert status == 202
