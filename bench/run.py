@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,10 @@ import httpx
 import psycopg
 
 from bench import dataset
-from nico_api import db
 from nico_api.config import Settings
+from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -50,12 +50,6 @@ class Result:
     errors: int
     rss_mb: list[float] = field(default_factory=list)
     rss_growth_mb: float | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url(backend: str, label: int | str) -> str:
@@ -260,7 +254,7 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--backends", default="sqlite,postgresql")
@@ -268,76 +262,89 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--hostile-seconds", type=int, default=60)
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is required (Debian package wrk)", file=sys.stderr)
-        return 2
+    return parser.parse_args()
 
-    instance = Path(tempfile.mkdtemp(prefix="nico-bench-"))
-    results: list[Result] = []
-    hostile_result = None
-    for backend in args.backends.split(","):
-        for tasks in (int(n) for n in args.sizes.split(",")):
-            url = database_url(backend, tasks)
-            settings = Settings(instance_dir=instance, database_url=url)
-            engine = db.connect(settings)
-            started = time.monotonic()
-            dataset.prepare(engine, tasks)
-            ids_file = instance / f"ids-{backend}-{tasks}.txt"
-            ids_file.write_text("\n".join(dataset.sample_ids(engine)) + "\n")
-            db.dispose()
-            print(
-                f"{backend} {tasks:,} tasks ready in {time.monotonic() - started:.0f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-            issuer = DevIssuer(settings)
-            wrk_args = [
-                str(ids_file),
-                issuer.issue(dataset.ORG, ["PROVIDER_ADMIN"], 86400),
-                issuer.issue(dataset.OTHER_ORG, ["PROVIDER_ADMIN"], 86400),
-                str(dataset.SITE),
-            ]
-            env = {
-                **os.environ,
-                "NICO_INSTANCE_DIR": str(instance),
-                "NICO_DATABASE_URL": url,
-                "PYTHONPATH": str(ROOT),
-            }
-            for workers in (int(n) for n in args.workers.split(",")):
-                for app in ("baseline", "nico"):
-                    result = measure(
-                        app, backend, tasks, workers, env, wrk_args, args.seconds, args.connections
-                    )
-                    print(
-                        f"  {app} x{workers}: {result.rps:,.0f} req/s, p99 {result.p99:.2f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    results.append(result)
-            # A page of the site's task list: its cost should not grow with the task count.
-            lists = measure(
-                "nico",
-                backend,
-                tasks,
-                1,
-                env,
-                wrk_args,
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Case:
+    """One backend and task count, its data ready: what the servers and wrk are given."""
+
+    backend: str
+    tasks: int
+    env: dict[str, str]
+    wrk_args: list[str]
+
+
+def prepare_case(backend: str, tasks: int, instance: Path) -> Case:
+    """The data set in its database, a sample of its task ids, and tokens for wrk."""
+    url = database_url(backend, tasks)
+    settings = Settings(instance_dir=instance, database_url=url)
+    storage = Storage(settings)
+    started = time.monotonic()
+    try:
+        dataset.prepare(storage.engine, tasks)
+        ids_file = instance / f"ids-{backend}-{tasks}.txt"
+        ids_file.write_text("\n".join(dataset.sample_ids(storage.engine)) + "\n")
+    finally:
+        storage.dispose()
+    _progress(f"{backend} {tasks:,} tasks ready in {time.monotonic() - started:.0f}s")
+    issuer = DevIssuer(settings)
+    wrk_args = [
+        str(ids_file),
+        issuer.issue(dataset.ORG, ["PROVIDER_ADMIN"], 86400),
+        issuer.issue(dataset.OTHER_ORG, ["PROVIDER_ADMIN"], 86400),
+        str(dataset.SITE),
+    ]
+    env = {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(instance),
+        "NICO_DATABASE_URL": url,
+        "PYTHONPATH": str(ROOT),
+    }
+    return Case(backend, tasks, env, wrk_args)
+
+
+def measure_case(case: Case, args: argparse.Namespace) -> list[Result]:
+    """The service and the baseline with each worker count, then a page of the task list."""
+    results = []
+    for workers in (int(n) for n in args.workers.split(",")):
+        for app in ("baseline", "nico"):
+            result = measure(
+                app,
+                case.backend,
+                case.tasks,
+                workers,
+                case.env,
+                case.wrk_args,
                 args.seconds,
                 args.connections,
-                script="lists.lua",
             )
-            print(
-                f"  nico lists x1: {lists.rps:,.0f} req/s, p50 {lists.p50:.2f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
-            results.append(lists)
-            if hostile_result is None and args.hostile_seconds > 0:
-                hostile_result = hostile(env, wrk_args, args.hostile_seconds, args.connections)
+            _progress(f"  {app} x{workers}: {result.rps:,.0f} req/s, p99 {result.p99:.2f} ms")
+            results.append(result)
+    # A page of the site's task list: its cost should not grow with the task count.
+    lists = measure(
+        "nico",
+        case.backend,
+        case.tasks,
+        1,
+        case.env,
+        case.wrk_args,
+        args.seconds,
+        args.connections,
+        script="lists.lua",
+    )
+    _progress(f"  nico lists x1: {lists.rps:,.0f} req/s, p50 {lists.p50:.2f} ms")
+    return [*results, lists]
 
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
-    report = [
+
+def report(
+    results: list[Result], hostile_result: dict | None, args: argparse.Namespace, stamp: str
+) -> str:
+    lines = [
         f"# Benchmark {stamp}",
         "",
         versions(),
@@ -356,13 +363,33 @@ def main() -> int:
         errors = sum(
             hostile_result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
         )
-        report += [
+        lines += [
             f"Mixed hostile load, {args.hostile_seconds}s, 1 worker: "
             f"{hostile_result['requests']:,} requests, 5xx: {fives}, connection errors: "
             f"{errors}, statuses: {json.dumps(hostile_result['statuses'], sort_keys=True)}",
             "",
         ]
-    publish("\n".join(report), stamp)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = _arguments()
+    if shutil.which("wrk") is None:
+        print("wrk is required (Debian package wrk)", file=sys.stderr)
+        return 2
+    instance = Path(tempfile.mkdtemp(prefix="nico-bench-"))
+    results: list[Result] = []
+    hostile_result = None
+    for backend in args.backends.split(","):
+        for tasks in (int(n) for n in args.sizes.split(",")):
+            case = prepare_case(backend, tasks, instance)
+            results += measure_case(case, args)
+            if hostile_result is None and args.hostile_seconds > 0:
+                hostile_result = hostile(
+                    case.env, case.wrk_args, args.hostile_seconds, args.connections
+                )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
+    publish(report(results, hostile_result, args, stamp), stamp)
     return 0
 
 

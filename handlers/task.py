@@ -6,26 +6,30 @@ from __future__ import annotations
 import uuid
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row
-
-from nico_api import db, queries, schemas
+from nico_api import flow, schemas
 from nico_api.errors import NICoError
-from nico_api.models import utcnow
+from nico_api.runtime import Runtime
 from nico_api.schemas import UUID_TEXT
+from nico_api.store import Lookup, Store
 from nico_api.validation import RequestProblems, Step, check_body
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
 
 
 async def get_task(
-    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, site_id: str = ""
+    org: str,
+    id_: str,
+    token_info: dict[str, Any],
+    problems: RequestProblems,
+    runtime: Runtime,
+    site_id: str = "",
 ) -> schemas.Task:
     problems.check(Step.QUERY)
     org = _provider_admin(org, token_info)
-    found = await _provider_site_and_task(org, site_id, id_)
+    found = await _provider_site_and_task(runtime.store, org, site_id, id_)
     _check_task_id(id_)
-    _check_site(found.row, site_id)
-    return _task(found)
+    _check_site(found, site_id)
+    return _task(found.task)
 
 
 # The deprecated backward-compatible path serves the same operation.
@@ -33,24 +37,28 @@ get_rack_task = get_task
 
 
 async def cancel_task(
-    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, body: Any = None
+    org: str,
+    id_: str,
+    token_info: dict[str, Any],
+    problems: RequestProblems,
+    runtime: Runtime,
+    body: Any = None,
 ) -> tuple[schemas.Task, int]:
     # Query parameters are never checked; the body only after the org's provider and the task id.
     org = _provider_admin(org, token_info)
     site_id = body.get("siteId") if isinstance(body, dict) else None
-    found = await _provider_site_and_task(org, site_id, id_)
+    found = await _provider_site_and_task(runtime.store, org, site_id, id_)
     _check_task_id(id_)
     check_body(problems, "Failed to validate cancel task request data")
-    _check_site(found.row, site_id)
-    task_id = _task(found).id
-    await db.run(db.execute, queries.CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
-    stored = await _provider_site_and_task(org, site_id, task_id)
-    if stored.row.status in schemas.NOT_CANCELLABLE_FLOW_STATUSES:
+    _check_site(found, site_id)
+    task = _task(found.task)
+    cancelled = await runtime.store.cancel_task(task.id)
+    if cancelled.flow_status in flow.NOT_CANCELLABLE_STATUSES:
         # NICo Flow's own words, passed through by the REST layer.
         raise NICoError(
-            412, f"task cannot be cancelled: task {task_id} has status {stored.row.status}"
+            412, f"task cannot be cancelled: task {task.id} has status {cancelled.flow_status}"
         )
-    return _task(stored), 202
+    return _task(cancelled.task), 202
 
 
 cancel_rack_task = cancel_task
@@ -58,27 +66,41 @@ cancel_rack_task = cancel_task
 
 # Connexion passes the lists' query parameters, and its own context, as keywords.
 async def get_all_tasks(
-    org: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
+    org: str,
+    token_info: dict[str, Any],
+    problems: RequestProblems,
+    runtime: Runtime,
+    **query: Any,
 ) -> Page:
     org = _provider_admin(org, token_info)
     problems.check(Step.QUERY)
-    return await _page(org, problems, Listing.of(query))
+    return await _page(runtime.store, org, problems, Listing.of(query))
 
 
 async def get_rack_tasks(
-    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
+    org: str,
+    id_: str,
+    token_info: dict[str, Any],
+    problems: RequestProblems,
+    runtime: Runtime,
+    **query: Any,
 ) -> Page:
     problems.check(Step.QUERY)
     org = _provider_admin(org, token_info)
-    return await _page(org, problems, Listing.of(query), rack_id=id_)
+    return await _page(runtime.store, org, problems, Listing.of(query), rack_id=id_)
 
 
 async def get_tray_tasks(
-    org: str, id_: str, token_info: dict[str, Any], problems: RequestProblems, **query: Any
+    org: str,
+    id_: str,
+    token_info: dict[str, Any],
+    problems: RequestProblems,
+    runtime: Runtime,
+    **query: Any,
 ) -> Page:
     problems.check(Step.QUERY)
     org = _provider_admin(org, token_info)
-    return await _page(org, problems, Listing.of(query), tray_id=id_)
+    return await _page(runtime.store, org, problems, Listing.of(query), tray_id=id_)
 
 
 class Listing(NamedTuple):
@@ -99,45 +121,29 @@ class Listing(NamedTuple):
         )
 
 
-async def _page(org: str, problems: RequestProblems, listing: Listing, **component: str) -> Page:
-    found = (await _provider_site_and_task(org, listing.site_id, None)).row
-    _check_site(found, listing.site_id)
+async def _page(
+    store: Store, org: str, problems: RequestProblems, listing: Listing, **component: str
+) -> Page:
+    found = await _provider_site_and_task(store, org, listing.site_id, None)
+    site = _check_site(found, listing.site_id)
     problems.check(Step.PAGING)
     ids = {name: _uuid(text) for name, text in component.items()}
     if None in ids.values():
         # A rack or tray id that is not a UUID names nothing that tasks target.
         tasks, total = [], 0
     else:
-        query = queries.task_page(
-            found.found_site_id,
+        tasks, total = await store.task_page(
+            site,
             **ids,
             active_only=listing.active_only,
             include_report=listing.include_report,
             page_number=listing.page_number,
             page_size=listing.page_size,
         )
-        tasks, total = await db.run(_read_page, *query)
     pagination = schemas.Pagination(
         page_number=listing.page_number, page_size=listing.page_size, total=total
     )
     return schemas.TaskList(tasks), 200, {"X-Pagination": pagination.model_dump_json()}
-
-
-class Found(NamedTuple):
-    row: Row[Any]  # the provider's, site's and task's columns, each NULL when absent
-    task: schemas.Task | None
-
-
-# Run in a worker thread: each reads, then translates there too, off the event loop that every
-# request shares (a stored report can be large).
-def _read(org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Found:
-    row = db.fetch_one(queries.TASK_AT_SITE, {"org": org, "task_id": task_id, "site_id": site_id})
-    return Found(row, None if row.id is None else schemas.Task.from_record(row))
-
-
-def _read_page(page: Any, count: Any) -> tuple[list[schemas.Task], int]:
-    rows, total = db.fetch_page(page, count)
-    return [schemas.Task.from_record(row) for row in rows], total
 
 
 def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
@@ -147,10 +153,10 @@ def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
     return org
 
 
-async def _provider_site_and_task(org: str, site_id: Any, task_id: Any) -> Found:
+async def _provider_site_and_task(store: Store, org: str, site_id: Any, task_id: Any) -> Lookup:
     """The org's provider, the site and the task, read in one round trip; the provider checked."""
-    found = await db.run(_read, org, _uuid(site_id), _uuid(task_id))
-    if found.row.provider_id is None:
+    found = await store.lookup(org, _uuid(site_id), _uuid(task_id))
+    if found.provider_id is None:
         raise NICoError(400, "Failed to retrieve Infrastructure Provider for org")
     return found
 
@@ -160,21 +166,23 @@ def _check_task_id(id_: str) -> None:
         raise NICoError(400, "Invalid Task ID specified in URL")
 
 
-def _check_site(found: Row[Any], site_id: Any) -> None:
+def _check_site(found: Lookup, site_id: Any) -> uuid.UUID:
+    """The Site's checks; its id once they pass."""
     if _uuid(site_id) is None:
         raise NICoError(400, "Failed to validate Site specified in request: invalid ID")
-    if found.found_site_id is None:
+    if found.site is None:
         raise NICoError(400, "Site specified in request does not exist")
-    if found.site_provider_id != found.provider_id:
+    if found.site.infrastructure_provider_id != found.provider_id:
         raise NICoError(403, "Site specified in request doesn't belong to current org's Provider")
-    if not found.site_flow_enabled:
+    if not found.site.flow_enabled:
         raise NICoError(412, "Site does not have NICo Flow enabled")
+    return found.site.id
 
 
-def _task(found: Found) -> schemas.Task:
-    if found.task is None:
+def _task(task: schemas.Task | None) -> schemas.Task:
+    if task is None:
         raise NICoError(404, "Task not found")
-    return found.task
+    return task
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

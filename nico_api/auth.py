@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from connexion.security import BearerSecurityHandler
 
 from nico_api.config import Settings
 from nico_api.dev_issuer import DevIssuer
@@ -168,7 +167,12 @@ class Authenticator:
         self._cache_size = cache_size
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        return await self.verify(bearer_token(authorization))
+        """The caller of a request with this Authorization header, or the contract's error."""
+        try:
+            return await self.verify(bearer_token(authorization))
+        except TokenRejectedError as exc:
+            log.info("token rejected (%d): %s", exc.status_code, exc.reason)
+            raise
 
     async def verify(self, token: str) -> Caller:
         cached = self._verified.get(token)
@@ -297,7 +301,7 @@ def _scopes(claims: Mapping[str, Any]) -> set[str]:
     return granted
 
 
-def auth_config_for(settings: Settings) -> AuthConfig:
+def auth_config_for(settings: Settings, dev_issuer: DevIssuer | None = None) -> AuthConfig:
     """The configured issuers, or, with no configuration file, the development issuer alone."""
     if settings.auth_config is not None:
         return load_auth_config(settings.auth_config)
@@ -305,33 +309,6 @@ def auth_config_for(settings: Settings) -> AuthConfig:
         "NICO_AUTH_CONFIG is not set: trusting the local development issuer only, whose tokens "
         "name any org; configure real issuers for anything but development"
     )
-    dev = DevIssuer(settings)
+    dev = dev_issuer or DevIssuer(settings)
     dev.write_jwks()
     return AuthConfig(issuers=[dev.config()])
-
-
-_authenticator: Authenticator | None = None
-
-
-def configure(authenticator: Authenticator) -> Authenticator:
-    global _authenticator
-    _authenticator = authenticator
-    return authenticator
-
-
-async def _authenticate_request(authorization: str | None) -> dict[str, Any]:
-    if _authenticator is None:
-        raise RuntimeError("nico_api.auth.configure() has not been called")
-    try:
-        caller = await _authenticator.authenticate(authorization)
-    except TokenRejectedError as exc:
-        log.info("token rejected (%d): %s", exc.status_code, exc.reason)
-        raise
-    return {"sub": caller.subject, "caller": caller}
-
-
-class BearerAuthentication(BearerSecurityHandler):
-    """Connexion's bearer scheme, given the raw header so that every answer is the contract's."""
-
-    def get_fn(self, security_scheme: dict[str, Any], required_scopes: list[str]) -> Any:
-        return lambda request: _authenticate_request(request.headers.get("Authorization"))

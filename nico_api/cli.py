@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import logging.config
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nico_api import auth, db, fixture, logs
+from nico_api import auth, fixture, logs
 from nico_api.config import SPEC_PATH, Settings, SettingsError
+from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
 from nico_api.issuers import AuthConfig, AuthConfigError
 
@@ -28,7 +30,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     auth.auth_config_for(settings)
     # Each worker builds its own app from the same environment.
     uvicorn.run(
-        "nico_api.app:create_app",
+        "nico_api.app:serving_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -43,29 +45,40 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextmanager
+def _storage(settings: Settings) -> Iterator[Storage]:
+    storage = Storage(settings)
+    try:
+        yield storage
+    finally:
+        storage.dispose()
+
+
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
-    db.upgrade(db.connect(settings))
+    with _storage(settings) as storage:
+        storage.upgrade()
     print(f"database schema up to date: {_safe_url(settings)}")
     return 0
 
 
 def _db_load(args: argparse.Namespace, settings: Settings) -> int:
-    db.connect(settings)
-    summary = fixture.load_file(args.file)
+    with _storage(settings) as storage:
+        summary = fixture.load_file(storage, args.file)
     print(f"loaded {summary} from {args.file}")
     return 0
 
 
 def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
-    db.upgrade(db.connect(settings))
-    summary = fixture.load(fixture.demo())
+    with _storage(settings) as storage:
+        storage.upgrade()
+        summary = fixture.load(storage, fixture.demo())
     print(f"loaded demo data: {summary}")
     return 0
 
 
 def _db_recount(_args: argparse.Namespace, settings: Settings) -> int:
-    db.connect(settings)
-    print(f"recounted the task lists' totals: {db.recount()} counts")
+    with _storage(settings) as storage:
+        print(f"recounted the task lists' totals: {storage.recount()} counts")
     return 0
 
 

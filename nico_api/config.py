@@ -1,4 +1,4 @@
-"""Settings, read once from the environment."""
+"""Settings, read once from the environment; and how a file the service reads is faulted."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 N = TypeVar("N", int, float)
 
@@ -80,6 +82,23 @@ class Settings:
                 env, "NICO_KEEPALIVE_TIMEOUT", cls.keepalive_timeout, float, minimum=0.001
             ),
         )
+
+
+def document_problems(exc: ValidationError, document: dict[str, Any], label: str) -> str:
+    """Each problem of a configuration or data file, naming the record (by position and
+    `label`) and the field: `tasks[3] (id 1f0c...) field 'status': ...`."""
+    problems = []
+    for error in exc.errors():
+        loc = error["loc"]
+        where = ".".join(str(part) for part in loc)
+        if len(loc) >= 2 and isinstance(loc[1], int):
+            record = document[loc[0]][loc[1]]
+            name = record.get(label) if isinstance(record, dict) else None
+            field = ".".join(str(part) for part in loc[2:]) or "(record)"
+            where = f"{loc[0]}[{loc[1]}]" + (f" ({label} {name})" if name else "")
+            where += f" field '{field}'"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
 
 
 class SettingsError(ValueError):

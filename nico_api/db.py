@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,14 +26,6 @@ from nico_api.errors import StorageDeadlineError
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-_sessions: sessionmaker[Session] | None = None
-_engine: Engine | None = None
-_settings: Settings | None = None
-# Per event loop: how many requests may use the database at once (the pool's capacity).
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -84,67 +76,89 @@ def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def connect(settings: Settings) -> Engine:
-    """Create the engine for the settings and make it the one sessions use."""
-    global _sessions, _engine, _settings
-    _engine = engine_for(settings)
-    _sessions = sessionmaker(_engine, expire_on_commit=False)
-    _settings = settings
-    _slots.clear()
-    return _engine
+class Storage:
+    """One application's database: its engine and pool, its sessions, and how many of its
+    requests may use the database at once."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = engine_for(settings)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Per event loop: a limiter belongs to the loop that created it.
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
 
-async def run(work: Callable[..., T], *args: Any) -> T:
-    """Run blocking database work in a worker thread, at most as many at once as the pool has
-    connections: few threads contend less for the GIL than many, and a request that waits
-    longer than the pool timeout for its turn is answered 503 rather than queued for ever."""
-    if _settings is None:
-        raise RuntimeError("nico_api.db.connect() has not been called")
-    loop = asyncio.get_running_loop()
-    slots = _slots.get(loop)
-    if slots is None:
-        capacity = _settings.db_pool_size + _settings.db_max_overflow
-        slots = _slots.setdefault(loop, anyio.CapacityLimiter(max(1, capacity)))
-    with anyio.move_on_after(_settings.db_pool_timeout) as waiting:
-        await slots.acquire()
-    if waiting.cancelled_caught:
-        raise PoolTimeoutError("no database connection became free within the pool timeout")
-    try:
-        # A database that stops answering (frozen, or behind a black hole) holds the worker
-        # thread until TCP gives up; the request is answered at its deadline all the same.
-        with anyio.fail_after(_settings.db_request_timeout):
-            return await anyio.to_thread.run_sync(
-                functools.partial(work, *args), abandon_on_cancel=True
-            )
-    except TimeoutError:
-        raise StorageDeadlineError(
-            f"the database did not answer within {_settings.db_request_timeout:g}s"
-        ) from None
-    finally:
-        slots.release()
+    async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work in a worker thread, at most as many at once as the pool
+        has connections: few threads contend less for the GIL than many, and a request that
+        waits longer than the pool timeout for its turn is answered 503 rather than queued."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            capacity = max(1, settings.db_pool_size + settings.db_max_overflow)
+            slots = self._slots.setdefault(loop, anyio.CapacityLimiter(capacity))
+        with anyio.move_on_after(settings.db_pool_timeout) as waiting:
+            await slots.acquire()
+        if waiting.cancelled_caught:
+            raise PoolTimeoutError("no database connection became free within the pool timeout")
+        try:
+            # A database that stops answering (frozen, or behind a black hole) holds the worker
+            # thread until TCP gives up; the request is answered at its deadline all the same.
+            with anyio.fail_after(settings.db_request_timeout):
+                return await anyio.to_thread.run_sync(
+                    functools.partial(work, *args), abandon_on_cancel=True
+                )
+        except TimeoutError:
+            raise StorageDeadlineError(
+                f"the database did not answer within {settings.db_request_timeout:g}s"
+            ) from None
+        finally:
+            slots.release()
 
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A plain connection, for the request path's Core statements."""
+        with self.engine.connect() as c:
+            yield c
 
-def fetch_one(statement: Executable, parameters: dict[str, Any]) -> Row[Any]:
-    with connection() as c:
-        return c.execute(statement, parameters).one()
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            yield s
 
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed at the end, or rolled back whole on any error."""
+        with self.session() as s, s.begin():
+            yield s
 
-def execute(statement: Executable, parameters: dict[str, Any]) -> int:
-    """Run a change in its own transaction; the number of rows it changed."""
-    with transaction() as s:
-        return s.execute(statement, parameters).rowcount
+    def upgrade(self, revision: str = "head") -> None:
+        upgrade(self.engine, revision)
 
+    def recount(self) -> int:
+        """Count the list totals afresh from the stored tasks; the number of counts written."""
+        with self.transaction() as s:
+            connection = s.connection()
+            without_statement_limit(connection)
+            if connection.dialect.name == "postgresql":
+                # Writers finish first (their changes folded), and none start until this commits.
+                connection.execute(
+                    text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE")
+                )
+            for statement in queries.RECOUNT:
+                connection.execute(statement)
+            return connection.scalar(queries.COUNTS) or 0
 
-def fetch_page(page: Executable, count: Executable) -> tuple[list[Row[Any]], int]:
-    """The rows of a page and the size of the whole set, read in one transaction."""
-    with connection() as c:
-        return list(c.execute(page)), c.execute(count).scalar_one()
+    def ping(self) -> None:
+        """Raise unless the database answers a query now."""
+        with self.connection() as c:
+            c.execute(text("SELECT 1"))
 
-
-def dispose() -> None:
-    """Close the pool's connections (at shutdown, or before a test resets the database)."""
-    if _engine is not None:
-        _engine.dispose()
+    def dispose(self) -> None:
+        """Close the pool's connections (at shutdown, or before the database is replaced)."""
+        self.engine.dispose()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -161,46 +175,3 @@ def without_statement_limit(connection: Connection) -> None:
     """Migrations and recounts read whole tables: the per-request statement limit is lifted."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL statement_timeout = 0"))
-
-
-@contextmanager
-def connection() -> Iterator[Connection]:
-    """A plain connection, for the request path's Core statements."""
-    if _engine is None:
-        raise RuntimeError("nico_api.db.connect() has not been called")
-    with _engine.connect() as c:
-        yield c
-
-
-@contextmanager
-def session() -> Iterator[Session]:
-    if _sessions is None:
-        raise RuntimeError("nico_api.db.connect() has not been called")
-    with _sessions() as s:
-        yield s
-
-
-@contextmanager
-def transaction() -> Iterator[Session]:
-    """A session whose work is committed at the end, or rolled back whole on any error."""
-    with session() as s, s.begin():
-        yield s
-
-
-def recount() -> int:
-    """Count the list totals afresh from the stored tasks; the number of counts written."""
-    with transaction() as s:
-        connection = s.connection()
-        without_statement_limit(connection)
-        if connection.dialect.name == "postgresql":
-            # Writers finish first (their changes folded), and none start until this commits.
-            connection.execute(text("LOCK TABLE task, task_component IN SHARE ROW EXCLUSIVE MODE"))
-        for statement in queries.RECOUNT:
-            connection.execute(statement)
-        return connection.scalar(queries.COUNTS) or 0
-
-
-def ping() -> None:
-    """Raise unless the database answers a query now."""
-    with session() as s:
-        s.execute(text("SELECT 1"))

@@ -9,7 +9,6 @@ from typing import Any
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
@@ -42,23 +41,6 @@ class NICoError(Exception):
         self.message = message
         self.data = data
         self.headers = headers or {}
-
-
-def describe(exc: ValidationError, document: dict[str, Any], label: str) -> str:
-    """Each problem of a configuration or data file, naming the record (by position and
-    `label`) and the field: `tasks[3] (id 1f0c...) field 'status': ...`."""
-    problems = []
-    for error in exc.errors():
-        loc = error["loc"]
-        where = ".".join(str(part) for part in loc)
-        if len(loc) >= 2 and isinstance(loc[1], int):
-            record = document[loc[0]][loc[1]]
-            name = record.get(label) if isinstance(record, dict) else None
-            field = ".".join(str(part) for part in loc[2:]) or "(record)"
-            where = f"{loc[0]}[{loc[1]}]" + (f" ({label} {name})" if name else "")
-            where += f" field '{field}'"
-        problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
 
 
 def envelope_body(message: str, data: dict[str, Any] | None = None) -> str:

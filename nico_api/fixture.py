@@ -15,11 +15,13 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
-from nico_api.errors import describe
-from nico_api.schemas import FLOW_STATUS, UTCTime
+from nico_api.config import document_problems
+from nico_api.db import Storage
+from nico_api.flow import STATUSES
+from nico_api.schemas import UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
-FlowStatus = Literal[tuple(FLOW_STATUS)]  # type: ignore[valid-type]
+FlowStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 class FixtureError(ValueError):
@@ -149,7 +151,7 @@ def parse(text: str, source: str = "fixture") -> FixtureFile:
     try:
         fixture = FixtureFile.model_validate(document)
     except ValidationError as exc:
-        raise FixtureError(f"{source}: {describe(exc, document, label='id')}") from None
+        raise FixtureError(f"{source}: {document_problems(exc, document, label='id')}") from None
     for kind in ("providers", "sites", "tasks"):
         first: dict[uuid.UUID, int] = {}
         for i, record in enumerate(getattr(fixture, kind)):
@@ -212,9 +214,9 @@ def _storable(text: str) -> bool:
     return True
 
 
-def load(fixture: FixtureFile) -> LoadSummary:
+def load(storage: Storage, fixture: FixtureFile) -> LoadSummary:
     """Write every record in one transaction, inserting or replacing by id."""
-    with db.transaction() as session:
+    with storage.transaction() as session:
         # A load of any size runs to its end: the per-request statement limit is not for it.
         db.without_statement_limit(session.connection())
         _check_references(session, fixture)
@@ -276,12 +278,12 @@ def _check_references(session: Session, fixture: FixtureFile) -> None:
             raise FixtureError(f"tasks[{i}] (id {task.id}) field 'site_id': no site {task.site_id}")
 
 
-def load_file(path: Path) -> LoadSummary:
+def load_file(storage: Storage, path: Path) -> LoadSummary:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FixtureError(f"{path}: cannot read: {exc}") from None
-    return load(parse(text, str(path)))
+    return load(storage, parse(text, str(path)))
 
 
 def demo() -> FixtureFile:

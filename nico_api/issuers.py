@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from nico_api.errors import describe
+from nico_api.config import document_problems
 
 ROLES = ("PROVIDER_ADMIN", "TENANT_ADMIN")
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -219,7 +219,9 @@ def parse_auth_config(document: Any, source: str) -> AuthConfig:
     try:
         config = AuthConfig.model_validate(document)
     except ValidationError as exc:
-        raise AuthConfigError(f"{source}: {describe(exc, document, label='name')}") from None
+        raise AuthConfigError(
+            f"{source}: {document_problems(exc, document, label='name')}"
+        ) from None
     try:
         _check_across_issuers(config)
     except AuthConfigError as exc:

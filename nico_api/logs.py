@@ -7,10 +7,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,9 +26,16 @@ _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 class AccessLog:
     """ASGI middleware: tags each response with X-Request-ID and logs the request as JSON."""
 
-    def __init__(self, app: ASGIApp, path_templates: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        path_templates: Mapping[str, str],
+        operation_of: Callable[[Scope], str | None],
+    ) -> None:
         self.app = app
         self.path_templates = path_templates
+        # The operationId routing chose, read from the scope once the request is answered.
+        self.operation_of = operation_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +57,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            operation = scope["extensions"].get("connexion_routing", {}).get("operation_id")
+            operation = self.operation_of(scope)
             access_log.info(
                 "request",
                 extra={
@@ -62,6 +71,17 @@ class AccessLog:
                     }
                 },
             )
+
+
+def path_templates(spec_path: Path) -> dict[str, str]:
+    """Each operationId's path template in the spec, for the access log."""
+    spec = yaml.safe_load(spec_path.read_text())
+    return {
+        operation["operationId"]: path
+        for path, item in spec["paths"].items()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
 
 
 def _request_id(scope: Scope) -> str:

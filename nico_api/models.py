@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from nico_api.schemas import ACTIVE_FLOW_STATUSES
+from nico_api.flow import ACTIVE_STATUSES
 
 
 def utcnow() -> datetime:
@@ -98,7 +98,7 @@ class Site(Base):
 # A task that is active: its statuses are written into the SQL (not bound), so that the
 # planners of both databases match it with the partial index below.
 ACTIVE_TASK = column("status").in_(
-    [literal(status, literal_execute=True) for status in ACTIVE_FLOW_STATUSES]
+    [literal(status, literal_execute=True) for status in ACTIVE_STATUSES]
 )
 
 

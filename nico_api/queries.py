@@ -21,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 
+from nico_api.flow import CANCELLED_MESSAGE, CANCELLED_STATUS, FINISHED_STATUSES
 from nico_api.models import (
     ACTIVE_TASK,
     InfrastructureProvider,
@@ -29,7 +30,6 @@ from nico_api.models import (
     TaskComponent,
     TaskCount,
 )
-from nico_api.schemas import FINISHED_FLOW_STATUSES
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())
@@ -45,9 +45,9 @@ _TASK_COLUMNS = [
     for column in Task.__table__.columns
 ]
 
-TASK_AT_SITE = select(
+PROVIDER_SITE_AND_TASK = select(
     InfrastructureProvider.id.label("provider_id"),
-    Site.id.label("found_site_id"),
+    Site.id.label("site_record_id"),
     Site.infrastructure_provider_id.label("site_provider_id"),
     Site.flow_enabled.label("site_flow_enabled"),
     *_TASK_COLUMNS,
@@ -95,20 +95,24 @@ def task_page(
     return page, select(func.coalesce(func.sum(TaskCount.tasks), 0)).where(*counted)
 
 
+TASK_BY_ID = select(*_TASK_COLUMNS).where(Task.id == _TASK)
+
 # Cancelling is one conditional update of a task that has not finished (Flow cancels `unknown`
-# ones too): of two concurrent cancels, one changes the task and the other finds it terminated.
+# ones too), returning the cancelled task: of two concurrent cancels, one changes the task and
+# the other finds it terminated.
 CANCEL_TASK = (
     update(Task)
     .where(
         Task.id == bindparam("task_id", type_=Uuid()),
-        Task.status.not_in(FINISHED_FLOW_STATUSES),
+        Task.status.not_in(FINISHED_STATUSES),
     )
     .values(
-        status="terminated",
-        message="Cancelled by user",
+        status=CANCELLED_STATUS,
+        message=CANCELLED_MESSAGE,
         finished_at=bindparam("now"),
         updated_at=bindparam("now"),
     )
+    .returning(*_TASK_COLUMNS)
 )
 
 

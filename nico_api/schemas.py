@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,8 +24,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Row
 
-if TYPE_CHECKING:  # the stored records import this module's status vocabulary
-    from nico_api import models
+from nico_api import models
+from nico_api.flow import PhaseStatus
 
 
 class TaskStatus(StrEnum):
@@ -37,7 +37,7 @@ class TaskStatus(StrEnum):
     TERMINATED = "Terminated"
 
 
-# Flow's stored vocabulary on the left; anything else reads as Unknown.
+# Flow's stored statuses (nico_api.flow) on the left; anything else reads as Unknown.
 FLOW_STATUS = {
     "unknown": TaskStatus.UNKNOWN,
     "pending": TaskStatus.PENDING,
@@ -47,13 +47,6 @@ FLOW_STATUS = {
     "failed": TaskStatus.FAILED,
     "terminated": TaskStatus.TERMINATED,
 }
-# Stored statuses whose tasks count as active: Pending or Running.
-ACTIVE_FLOW_STATUSES = tuple(
-    flow for flow, rest in FLOW_STATUS.items() if rest in (TaskStatus.PENDING, TaskStatus.RUNNING)
-)
-# Flow's finished statuses; a terminated task is cancelled already, the others never can be.
-FINISHED_FLOW_STATUSES = ("completed", "failed", "terminated")
-NOT_CANCELLABLE_FLOW_STATUSES = ("completed", "failed")
 # Production's page size when none (or 0) is given; the spec states it as pageSize's default.
 DEFAULT_PAGE_SIZE = 20
 
@@ -106,7 +99,6 @@ ReportTime = Annotated[UTCTime, BeforeValidator(_text_only)]
 Count = Annotated[StrictInt, Field(ge=0)]
 # An empty message is no message: optional report fields are omitted, never sent empty.
 ReportText = Annotated[StrictStr, AfterValidator(lambda text: text or None)]
-PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 
 
 def _absent(value: Any) -> bool:

@@ -1,43 +1,45 @@
-"""Shared fixtures: a fresh database per test (SQLite, and PostgreSQL when configured)."""
+"""Shared fixtures, on SQLite and (when configured) PostgreSQL.
+
+Each backend's schema is migrated once per session, into two templates: empty, and with the
+demo data. A test gets a clean database by copying a template (a file copy on SQLite, `CREATE
+DATABASE ... TEMPLATE` on PostgreSQL), and the one app of the session, whose pool is emptied
+first. Tests that start processes, servers or database instances are marked `slow`.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
-from connexion import AsyncApp
-from sqlalchemy import Engine, MetaData, text
+from sqlalchemy import Engine, MetaData, make_url, text
 from starlette.testclient import TestClient
 
-from nico_api import db, fixture
+from nico_api import fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
+from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
+from nico_api.framework import NICoApp
 from tests.processes import NICO_API, free_port, run, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
 # The `bearer` fixture: authorization headers for a caller of an org with roles.
 Bearer = Callable[..., dict[str, str]]
+TEMPLATES = ("empty", "demo")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'nico.db'}"
-    url = os.environ.get(POSTGRES_URL_VAR)
-    if not url:
-        pytest.skip(f"{POSTGRES_URL_VAR} is not set: no PostgreSQL server to test against")
-    return url
+# The fixtures of tests that run `nico-api` processes: such tests are `slow`.
+PROCESS_FIXTURES = {"server", "env"}
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    # Responses are validated against openapi.yaml in every test: a spec mismatch is a 500.
-    return Settings(
-        instance_dir=tmp_path / "instance", database_url=database_url, validate_responses=True
-    )
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def reset(engine: Engine) -> None:
@@ -52,32 +54,161 @@ def reset(engine: Engine) -> None:
             tables.drop_all(connection)
 
 
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    engine = db.connect(settings)
-    reset(engine)
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
+class TestDatabase:
+    """A backend's database for the tests, made fresh from a template before each test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def fresh(self, template: str, storage: Storage) -> None:
+        """The database as `template` holds it, for the app whose `storage` uses it."""
+        raise NotImplementedError
 
 
-@pytest.fixture
-def app(settings: Settings, engine: Engine) -> Iterator[AsyncApp]:
+class SQLiteDatabase(TestDatabase):
+    """A copy of the template's file (a few kilobytes) for each test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.file = directory / "nico.db"
+        self.templates = {name: directory / f"{name}.db" for name in TEMPLATES}
+        for name, path in self.templates.items():
+            _build_template(f"sqlite:///{path}", demo=name == "demo")
+        super().__init__(f"sqlite:///{self.file}")
+
+    def fresh(self, template: str, storage: Storage) -> None:
+        storage.dispose()  # no connection may keep the replaced file open
+        for leftover in self.file.parent.glob(self.file.name + "-*"):
+            leftover.unlink()  # the write-ahead log of the last test's database
+        shutil.copyfile(self.templates[template], self.file)
+
+
+class PostgreSQLDatabase(TestDatabase):
+    """`CREATE DATABASE ... TEMPLATE` for each test that follows a write. Any write takes a
+    transaction id, and transaction ids are counted across the server: when the count has not
+    moved since the last test began, that test wrote nothing and its database is reused."""
+
+    def __init__(self, url: str) -> None:
+        # The configured database is only where databases are created: the tests use their own.
+        base = make_url(url)
+        prefix = f"{base.database}_nico"
+        self.target = f"{prefix}_run"
+        self.templates = {name: f"{prefix}_{name}" for name in TEMPLATES}
+        server = base.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.admin = psycopg.connect(server, autocommit=True)
+        for name, database in self.templates.items():
+            self._create(database, "template0")
+            _build_template(
+                base.set(database=database).render_as_string(hide_password=False),
+                demo=name == "demo",
+            )
+        self.current: tuple[str, int] | None = None
+        super().__init__(base.set(database=self.target).render_as_string(hide_password=False))
+
+    def _create(self, name: str, template: str) -> None:
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+    def _transaction_id(self) -> int:
+        row = self.admin.execute("SELECT txid_current()").fetchone()
+        assert row is not None
+        return row[0]
+
+    def fresh(self, template: str, storage: Storage) -> None:
+        if self.current is not None:
+            last_template, last_id = self.current
+            now = self._transaction_id()
+            if last_template == template and now == last_id + 1:
+                self.current = (template, now)  # nothing was written since
+                return
+        storage.dispose()
+        self._create(self.target, self.templates[template])
+        self.current = (template, self._transaction_id())
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+def _build_template(url: str, *, demo: bool) -> None:
+    storage = Storage(Settings(instance_dir=Path("unused"), database_url=url))
+    try:
+        storage.upgrade()
+        if demo:
+            fixture.load(storage, fixture.demo())
+    finally:
+        storage.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def test_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestDatabase]:
+    if request.param == "sqlite":
+        yield SQLiteDatabase(tmp_path_factory.mktemp("sqlite"))
+        return
+    url = os.environ.get(POSTGRES_URL_VAR)
+    if not url:
+        pytest.skip(f"{POSTGRES_URL_VAR} is not set: no PostgreSQL server to test against")
+    database = PostgreSQLDatabase(url)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def settings(test_database: TestDatabase, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    # Responses are validated against openapi.yaml in every test: a spec mismatch is a 500.
+    return Settings(
+        instance_dir=tmp_path_factory.mktemp("instance"),
+        database_url=test_database.url,
+        validate_responses=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def session_app(settings: Settings) -> Iterator[NICoApp]:
     app = create_app(settings)
-    fixture.load(fixture.demo())
     yield app
-    db.dispose()
+    app.runtime.close()
 
 
 @pytest.fixture
-def client(app: AsyncApp) -> Iterator[TestClient]:
+def served_app(session_app: NICoApp) -> NICoApp:
+    """The app the `app` and `client` fixtures serve; a module may serve another."""
+    return session_app
+
+
+@pytest.fixture
+def storage(
+    request: pytest.FixtureRequest, test_database: TestDatabase, served_app: NICoApp
+) -> Storage:
+    """The app's storage over a fresh database: migrated, and holding the demo data when the
+    test uses the app."""
+    storage = served_app.runtime.storage
+    test_database.fresh("demo" if "app" in request.fixturenames else "empty", storage)
+    return storage
+
+
+@pytest.fixture
+def engine(storage: Storage) -> Engine:
+    return storage.engine
+
+
+@pytest.fixture
+def app(served_app: NICoApp, storage: Storage) -> NICoApp:
+    """The app, over a fresh database holding the demo data."""
+    return served_app
+
+
+@pytest.fixture
+def client(app: NICoApp) -> Iterator[TestClient]:
     with app.test_client() as client:
         yield client
 
 
 @pytest.fixture
-def issuer(settings: Settings, app: AsyncApp) -> DevIssuer:
-    return DevIssuer(settings)
+def issuer(session_app: NICoApp) -> DevIssuer:
+    dev_issuer = session_app.runtime.dev_issuer
+    assert dev_issuer is not None
+    return dev_issuer
 
 
 @pytest.fixture
@@ -92,8 +223,8 @@ def bearer(issuer: DevIssuer) -> Bearer:
 
 
 @pytest.fixture
-def env(settings: Settings, engine: Engine) -> dict[str, str]:
-    """The environment of a nico-api process that uses this test's database."""
+def env(settings: Settings, storage: Storage) -> dict[str, str]:
+    """The environment of a nico-api process that uses this test's (empty, migrated) database."""
     return {
         **os.environ,
         "NICO_INSTANCE_DIR": str(settings.instance_dir),

@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 from nico_api import auth
 from nico_api.app import create_app
 from nico_api.config import Settings
+from nico_api.framework import NICoApp
 from nico_api.issuers import AuthConfig, AuthConfigError, load_auth_config, parse_auth_config
 from nico_api.jwks import KeySet
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
@@ -74,15 +75,22 @@ def write_config(tmp_path: Path, *issuers: dict[str, Any], **extra: Any) -> Path
     return path
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str, idp: KeySetServer) -> Settings:
+@pytest.fixture(scope="module")
+def trusted_idp() -> Iterator[KeySetServer]:
+    server = KeySetServer(KEY_A, EC_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served_app(
+    settings: Settings, trusted_idp: KeySetServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NICoApp]:
     # The app of this module trusts the test identity provider only.
-    return Settings(
-        instance_dir=tmp_path / "instance",
-        database_url=database_url,
-        validate_responses=True,
-        auth_config=write_config(tmp_path, issuer_config(idp.url)),
-    )
+    config = write_config(tmp_path_factory.mktemp("auth"), issuer_config(trusted_idp.url))
+    app = create_app(replace(settings, auth_config=config))
+    yield app
+    app.runtime.close()
 
 
 def get_task(client: TestClient, authorization: str | None):
@@ -523,8 +531,10 @@ def test_role_names_outside_production_are_dropped() -> None:
 # --- scopes and audiences ---------------------------------------------------------------------
 
 
-def scoped_client(settings: Settings, idp: KeySetServer, **overrides: Any) -> TestClient:
-    config = write_config(settings.auth_config.parent, issuer_config(idp.url, **overrides))
+def scoped_client(
+    settings: Settings, tmp_path: Path, idp: KeySetServer, **overrides: Any
+) -> TestClient:
+    config = write_config(tmp_path, issuer_config(idp.url, **overrides))
     return create_app(replace(settings, auth_config=config)).test_client()
 
 
@@ -533,18 +543,26 @@ def scoped_client(settings: Settings, idp: KeySetServer, **overrides: Any) -> Te
     [{"scope": "openid nico"}, {"scp": ["nico", "openid"]}, {"scopes": ["openid"], "scp": "nico"}],
 )
 def test_required_scopes_present(
-    client: TestClient, settings: Settings, idp: KeySetServer, granted: dict[str, Any]
+    client: TestClient,
+    settings: Settings,
+    tmp_path: Path,
+    idp: KeySetServer,
+    granted: dict[str, Any],
 ) -> None:
-    with scoped_client(settings, idp, scopes=["openid", "nico"]) as scoped:
+    with scoped_client(settings, tmp_path, idp, scopes=["openid", "nico"]) as scoped:
         response = get_task(scoped, f"Bearer {KEY_A.sign(claims(**granted))}")
     assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("granted", [{}, {"scope": "openid"}, {"scp": ["nico"]}])
 def test_missing_scope_is_403(
-    client: TestClient, settings: Settings, idp: KeySetServer, granted: dict[str, Any]
+    client: TestClient,
+    settings: Settings,
+    tmp_path: Path,
+    idp: KeySetServer,
+    granted: dict[str, Any],
 ) -> None:
-    with scoped_client(settings, idp, scopes=["openid", "nico"]) as scoped:
+    with scoped_client(settings, tmp_path, idp, scopes=["openid", "nico"]) as scoped:
         response = get_task(scoped, f"Bearer {KEY_A.sign(claims(**granted))}")
     assert_error(response, 403, auth.MISSING_SCOPES)
 
@@ -555,9 +573,9 @@ def test_one_matching_audience_is_enough(client: TestClient) -> None:
 
 
 def test_audience_not_checked_when_none_configured(
-    client: TestClient, settings: Settings, idp: KeySetServer
+    client: TestClient, settings: Settings, tmp_path: Path, idp: KeySetServer
 ) -> None:
-    with scoped_client(settings, idp, audiences=[]) as open_client:
+    with scoped_client(settings, tmp_path, idp, audiences=[]) as open_client:
         response = get_task(open_client, f"Bearer {KEY_A.sign(claims(aud='anything'))}")
     assert response.status_code == 200
 

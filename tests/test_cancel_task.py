@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from nico_api import db
+from nico_api.db import Storage
 from nico_api.models import Task
 from tests.conftest import Bearer
 from tests.demo import (
@@ -45,7 +45,7 @@ def cancel(
 @BOTH_PATHS
 @pytest.mark.parametrize("task_id", [PENDING_TASK, WAITING_TASK, RUNNING_TASK])
 def test_active_task_is_terminated(
-    client: TestClient, bearer: Bearer, task_id: str, rack: bool
+    storage: Storage, client: TestClient, bearer: Bearer, task_id: str, rack: bool
 ) -> None:
     response = cancel(client, task_id, bearer(), rack=rack)
     assert response.status_code == 202, response.text
@@ -54,7 +54,7 @@ def test_active_task_is_terminated(
     assert task["finished"] is not None and task["updated"] == task["finished"]
     if task_id == RUNNING_TASK:
         assert task["report"]["version"] == 1  # the task as stored, report included
-    with db.session() as session:
+    with storage.session() as session:
         assert session.get(Task, uuid.UUID(task_id)).status == "terminated"
 
 
@@ -81,14 +81,14 @@ def test_already_terminated_task_is_returned_unchanged(client: TestClient, beare
     ("task_id", "stored"), [(COMPLETED_TASK, "completed"), (FAILED_TASK, "failed")]
 )
 def test_finished_task_is_412_with_flows_message(
-    client: TestClient, bearer: Bearer, task_id: str, stored: str, rack: bool
+    storage: Storage, client: TestClient, bearer: Bearer, task_id: str, stored: str, rack: bool
 ) -> None:
     assert_error(
         cancel(client, task_id, bearer(), rack=rack),
         412,
         f"task cannot be cancelled: task {task_id} has status {stored}",
     )
-    with db.session() as session:
+    with storage.session() as session:
         assert session.get(Task, uuid.UUID(task_id)).status == stored
 
 

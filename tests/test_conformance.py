@@ -7,8 +7,13 @@ import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
+import pytest
+
 from tests.demo import ACME, ACME_SITE, FAILED_TASK, RUNNING_TASK
 from tests.processes import BIN, free_port, run, serving
+
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def conformance(

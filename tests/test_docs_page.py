@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

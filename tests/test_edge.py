@@ -17,6 +17,9 @@ import pytest
 from tests.demo import ACME, ACME_SITE, PENDING_TASK, RUNNING_TASK, task_path
 from tests.processes import NICO_API, free_port, run, serving
 
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 HEADER_TIMEOUT = 1.0
 
 

@@ -9,49 +9,50 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from nico_api import db, fixture, models
+from nico_api import fixture, models
+from nico_api.db import Storage
 from tests.demo import ACME_SITE, GLOBEX, PENDING_TASK
 
 NEW_TASK = "9d0c4a8e-2f1b-4c3d-8e5f-6a7b8c9d0e1f"
 
 
-def _counts() -> tuple[int, int, int]:
-    with db.session() as session:
+def _counts(storage: Storage) -> tuple[int, int, int]:
+    with storage.session() as session:
         return tuple(  # type: ignore[return-value]
             session.scalar(select(func.count()).select_from(model))
             for model in (models.InfrastructureProvider, models.Site, models.Task)
         )
 
 
-def _task(task_id: str) -> models.Task | None:
-    with db.session() as session:
+def _task(storage: Storage, task_id: str) -> models.Task | None:
+    with storage.session() as session:
         return session.get(models.Task, uuid.UUID(task_id))
 
 
-def test_demo_loads_and_reloading_changes_nothing(engine: Engine) -> None:
-    first = fixture.load(fixture.demo())
-    counts = _counts()
+def test_demo_loads_and_reloading_changes_nothing(storage: Storage, engine: Engine) -> None:
+    first = fixture.load(storage, fixture.demo())
+    counts = _counts(storage)
     assert counts == (first.providers, first.sites, first.tasks) == (2, 4, 9)
-    created = _task(PENDING_TASK).created_at
-    fixture.load(fixture.demo())
-    assert _counts() == counts
-    assert _task(PENDING_TASK).created_at == created
+    created = _task(storage, PENDING_TASK).created_at
+    fixture.load(storage, fixture.demo())
+    assert _counts(storage) == counts
+    assert _task(storage, PENDING_TASK).created_at == created
 
 
-def test_reload_replaces_a_record_by_id(engine: Engine) -> None:
-    fixture.load(fixture.demo())
+def test_reload_replaces_a_record_by_id(storage: Storage, engine: Engine) -> None:
+    fixture.load(storage, fixture.demo())
     changed = fixture.parse(
         f"tasks:\n  - id: {PENDING_TASK}\n    site_id: {ACME_SITE}\n"
         "    status: running\n    message: picked up\n"
     )
-    fixture.load(changed)
-    task = _task(PENDING_TASK)
+    fixture.load(storage, changed)
+    task = _task(storage, PENDING_TASK)
     assert (task.status, task.message) == ("running", "picked up")
-    assert _counts() == (2, 4, 9)
+    assert _counts(storage) == (2, 4, 9)
 
 
-def test_json_file_with_raw_report(engine: Engine, tmp_path: Path) -> None:
-    fixture.load(fixture.demo())
+def test_json_file_with_raw_report(storage: Storage, engine: Engine, tmp_path: Path) -> None:
+    fixture.load(storage, fixture.demo())
     path = tmp_path / "tasks.json"
     path.write_text(
         json.dumps(
@@ -67,8 +68,8 @@ def test_json_file_with_raw_report(engine: Engine, tmp_path: Path) -> None:
             }
         )
     )
-    assert str(fixture.load_file(path)) == "0 providers, 0 sites, 1 tasks"
-    assert _task(NEW_TASK).report == "{oops"
+    assert str(fixture.load_file(storage, path)) == "0 providers, 0 sites, 1 tasks"
+    assert _task(storage, NEW_TASK).report == "{oops"
 
 
 @pytest.mark.parametrize(
@@ -122,14 +123,16 @@ def test_json_file_with_raw_report(engine: Engine, tmp_path: Path) -> None:
         "unknown-section",
     ],
 )
-def test_a_file_with_an_error_is_rejected_whole(engine: Engine, text: str, expected: str) -> None:
-    fixture.load(fixture.demo())
-    before = _counts()
+def test_a_file_with_an_error_is_rejected_whole(
+    storage: Storage, engine: Engine, text: str, expected: str
+) -> None:
+    fixture.load(storage, fixture.demo())
+    before = _counts(storage)
     with pytest.raises(fixture.FixtureError) as error:
-        fixture.load(fixture.parse(text))
+        fixture.load(storage, fixture.parse(text))
     assert expected in str(error.value)
-    assert _counts() == before
-    assert _task(NEW_TASK) is None
+    assert _counts(storage) == before
+    assert _task(storage, NEW_TASK) is None
 
 
 TASK_HEAD = f"tasks:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending"
@@ -185,7 +188,7 @@ def test_input_neither_backend_stores_as_given_is_refused_by_name(text: str, mes
     assert message in str(refused.value)
 
 
-def test_a_load_runs_without_the_request_statement_limit(engine: Engine) -> None:
+def test_a_load_runs_without_the_request_statement_limit(storage: Storage, engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's statement timeout is a lock wait, which a load may need")
     sent: list[str] = []
@@ -195,7 +198,7 @@ def test_a_load_runs_without_the_request_statement_limit(engine: Engine) -> None
 
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        fixture.load(fixture.demo())
+        fixture.load(storage, fixture.demo())
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     assert sent[0] == "SET LOCAL statement_timeout = 0"

@@ -19,6 +19,9 @@ from nico_api.config import SPEC_PATH
 from tests.demo import ACME, ACME_SITE, PENDING_TASK, RULE, RUNNING_TASK
 from tests.processes import BIN, run
 
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def nico_client(tmp_path: Path) -> Iterator[ModuleType]:

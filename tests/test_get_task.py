@@ -9,6 +9,7 @@ import re
 import sqlite3
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import jwt
@@ -17,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
 from nico_api import auth, fixture, schemas
+from nico_api.app import create_app
+from nico_api.config import Settings
+from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
 from tests.conftest import Bearer
 from tests.demo import (
@@ -178,13 +182,14 @@ def test_failed_task_report_carries_errors(client: TestClient, bearer: Bearer) -
     ],
 )
 def test_unusable_stored_report_is_dropped(
-    client: TestClient, bearer: Bearer, stored: dict[str, object]
+    storage: Storage, client: TestClient, bearer: Bearer, stored: dict[str, object]
 ) -> None:
     task_id = "0b9f5d0e-5d7e-4f53-9b0c-7d1f4f2f7a11"
     fixture.load(
+        storage,
         fixture.FixtureFile.model_validate(
             {"tasks": [{"id": task_id, "site_id": ACME_SITE, "status": "completed", **stored}]}
-        )
+        ),
     )
     response = get(client, task_id, bearer())
     assert response.status_code == 200, response.text
@@ -473,16 +478,10 @@ def test_row13_task_at_another_site_of_the_same_provider(
 # --- row 14 and other failures: always the envelope ------------------------------------------
 
 
-def test_row14_storage_unreachable(tmp_path, bearer: Bearer) -> None:
-    from nico_api.app import create_app
-    from nico_api.config import Settings
-
+def test_row14_storage_unreachable(settings: Settings, bearer: Bearer) -> None:
     # Nothing listens on port 1: the connection is refused at once.
-    settings = Settings(
-        instance_dir=tmp_path / "instance",
-        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2",
-    )
-    with create_app(settings).test_client() as client:
+    unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
+    with create_app(replace(settings, database_url=unreachable)).test_client() as client:
         response = get(client, RUNNING_TASK, bearer())
     assert_error(response, 503, "Task storage is temporarily unavailable")
     assert response.headers["retry-after"] == "5"
@@ -580,7 +579,7 @@ def test_reads_go_on_while_a_writer_holds_the_sqlite_database(
 
 
 def test_a_task_is_translated_off_the_event_loop(
-    client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+    storage: Storage, client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task_id = "0b9f5d0e-5d7e-4f53-9b0c-7d1f4f2f7a12"
     steps = [
@@ -589,13 +588,14 @@ def test_a_task_is_translated_off_the_event_loop(
     ]
     report = {"version": 1, "stages": [{"number": 1, "status": "completed", "steps": steps}]}
     fixture.load(
+        storage,
         fixture.FixtureFile.model_validate(
             {
                 "tasks": [
                     {"id": task_id, "site_id": ACME_SITE, "status": "completed", "report": report}
                 ]
             }
-        )
+        ),
     )
     decoded_on_loop: list[bool] = []
     from_record = schemas.Task.from_record

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, event
 from starlette.testclient import TestClient
 
 from nico_api import fixture, queries
+from nico_api.db import Storage
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,
@@ -87,10 +88,13 @@ def test_pages_cover_the_set_once(client: TestClient, bearer: Bearer) -> None:
     assert listing(client, bearer(), pageSize=2, pageNumber=9).json() == []
 
 
-def test_ties_in_creation_time_are_ordered_by_id(client: TestClient, bearer: Bearer) -> None:
+def test_ties_in_creation_time_are_ordered_by_id(
+    storage: Storage, client: TestClient, bearer: Bearer
+) -> None:
     same_time = "2026-12-01T00:00:00Z"
     ids = ["00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"]
     fixture.load(
+        storage,
         fixture.FixtureFile.model_validate(
             {
                 "tasks": [
@@ -103,7 +107,7 @@ def test_ties_in_creation_time_are_ordered_by_id(client: TestClient, bearer: Bea
                     for task_id in ids
                 ]
             }
-        )
+        ),
     )
     first_two = [task["id"] for task in listing(client, bearer(), pageSize=2).json()]
     assert first_two == [ids[1], ids[0]]

@@ -17,12 +17,15 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from nico_api import db, fixture
+from nico_api import fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.pgserver import PrivatePostgres, find_bin_dir
+
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 STORAGE_DOWN = "Task storage is temporarily unavailable"
 
@@ -60,9 +63,9 @@ def service(
     postgres: PrivatePostgres, tmp_path: Path
 ) -> Iterator[tuple[TestClient, Callable[[], object]]]:
     settings = outage_settings(tmp_path, postgres.url)
-    db.upgrade(db.connect(settings))
     app = create_app(settings)
-    fixture.load(fixture.demo())
+    app.runtime.storage.upgrade()
+    fixture.load(app.runtime.storage, fixture.demo())
     token = DevIssuer(settings).issue(ACME, ["PROVIDER_ADMIN"])
     with app.test_client() as client:
 
@@ -74,7 +77,6 @@ def service(
             )
 
         yield client, get_task
-    db.dispose()
 
 
 def timed(call: Callable[[], object]) -> tuple[object, float]:
@@ -202,7 +204,6 @@ def test_database_that_never_answers(tmp_path: Path) -> None:
             acceptor.join(timeout=5)
             for connection in accepted:
                 connection.close()
-            db.dispose()
     assert_unavailable(response, seconds, limit=6)
 
 

@@ -10,6 +10,9 @@ from nico_api import conformance
 from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, FAILED_TASK, PENDING_TASK, RUNNING_TASK
 
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 OPERATIONS = {
     "GET /v2/org/{org}/nico/task/{id}",
     "GET /v2/org/{org}/nico/rack/task/{id}",

@@ -15,9 +15,10 @@ from sqlalchemy import Engine, delete, event, func, insert, select, text, update
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
+from nico_api.db import Storage
+from nico_api.flow import ACTIVE_STATUSES
 from nico_api.models import Task, TaskComponent, TaskCount, TaskCountChange, utcnow
 from nico_api.queries import CANCEL_TASK
-from nico_api.schemas import ACTIVE_FLOW_STATUSES
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,
@@ -44,7 +45,7 @@ def counted(engine: Engine) -> Counter[Key]:
         expected: Counter[Key] = Counter()
         where = {}
         for task in tasks:
-            active = task.status in ACTIVE_FLOW_STATUSES
+            active = task.status in ACTIVE_STATUSES
             where[task.id] = (task.site_id, active)
             expected[(task.site_id, "site", task.site_id, active)] += 1
             if task.rack_id is not None:
@@ -74,14 +75,15 @@ def tasks_file(*tasks: dict) -> fixture.FixtureFile:
     return fixture.FixtureFile.model_validate({"tasks": list(tasks)})
 
 
-def test_counts_follow_every_write(engine: Engine) -> None:
-    fixture.load(fixture.demo())
+def test_counts_follow_every_write(storage: Storage, engine: Engine) -> None:
+    fixture.load(storage, fixture.demo())
     assert kept(engine) == counted(engine)
     assert {scope for _, scope, _, _ in kept(engine)} == {"site", "rack", "component"}
 
     # Reloading moves a task to another rack, another status and other trays; a new one arrives.
     new_rack, new_tray = uuid.uuid4(), uuid.uuid4()
     fixture.load(
+        storage,
         tasks_file(
             {
                 "id": RUNNING_TASK,
@@ -91,12 +93,12 @@ def test_counts_follow_every_write(engine: Engine) -> None:
                 "tray_ids": [TRAY, str(new_tray)],
             },
             {"id": str(uuid.uuid4()), "site_id": ACME_SITE, "status": "running", "rack_id": RACK},
-        )
+        ),
     )
     assert kept(engine) == counted(engine)
 
     # Cancelling, moving a task to another site and out of its rack, deleting targets and a task.
-    with db.transaction() as session:
+    with storage.transaction() as session:
         session.execute(CANCEL_TASK, {"task_id": uuid.UUID(PENDING_TASK), "now": utcnow()})
         session.execute(
             update(Task)
@@ -104,24 +106,24 @@ def test_counts_follow_every_write(engine: Engine) -> None:
             .values(site_id=uuid.UUID(ACME_SITE_2), status="running", rack_id=None)
         )
     assert kept(engine) == counted(engine)
-    with db.transaction() as session:
+    with storage.transaction() as session:
         session.execute(delete(TaskComponent).where(TaskComponent.component_id == new_tray))
         session.execute(update(TaskComponent).values(component_id=new_tray))
         session.execute(delete(Task).where(Task.id == uuid.UUID(COMPLETED_TASK)))
     assert kept(engine) == counted(engine)
-    with db.transaction() as session:
+    with storage.transaction() as session:
         session.execute(delete(TaskComponent))
         session.execute(delete(Task))
     assert kept(engine) == Counter()
 
 
-def test_the_migration_counts_the_tasks_already_stored(engine: Engine) -> None:
+def test_the_migration_counts_the_tasks_already_stored(storage: Storage, engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(db.MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
-    fixture.load(fixture.demo())
+    fixture.load(storage, fixture.demo())
     db.upgrade(engine)
     assert kept(engine) == counted(engine) != Counter()
 
@@ -148,16 +150,16 @@ def test_totals_follow_a_cancel(client: TestClient, bearer: Bearer) -> None:
     )
 
 
-def test_concurrent_writers_keep_exact_counts(engine: Engine) -> None:
+def test_concurrent_writers_keep_exact_counts(storage: Storage, engine: Engine) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(fixture.demo())
+    fixture.load(storage, fixture.demo())
     trays = [uuid.uuid4() for _ in range(3)]
 
     def write(worker: int) -> None:
         # Each writer adds tasks to the same site, rack and trays, and cancels some of them.
         for n in range(20):
             task_id = uuid.uuid4()
-            with db.transaction() as session:
+            with storage.transaction() as session:
                 session.execute(
                     insert(Task).values(
                         id=task_id,
@@ -171,13 +173,13 @@ def test_concurrent_writers_keep_exact_counts(engine: Engine) -> None:
                         insert(TaskComponent).values(task_id=task_id, component_id=tray)
                     )
             if n % 3 == 0:
-                with db.transaction() as session:
+                with storage.transaction() as session:
                     session.execute(CANCEL_TASK, {"task_id": task_id, "now": utcnow()})
 
     # As many writers as the pool has connections, all at once.
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
         list(pool.map(write, range(WRITERS)))
-    with db.transaction() as session:
+    with storage.transaction() as session:
         for task in (PENDING_TASK, WAITING_TASK):
             session.execute(CANCEL_TASK, {"task_id": uuid.UUID(task), "now": utcnow()})
     assert kept(engine) == counted(engine)
@@ -218,10 +220,10 @@ def test_an_open_load_does_not_hold_up_a_cancel(
 @pytest.mark.parametrize("first", ["trays", "cancel"])
 @pytest.mark.parametrize("change", ["add", "remove"])
 def test_trays_changing_while_their_task_is_cancelled(
-    engine: Engine, first: str, change: str
+    storage: Storage, engine: Engine, first: str, change: str
 ) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(fixture.demo())
+    fixture.load(storage, fixture.demo())
     task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY)
     if change == "add":
         tray = uuid.uuid4()
@@ -261,24 +263,26 @@ def _wait_briefly_for_a_lock_wait(engine: Engine) -> None:
             time.sleep(0.02)
 
 
-def test_truncating_empties_the_counts(engine: Engine) -> None:
+def test_truncating_empties_the_counts(storage: Storage, engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no TRUNCATE")
-    fixture.load(fixture.demo())
-    with db.transaction() as session:
+    fixture.load(storage, fixture.demo())
+    with storage.transaction() as session:
         session.execute(text("TRUNCATE task_component"))
     assert kept(engine) == counted(engine) != Counter()
-    with db.transaction() as session:
+    with storage.transaction() as session:
         # Changes recorded earlier in the transaction go with the tasks.
         session.execute(update(Task).values(status="running"))
         session.execute(text("TRUNCATE task CASCADE"))
     assert kept(engine) == counted(engine) == Counter()
 
 
-def test_db_recount_repairs_the_counts(engine: Engine, env: dict[str, str]) -> None:
-    fixture.load(fixture.demo())
+def test_db_recount_repairs_the_counts(
+    storage: Storage, engine: Engine, env: dict[str, str]
+) -> None:
+    fixture.load(storage, fixture.demo())
     expected = counted(engine)
-    with db.transaction() as session:
+    with storage.transaction() as session:
         session.execute(update(TaskCount).values(tasks=TaskCount.tasks + 5))
         stray = uuid.uuid4()
         session.execute(
@@ -293,9 +297,11 @@ def test_db_recount_repairs_the_counts(engine: Engine, env: dict[str, str]) -> N
     assert kept(engine) == expected
 
 
-def test_db_recount_waits_for_a_running_writer(engine: Engine, env: dict[str, str]) -> None:
+def test_db_recount_waits_for_a_running_writer(
+    storage: Storage, engine: Engine, env: dict[str, str]
+) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(fixture.demo())
+    fixture.load(storage, fixture.demo())
     short = {**env, "NICO_DB_STATEMENT_TIMEOUT": "1"}
     with engine.connect() as writer, ThreadPoolExecutor(max_workers=1) as pool:
         transaction = writer.begin()
@@ -312,8 +318,8 @@ def test_db_recount_waits_for_a_running_writer(engine: Engine, env: dict[str, st
     assert kept(engine) == counted(engine)
 
 
-def test_a_reload_leaves_unchanged_trays_alone(engine: Engine) -> None:
-    fixture.load(fixture.demo())
+def test_a_reload_leaves_unchanged_trays_alone(storage: Storage, engine: Engine) -> None:
+    fixture.load(storage, fixture.demo())
     written: list[str] = []
 
     def record(*args: Any) -> None:
@@ -322,7 +328,7 @@ def test_a_reload_leaves_unchanged_trays_alone(engine: Engine) -> None:
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        fixture.load(fixture.demo())
+        fixture.load(storage, fixture.demo())
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert written == []

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nico_api import models
-from nico_api.schemas import Task, TaskReportV1, TaskStatus, rest_status
+from nico_api import flow, models
+from nico_api.schemas import FLOW_STATUS, Task, TaskReportV1, TaskStatus, rest_status
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,18 @@ from nico_api.schemas import Task, TaskReportV1, TaskStatus, rest_status
 )
 def test_flow_status_maps_to_rest_status(stored: str, status: TaskStatus) -> None:
     assert rest_status(stored) is status
+
+
+def test_flow_vocabulary_and_the_wire_agree() -> None:
+    # Every stored status has a REST status; the active ones are exactly Pending and Running.
+    assert tuple(FLOW_STATUS) == flow.STATUSES
+    active = {
+        s for s in flow.STATUSES if rest_status(s) in (TaskStatus.PENDING, TaskStatus.RUNNING)
+    }
+    assert active == set(flow.ACTIVE_STATUSES)
+    assert set(flow.FINISHED_STATUSES) == set(flow.STATUSES) - active - {"unknown"}
+    assert flow.CANCELLED_STATUS in flow.FINISHED_STATUSES
+    assert not set(flow.NOT_CANCELLABLE_STATUSES) & {flow.CANCELLED_STATUS, *active}
 
 
 FLOW_REPORT = {

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from nico_api import auth, db, models
+from nico_api import auth, models
+from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
 
@@ -36,12 +37,14 @@ def token(issuer: DevIssuer, **extra: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {signed}"}
 
 
-def user_rows() -> int:
-    with db.session() as session:
+def user_rows(storage: Storage) -> int:
+    with storage.session() as session:
         return session.scalar(select(func.count()).select_from(models.User))
 
 
-def test_first_call_remembers_the_user(client: TestClient, issuer: DevIssuer) -> None:
+def test_first_call_remembers_the_user(
+    storage: Storage, client: TestClient, issuer: DevIssuer
+) -> None:
     headers = token(issuer, email="jane@acme.example", given_name="Jane", family_name="Doe")
     response = client.get(USER_PATH, headers=headers)
     assert response.status_code == 200, response.text
@@ -53,14 +56,16 @@ def test_first_call_remembers_the_user(client: TestClient, issuer: DevIssuer) ->
         "Doe",
     )
     assert user["created"] == user["updated"]
-    assert user_rows() == 1
+    assert user_rows(storage) == 1
 
     again = client.get(USER_PATH, headers=headers).json()
     assert again == user
-    assert user_rows() == 1
+    assert user_rows(storage) == 1
 
 
-def test_changed_claims_update_the_user(client: TestClient, issuer: DevIssuer) -> None:
+def test_changed_claims_update_the_user(
+    storage: Storage, client: TestClient, issuer: DevIssuer
+) -> None:
     first = client.get(USER_PATH, headers=token(issuer, email="jane@old.example")).json()
     time.sleep(0.01)
     second = client.get(
@@ -71,7 +76,7 @@ def test_changed_claims_update_the_user(client: TestClient, issuer: DevIssuer) -
     assert second["firstName"] == "Jane"
     assert second["created"] == first["created"]
     assert second["updated"] > first["updated"]
-    assert user_rows() == 1
+    assert user_rows(storage) == 1
 
 
 def test_missing_or_odd_claims_are_null(client: TestClient, issuer: DevIssuer) -> None:
@@ -79,11 +84,13 @@ def test_missing_or_odd_claims_are_null(client: TestClient, issuer: DevIssuer) -
     assert (user["email"], user["firstName"], user["lastName"]) == (None, None, None)
 
 
-def test_another_subject_is_another_user(client: TestClient, issuer: DevIssuer) -> None:
+def test_another_subject_is_another_user(
+    storage: Storage, client: TestClient, issuer: DevIssuer
+) -> None:
     jane = client.get(USER_PATH, headers=token(issuer)).json()
     john = client.get(USER_PATH, headers=token(issuer, sub="john")).json()
     assert jane["id"] != john["id"]
-    assert user_rows() == 2
+    assert user_rows(storage) == 2
 
 
 def test_any_member_may_call_but_not_others(client: TestClient, issuer: DevIssuer) -> None:
@@ -103,11 +110,13 @@ def test_unknown_query_parameter(client: TestClient, issuer: DevIssuer, query: d
     assert "verbose" in response.json()["message"]
 
 
-def test_the_task_path_writes_nothing(client: TestClient, issuer: DevIssuer) -> None:
+def test_the_task_path_writes_nothing(
+    storage: Storage, client: TestClient, issuer: DevIssuer
+) -> None:
     headers = token(issuer, roles=["PROVIDER_ADMIN"])
     response = client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=headers)
     assert response.status_code == 200
-    assert user_rows() == 0
+    assert user_rows(storage) == 0
 
 
 def raw_token(issuer: DevIssuer, payload: str) -> dict[str, str]:
@@ -145,7 +154,7 @@ def claims_text(issuer: DevIssuer, **fields: str) -> str:
     ids=["exp-text", "exp-bool", "sub-too-long", "sub-nul", "sub-lone-surrogate"],
 )
 def test_malformed_claims_are_an_invalid_token(
-    client: TestClient, issuer: DevIssuer, fields: dict[str, str]
+    storage: Storage, client: TestClient, issuer: DevIssuer, fields: dict[str, str]
 ) -> None:
     response = client.get(USER_PATH, headers=raw_token(issuer, claims_text(issuer, **fields)))
     assert response.status_code == 401, response.text
@@ -154,7 +163,7 @@ def test_malformed_claims_are_an_invalid_token(
         "message": auth.INVALID_TOKEN,
         "data": None,
     }
-    assert user_rows() == 0
+    assert user_rows(storage) == 0
 
 
 def test_profile_claims_that_cannot_be_stored_read_as_absent(

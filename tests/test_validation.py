@@ -8,9 +8,9 @@ import inspect
 import pytest
 import yaml
 
-from nico_api.app import _handler_for
 from nico_api.config import SPEC_PATH
-from nico_api.validation import PROBLEMS, go_value
+from nico_api.framework import PROBLEMS, handler_for
+from nico_api.validation import go_value
 
 
 @pytest.mark.parametrize(
@@ -57,5 +57,5 @@ def test_every_handler_raises_what_validation_found() -> None:
     spec = yaml.safe_load(SPEC_PATH.read_text())
     for item in spec["paths"].values():
         for operation in item.values():
-            handler = _handler_for(operation["operationId"])
+            handler = handler_for(operation["operationId"])
             assert PROBLEMS in inspect.signature(handler).parameters, operation["operationId"]

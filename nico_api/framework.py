@@ -1,0 +1,348 @@
+"""Every customisation of Connexion and Starlette, in one place.
+
+Each goes through an extension point the framework documents where there is one: `jsonifier=`,
+`security_map=`, `validator_map=`, `uri_parser_class=`, `middlewares=`, `add_middleware`,
+`add_error_handler`, the request context handed to handlers, and the routing constant
+Connexion exports. Where none exists, the reach into the framework is named here. Each has a
+test in tests/test_framework.py that fails if the framework behaviour it relies on changes, so
+that a Connexion upgrade fails a test instead of changing an answer silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import connexion
+from connexion.datastructures import MediaTypeDict
+from connexion.jsonifier import Jsonifier
+from connexion.lifecycle import ConnexionRequest
+from connexion.middleware import MiddlewarePosition
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from connexion.security import BearerSecurityHandler
+from connexion.uri_parsing import OpenAPIURIParser
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators.parameter import draft4_format_checker
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import ValidationError, best_match
+from pydantic import BaseModel
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.datastructures import Headers, QueryParams
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import handlers
+from nico_api import edge, errors, logs, validation
+from nico_api.config import SPEC_PATH
+from nico_api.errors import NICoError
+from nico_api.runtime import Runtime
+from nico_api.validation import RequestProblems, Step
+
+DOCS_PATH = "/v2/docs"
+# The request context's keys; Connexion passes each to a handler that names it as a parameter.
+RUNTIME = "runtime"
+PROBLEMS = "problems"
+
+
+def build_app(runtime: Runtime) -> NICoApp:
+    """The Connexion app serving openapi.yaml with the handlers, over `runtime`."""
+    settings = runtime.settings
+    app = NICoApp(
+        runtime,
+        lifespan=_closing(runtime),
+        specification_dir=SPEC_PATH.parent,
+        jsonifier=APIJsonifier(json),
+        security_map={"bearer": BearerAuthentication},
+        validator_map={
+            **VALIDATOR_MAP,
+            "parameter": NICoParameterValidator,
+            "body": MediaTypeDict({"*/*json": NICoBodyValidator}),
+        },
+        uri_parser_class=GoURIParser,
+        middlewares=[
+            NICoRequestValidation if m is RequestValidationMiddleware else m
+            for m in ConnexionMiddleware.default_middlewares
+        ],
+        # The spec itself is an operation (get-openapi); the UI reads it from there.
+        swagger_ui_options=SwaggerUIOptions(
+            serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path=DOCS_PATH
+        ),
+    )
+    app.add_api(
+        SPEC_PATH.name,
+        resolver=Resolver(function_resolver=handler_for),
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        pythonic_params=True,
+    )
+    errors.install(app)
+    app.add_middleware(NoSlashRedirect, position=MiddlewarePosition.BEFORE_ROUTING)
+    app.add_middleware(
+        edge.BodyLimit,
+        position=MiddlewarePosition.BEFORE_ROUTING,
+        max_bytes=settings.max_body_bytes,
+    )
+    app.add_middleware(
+        logs.AccessLog,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        path_templates=logs.path_templates(SPEC_PATH),
+        operation_of=operation_id,
+    )
+    # Above the error handlers, so that every layer below (security included) finds it.
+    app.add_middleware(
+        ProvideRuntime, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
+    )
+    return app
+
+
+class NICoApp(connexion.AsyncApp):
+    """Connexion's app, holding the runtime it serves over."""
+
+    def __init__(self, runtime: Runtime, **options: Any) -> None:
+        super().__init__(__name__, **options)
+        self.runtime = runtime
+
+
+def _closing(runtime: Runtime) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        # The pool's connections are closed at shutdown; the engine opens new ones on demand.
+        runtime.close()
+
+    return lifespan
+
+
+def handler_for(operation_id: str) -> Any:
+    """`get-task` is `handlers.get_task`."""
+    return getattr(handlers, operation_id.replace("-", "_"))
+
+
+def request_context(scope: Scope) -> dict[str, Any]:
+    """The request's Connexion context: what the handler is passed by name."""
+    return ConnexionRequest(scope).context
+
+
+def runtime_of(scope: Scope) -> Runtime:
+    """The runtime of the app serving this request."""
+    return request_context(scope)[RUNTIME]
+
+
+def problems_of(scope: Scope) -> RequestProblems:
+    context = request_context(scope)
+    problems = context.get(PROBLEMS)
+    if problems is None:
+        problems = context[PROBLEMS] = RequestProblems()
+    return problems
+
+
+def operation_id(scope: Scope) -> str | None:
+    """The operationId routing chose for this request, read after the request is answered.
+    Routing writes it into `scope["extensions"]`, a dict its scope copies share with ours."""
+    return scope.get("extensions", {}).get(ROUTING_CONTEXT, {}).get("operation_id")
+
+
+class ProvideRuntime:
+    """Puts the app's runtime into each request's context, for security and the handlers; and
+    the `extensions` dict routing writes into, so that the access log can read it back."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request_context(scope)[RUNTIME] = self.runtime
+        await self.app(scope, receive, send)
+
+
+class APIJsonifier(Jsonifier):
+    """Handlers return pydantic models, which write their own wire form (in Rust)."""
+
+    def dumps(self, data: Any, **kwargs: Any) -> str:
+        if isinstance(data, BaseModel):
+            return data.model_dump_json() + "\n"
+        return super().dumps(data, **kwargs)
+
+
+class AnyTextPath(PathConvertor):
+    """Starlette's `path` convertor, but across newlines too: Connexion mounts the API under a
+    `{path:path}` route, and a path parameter holding a newline must reach the API, not 404."""
+
+    regex = "(?s:.*)"
+
+
+# Starlette keeps its convertors process-wide and compiles routes with them: there is no
+# per-app extension point, so this is registered once, when the app's module is imported.
+register_url_convertor("path", AnyTextPath())
+
+
+class NoSlashRedirect:
+    """No operation's path ends in a slash: such a path is a 404 envelope, where Starlette would
+    redirect to a `Location` built from the request's own Host header. Swagger UI keeps its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        trailing_slash = scope["type"] == "http" and len(path) > 1 and path.endswith("/")
+        if trailing_slash and not path.startswith(DOCS_PATH + "/"):
+            raise HTTPException(404, "Not Found")
+        await self.app(scope, receive, send)
+
+
+class BearerAuthentication(BearerSecurityHandler):
+    """Connexion's bearer scheme, given the raw header so that every answer is the contract's.
+    Connexion reports the most specific of several failures by their `status_code`."""
+
+    def get_fn(self, security_scheme: dict[str, Any], required_scopes: list[str]) -> Any:
+        return _authenticate
+
+
+async def _authenticate(request: ConnexionRequest) -> dict[str, Any]:
+    caller = await runtime_of(request.scope).authenticator.authenticate(
+        request.headers.get("Authorization")
+    )
+    # What Connexion passes to the handler as `token_info`.
+    return {"sub": caller.subject, "caller": caller}
+
+
+class GoURIParser(OpenAPIURIParser):
+    """Query values as production reads them; one that cannot be read is left out."""
+
+    def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
+        if _in != "query":
+            return super().resolve_params(params, _in)
+        return validation.read_query(params, self.param_schemas)
+
+
+class NICoParameterValidator(ParameterValidator):
+    """The spec's parameter checks, kept as production's errors for the handler's check list."""
+
+    # Each parameter's JSON Schema validator, compiled once rather than on every request.
+    _validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
+
+    def validate(self, scope: Scope) -> None:
+        raw: dict[str, str] = {}
+        for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
+            raw.setdefault(name, text)  # Echo binds the first of repeated keys
+        validation.check_query(
+            self.parameters.get("query", []), raw, problems_of(scope), self._first_error
+        )
+        # Path and header parameters are read by the router as they are: checked at once.
+        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        for param in self.parameters.get("path", []):
+            if message := self.validate_path_parameter(param, request):
+                raise NICoError(400, message)
+        for param in self.parameters.get("header", []):
+            if message := self.validate_header_parameter(param, request):
+                raise NICoError(400, message)
+
+    @classmethod
+    def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
+        cached = cls._validators.get(id(param))
+        if cached is None or cached[0] is not param:
+            validator = Draft4Validator(param["schema"], format_checker=draft4_format_checker)
+            cached = cls._validators[id(param)] = (param, validator)
+        return best_match(cached[1].iter_errors(value))
+
+
+class NICoBodyValidator(JSONRequestBodyValidator):
+    """A JSON body read and validated as production reads it into the request's struct, its
+    problems kept for the handler's body step."""
+
+    async def _parse(self, stream: Any, scope: Scope) -> Any:
+        # Parsed, then validated (`_validate`), once per request by this instance.
+        self._problems = problems_of(scope)
+        text = b"".join([message async for message in stream])
+        body = validation.parse_body(text, self._encoding, self._problems)
+        if body is validation.UNREADABLE:
+            # The handler is passed an empty object instead, which it never reads: Connexion
+            # would parse the original again, and fail where this did.
+            self.MUTABLE_VALIDATION = True
+            return {}
+        return body
+
+    def _validate(self, body: Any) -> None:
+        body = validation.bound_body(body)
+        errors = list(self._validator.iter_errors(body))
+        required = self._schema.get("required", [])
+        validation.keep_body_problems(body, errors, required, self._problems)
+
+
+class _ValidationOperation(RequestValidationOperation):
+    """Connexion's request validation, with a body read first as production's binder reads it:
+    an empty one binds nothing (an empty object is validated instead), a non-empty one must be
+    `application/json` (a case-sensitive prefix), else `Failed to parse request data`. What the
+    JSON validator is then given is always a JSON body with its length, chunked or not."""
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        """Decided in `__call__`, where the problem can be kept for the handler."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._operation.request_body:
+            # Read whole: its size is bounded by the edge's body limit.
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+            content_type = Headers(scope=scope).get("content-type", "")
+            if body and not content_type.startswith("application/json"):
+                problems_of(scope).add(Step.BODY, NICoError(400, validation.PARSE_FAILED))
+                body = b""
+            replay = body or b"{}"
+            headers = [
+                (name, value)
+                for name, value in scope["headers"]
+                if name not in (b"content-type", b"content-length", b"transfer-encoding")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(replay)).encode()),
+            ]
+            scope = {**scope, "headers": headers}
+            receive = _replaying(replay, receive)
+        await super().__call__(scope, receive, send)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that gives `body` once, then whatever the client sends next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class _ValidationAPI(RequestValidationAPI):
+    def make_operation(self, operation: Any) -> RequestValidationOperation:
+        return _ValidationOperation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
+
+
+class NICoRequestValidation(RequestValidationMiddleware):
+    """Connexion's request validation middleware, with `_ValidationOperation` per operation."""
+
+    api_cls = _ValidationAPI

@@ -1,0 +1,38 @@
+"""One application's runtime: its settings, its database, who it trusts, and its development
+issuer. `create_app` builds one per app and keeps it on the app; nothing is held elsewhere, so
+that two apps with different settings can live in one process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nico_api.auth import Authenticator, auth_config_for
+from nico_api.config import Settings
+from nico_api.db import Storage
+from nico_api.dev_issuer import DevIssuer
+from nico_api.store import Store
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    storage: Storage
+    store: Store
+    authenticator: Authenticator
+    # Only when no issuers are configured: tokens from `nico-api token`.
+    dev_issuer: DevIssuer | None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        dev_issuer = DevIssuer(settings) if settings.auth_config is None else None
+        storage = Storage(settings)
+        return cls(
+            settings=settings,
+            storage=storage,
+            store=Store(storage),
+            authenticator=Authenticator(auth_config_for(settings, dev_issuer)),
+            dev_issuer=dev_issuer,
+        )
+
+    def close(self) -> None:
+        self.storage.dispose()

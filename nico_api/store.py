@@ -1,0 +1,122 @@
+"""What the handlers ask of storage, each in one round trip made in a worker thread: records are
+read and translated there too, off the event loop that every request shares (a stored report can
+be large)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+
+from nico_api import models, queries, schemas
+from nico_api.auth import Caller
+from nico_api.db import Storage
+
+
+class SiteRecord(NamedTuple):
+    id: uuid.UUID
+    infrastructure_provider_id: uuid.UUID
+    flow_enabled: bool
+
+
+class Lookup(NamedTuple):
+    """The org's provider, the Site and the task at that Site, each None when absent."""
+
+    provider_id: uuid.UUID | None
+    site: SiteRecord | None
+    task: schemas.Task | None
+
+
+class Cancelled(NamedTuple):
+    """The task after a cancel, and its stored status (None when it no longer exists)."""
+
+    task: schemas.Task | None
+    flow_status: str | None
+
+
+class Store:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def lookup(
+        self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
+    ) -> Lookup:
+        return await self.storage.run_in_thread(self._lookup, org, site_id, task_id)
+
+    def _lookup(self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Lookup:
+        with self.storage.connection() as c:
+            row = c.execute(
+                queries.PROVIDER_SITE_AND_TASK, {"org": org, "site_id": site_id, "task_id": task_id}
+            ).one()
+        site = (
+            None
+            if row.site_record_id is None
+            else SiteRecord(row.site_record_id, row.site_provider_id, row.site_flow_enabled)
+        )
+        task = None if row.id is None else schemas.Task.from_record(row)
+        return Lookup(row.provider_id, site, task)
+
+    async def task_page(self, site_id: uuid.UUID, **filters: Any) -> tuple[list[schemas.Task], int]:
+        """A page of a Site's tasks (queries.task_page's filters), and the filtered set's size."""
+        return await self.storage.run_in_thread(self._task_page, site_id, filters)
+
+    def _task_page(
+        self, site_id: uuid.UUID, filters: dict[str, Any]
+    ) -> tuple[list[schemas.Task], int]:
+        page, count = queries.task_page(site_id, **filters)
+        with self.storage.connection() as c:
+            rows = list(c.execute(page))
+            total = c.execute(count).scalar_one()
+        return [schemas.Task.from_record(row) for row in rows], total
+
+    async def cancel_task(self, task_id: uuid.UUID) -> Cancelled:
+        return await self.storage.run_in_thread(self._cancel_task, task_id)
+
+    def _cancel_task(self, task_id: uuid.UUID) -> Cancelled:
+        now = models.utcnow()
+        with self.storage.connection() as c, c.begin():
+            # One conditional update that returns the cancelled task; only a task that had
+            # finished already is read again, to say how.
+            row = c.execute(queries.CANCEL_TASK, {"task_id": task_id, "now": now}).one_or_none()
+            if row is None:
+                row = c.execute(queries.TASK_BY_ID, {"task_id": task_id}).one_or_none()
+        return Cancelled(*_task_and_status(row))
+
+    async def remember_user(self, caller: Caller) -> schemas.User:
+        return await self.storage.run_in_thread(self._remember_once_more_on_conflict, caller)
+
+    def _remember_once_more_on_conflict(self, caller: Caller) -> schemas.User:
+        try:
+            return self._remember_user(caller)
+        except IntegrityError:
+            # A concurrent first call created the same user; this one now finds it.
+            return self._remember_user(caller)
+
+    def _remember_user(self, caller: Caller) -> schemas.User:
+        with self.storage.transaction() as session:
+            user = session.get(models.User, caller.user_id)
+            if user is None:
+                now = models.utcnow()
+                user = models.User(
+                    id=caller.user_id,
+                    issuer=caller.issuer,
+                    subject=caller.subject,
+                    created=now,
+                    updated=now,
+                )
+                session.add(user)
+            # Unchanged values make no UPDATE, so `updated` moves only when the claims change.
+            for column, value in caller.profile().items():
+                setattr(user, column, value)
+            session.flush()
+            return schemas.User.from_record(user)
+
+    async def ping(self) -> None:
+        """Raise a storage error unless the database answers now."""
+        await self.storage.run_in_thread(self.storage.ping)
+
+
+def _task_and_status(row: Row[Any] | None) -> tuple[schemas.Task | None, str | None]:
+    return (None, None) if row is None else (schemas.Task.from_record(row), row.status)

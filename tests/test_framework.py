@@ -1,0 +1,217 @@
+"""The Connexion and Starlette customisations (nico_api/framework.py), one test each: each fails
+if the framework behaviour the customisation relies on changes in an upgrade."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import starlette.convertors
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from starlette.testclient import TestClient
+
+import handlers
+from nico_api import framework, schemas
+from nico_api.app import create_app
+from nico_api.config import Settings
+from nico_api.errors import NICoError
+from nico_api.framework import NICoApp
+from nico_api.validation import PARSE_FAILED
+from tests.conftest import Bearer
+from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
+
+LIST_PATH = f"/v2/org/{ACME}/nico/task"
+
+
+def error(response) -> tuple[int, str]:
+    return response.status_code, response.json()["message"]
+
+
+def test_jsonifier_writes_pydantic_models_as_they_write_themselves(client: TestClient) -> None:
+    # jsonifier=: a handler's model is written by pydantic, one line, as Go's encoder ends it.
+    assert framework.APIJsonifier(json).dumps(schemas.Health()) == '{"status":"ok"}\n'
+    assert client.get("/healthz").text == '{"status":"ok"}\n'
+
+
+def test_path_convertor_lets_a_newline_reach_the_api(client: TestClient, bearer: Bearer) -> None:
+    # Starlette's process-wide `path` convertor is ours: Connexion mounts the API under it.
+    assert isinstance(starlette.convertors.CONVERTOR_TYPES["path"], framework.AnyTextPath)
+    response = client.get(
+        task_path(RUNNING_TASK + "%0A"), params={"siteId": ACME_SITE}, headers=bearer()
+    )
+    assert error(response) == (400, "Invalid Task ID specified in URL")
+
+
+def test_no_redirect_for_a_trailing_slash(client: TestClient, bearer: Bearer) -> None:
+    # add_middleware(BEFORE_ROUTING): Starlette's redirect never happens, the docs keep theirs.
+    response = client.get(LIST_PATH + "/", headers=bearer(), follow_redirects=False)
+    assert error(response) == (404, "Not Found")
+    assert "location" not in response.headers
+    assert client.get(framework.DOCS_PATH + "/", follow_redirects=False).status_code == 200
+
+
+def test_two_apps_in_one_process_each_serve_their_own_runtime(
+    app: NICoApp, settings: Settings, tmp_path: Path, bearer: Bearer
+) -> None:
+    # The request context carries each app's runtime to security and handlers; nothing global.
+    empty = tmp_path / "empty.db"
+    other = create_app(replace(settings, database_url=f"sqlite:///{empty}"))
+    other.runtime.storage.upgrade()
+    params = {"siteId": ACME_SITE}
+    with app.test_client() as first, other.test_client() as second:
+        assert (
+            first.get(task_path(RUNNING_TASK), params=params, headers=bearer()).status_code == 200
+        )
+        response = second.get(task_path(RUNNING_TASK), params=params, headers=bearer())
+        assert (
+            first.get(task_path(RUNNING_TASK), params=params, headers=bearer()).status_code == 200
+        )
+    assert error(response) == (400, "Failed to retrieve Infrastructure Provider for org")
+    assert other.runtime.storage is not app.runtime.storage
+
+
+def test_handlers_are_passed_the_request_context_by_name() -> None:
+    # Connexion passes a context key to a handler that names it; every handler names `problems`,
+    # and every one that reads storage names `runtime`.
+    for name in handlers.__all__:
+        parameters = inspect.signature(getattr(handlers, name)).parameters
+        assert framework.PROBLEMS in parameters, name
+        if name not in ("get_health", "get_openapi"):
+            assert framework.RUNTIME in parameters, name
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "headers"),
+    [
+        (401, "Invalid authorization token in request", {}),
+        (403, "Authorization token does not have the required scopes", {}),
+        (503, "Unable to verify authorization token", {"Retry-After": "5"}),
+    ],
+)
+def test_security_errors_reach_the_client_as_raised(
+    app: NICoApp,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    message: str,
+    headers: dict[str, str],
+) -> None:
+    # security_map: the bearer scheme's function gets the raw header and its error is answered
+    # as raised (Connexion picks among failures by `status_code`).
+    seen: list[str | None] = []
+
+    async def refuse(authorization: str | None) -> None:
+        seen.append(authorization)
+        raise NICoError(status, message, headers=headers)
+
+    monkeypatch.setattr(app.runtime.authenticator, "authenticate", refuse)
+    response = client.get(task_path(RUNNING_TASK), headers={"Authorization": "bEaReR  x"})
+    assert error(response) == (status, message)
+    assert seen == ["bEaReR  x"]
+    for name, value in headers.items():
+        assert response.headers[name] == value
+
+
+def test_uri_parser_reads_query_values_as_go_does() -> None:
+    # uri_parser_class: the first of repeated keys, Go's forms; unknown or unreadable values out.
+    parameters = [
+        {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+        {"name": "activeOnly", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "siteId", "in": "query", "schema": {"type": "string"}},
+    ]
+    parser = framework.GoURIParser(parameters, {})
+    query = {"pageSize": ["+7", "9"], "activeOnly": ["maybe"], "siteId": ["a", "b"], "x": ["1"]}
+    assert parser.resolve_params(query, "query") == {"pageSize": 7, "siteId": "a"}
+
+
+def test_parameter_validation_is_kept_for_the_handlers_step(
+    client: TestClient, bearer: Bearer
+) -> None:
+    # validator_map["parameter"]: an unknown key is production's 400, but only at the step where
+    # production checks the query (the site list checks membership first).
+    unknown = {"siteId": ACME_SITE, "colour": "red"}
+    response = client.get(LIST_PATH, params=unknown, headers=bearer(GLOBEX))
+    assert error(response) == (403, f"Failed to validate membership for org: {ACME}")
+    response = client.get(LIST_PATH, params=unknown, headers=bearer())
+    assert error(response) == (400, "Unknown query parameter specified in request: colour")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "message"),
+    [
+        (b"{", "application/json", PARSE_FAILED),
+        (b'{"siteId": 5}', "application/json", PARSE_FAILED),
+        (b'{"siteId": ""}', "application/json", "Failed to validate cancel task request data"),
+        (f'{{"siteId": "{ACME_SITE}"}}'.encode(), "text/plain", PARSE_FAILED),
+    ],
+)
+def test_body_validation_is_kept_for_the_handlers_step(
+    client: TestClient, bearer: Bearer, content: bytes, content_type: str, message: str
+) -> None:
+    # validator_map["body"] and the request validation middleware (middlewares=): the body is
+    # read as Go reads it, and its problem answered after the provider and the task id.
+    path = task_path(RUNNING_TASK) + "/cancel"
+    content_type = {"Content-Type": content_type}
+    response = client.post(path, content=content, headers={**bearer(), **content_type})
+    assert error(response) == (400, message)
+    elsewhere = path.replace(ACME, "no-provider-org")
+    response = client.post(
+        elsewhere, content=content, headers={**bearer("no-provider-org"), **content_type}
+    )
+    assert error(response) == (400, "Failed to retrieve Infrastructure Provider for org")
+
+
+def test_the_request_validation_middleware_is_ours() -> None:
+    # middlewares=: Connexion's own request validation is the one replaced, in its place.
+    defaults = ConnexionMiddleware.default_middlewares
+    assert RequestValidationMiddleware in defaults
+    ours = [
+        framework.NICoRequestValidation if m is RequestValidationMiddleware else m for m in defaults
+    ]
+    assert ours.index(framework.NICoRequestValidation) == defaults.index(
+        RequestValidationMiddleware
+    )
+
+
+def test_the_access_log_reads_the_operation_routing_chose(
+    client: TestClient, bearer: Bearer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Connexion's exported routing constant, written into a scope dict the log's scope shares.
+    caplog.set_level(logging.INFO, logger="nico_api.access")
+    client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer())
+    client.get("/v2/nowhere")
+    logged = [r.fields for r in caplog.records if r.name == "nico_api.access"]
+    assert [(line["operation"], line["path"]) for line in logged] == [
+        ("get-task", "/v2/org/{org}/nico/task/{id}"),
+        (None, "(no route)"),
+    ]
+
+
+def test_error_handlers_answer_every_error_in_the_envelope(
+    client: TestClient, bearer: Bearer
+) -> None:
+    # add_error_handler: Starlette's 404 and 405, and Connexion's problems, in the envelope.
+    assert error(client.get("/v2/nowhere")) == (404, "Not Found")
+    assert error(client.delete(task_path(RUNNING_TASK), headers=bearer())) == (
+        405,
+        "Method Not Allowed",
+    )
+
+
+def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) -> None:
+    # lifespan=: the pool's connections are closed when the app stops, and opened again after.
+    pool = app.runtime.storage.engine.pool
+    with app.test_client() as client:
+        client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer())
+        assert pool.checkedin() >= 1
+    assert pool.checkedin() == 0
+    with app.test_client() as client:
+        response = client.get(
+            task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()
+        )
+    assert response.status_code == 200
