@@ -14,7 +14,10 @@ DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
 # Redocly's OpenAPI linter, pinned; run with the machine's Node.js.
 REDOCLY := npx --yes @redocly/cli@2.77.0
 
-.PHONY: run test lint bench install clean
+# Test processes in parallel: many tests wait on servers, subprocesses and timeouts.
+TEST_WORKERS ?= 3
+
+.PHONY: run test test-fast lint bench install clean
 
 install: $(STAMP)
 
@@ -42,7 +45,11 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
+
+# The tests that start no process, server or database instance: a quick check while editing.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 # The side-by-side benchmark; BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look.
 bench: $(STAMP)

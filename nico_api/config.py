@@ -6,9 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 N = TypeVar("N", int, float)
 
@@ -101,7 +102,11 @@ def document_problems(exc: ValidationError, document: dict[str, Any], label: str
     return "; ".join(problems)
 
 
-class SettingsError(ValueError):
+class InvalidInputError(ValueError):
+    """A setting or a file the service cannot use: its message says which, and why."""
+
+
+class SettingsError(InvalidInputError):
     """An environment variable holds a value the service cannot use."""
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from connexion import AsyncApp
-from connexion.exceptions import ProblemException
-from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from connexion import AsyncApp
+    from connexion.exceptions import ProblemException
+    from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ def envelope(
     data: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ConnexionResponse:
+    # Connexion is loaded by the app that installs these handlers; storage and the command
+    # line use this module's errors without it.
+    from connexion.lifecycle import ConnexionResponse
+
     body = envelope_body(message, data)
     return ConnexionResponse(
         status_code=status,
@@ -100,6 +106,8 @@ def _unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
 
 def install(app: AsyncApp) -> None:
     """Route every kind of error the app can raise into the envelope."""
+    from connexion.exceptions import ProblemException
+
     app.add_error_handler(NICoError, _nico_error)
     app.add_error_handler(ProblemException, _problem)
     app.add_error_handler(HTTPException, _http_error)

@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
-from nico_api.config import document_problems
+from nico_api.config import InvalidInputError, document_problems
 from nico_api.db import Storage
 from nico_api.flow import STATUSES
 from nico_api.schemas import UTCTime
@@ -24,7 +24,7 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 FlowStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 
-class FixtureError(ValueError):
+class FixtureError(InvalidInputError):
     """The file cannot be loaded; nothing from it was written."""
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from nico_api.config import document_problems
+from nico_api.config import InvalidInputError, document_problems
 
 ROLES = ("PROVIDER_ADMIN", "TENANT_ADMIN")
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -34,7 +34,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(InvalidInputError):
     """The auth configuration cannot be used; the server does not start with it."""
 
 

@@ -24,7 +24,7 @@ from nico_api.config import Settings
 from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
 from nico_api.framework import NICoApp
-from tests.processes import NICO_API, free_port, run, serving
+from tests.processes import NICO_API, free_port, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
 # The `bearer` fixture: authorization headers for a caller of an org with roles.
@@ -32,8 +32,10 @@ Bearer = Callable[..., dict[str, str]]
 TEMPLATES = ("empty", "demo")
 
 
+# The fixtures whose database holds the demo data (others start from an empty one).
+DEMO_FIXTURES = {"app", "server"}
 # The fixtures of tests that run `nico-api` processes: such tests are `slow`.
-PROCESS_FIXTURES = {"server", "env"}
+PROCESS_FIXTURES = {"server", "env", "cli_env"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,7 +92,9 @@ class PostgreSQLDatabase(TestDatabase):
     def __init__(self, url: str) -> None:
         # The configured database is only where databases are created: the tests use their own.
         base = make_url(url)
-        prefix = f"{base.database}_nico"
+        # Each parallel test worker (pytest-xdist) has databases of its own.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        prefix = f"{base.database}_nico_{worker}"
         self.target = f"{prefix}_run"
         self.templates = {name: f"{prefix}_{name}" for name in TEMPLATES}
         server = base.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -181,9 +185,10 @@ def storage(
     request: pytest.FixtureRequest, test_database: TestDatabase, served_app: NICoApp
 ) -> Storage:
     """The app's storage over a fresh database: migrated, and holding the demo data when the
-    test uses the app."""
+    test uses the app or a server."""
     storage = served_app.runtime.storage
-    test_database.fresh("demo" if "app" in request.fixturenames else "empty", storage)
+    demo = DEMO_FIXTURES & set(request.fixturenames)
+    test_database.fresh("demo" if demo else "empty", storage)
     return storage
 
 
@@ -233,6 +238,16 @@ def env(settings: Settings, storage: Storage) -> dict[str, str]:
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a nico-api command that needs no database: its own instance folder."""
+    return {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(tmp_path / "instance"),
+        "NICO_DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}",
+    }
+
+
+@pytest.fixture
 def workers() -> int:
     return 1
 
@@ -240,7 +255,6 @@ def workers() -> int:
 @pytest.fixture
 def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     """`nico-api serve` with the demo data, on a free loopback port: its base URL."""
-    assert run(env, "db", "seed", "--demo").returncode == 0
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
     with serving(command, env, tmp_path / "server.log", port) as base_url:

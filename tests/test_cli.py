@@ -63,11 +63,9 @@ def test_serve_with_worker_processes_logs_json(
     assert len(workers_started) == workers
 
 
-def test_token_command_issues_a_token_the_server_accepts(
-    env: dict[str, str], settings: Settings
-) -> None:
+def test_token_command_issues_a_token_the_server_accepts(cli_env: dict[str, str]) -> None:
     result = run(
-        env,
+        cli_env,
         "token",
         "--org",
         ACME,
@@ -79,6 +77,7 @@ def test_token_command_issues_a_token_the_server_accepts(
         "120",
     )
     assert result.returncode == 0, result.stderr
+    settings = Settings.from_env(cli_env)
     authenticator = auth.Authenticator(auth.auth_config_for(settings))
     caller = asyncio.run(authenticator.verify(result.stdout.strip()))
     assert caller.roles_by_org == {ACME: frozenset({"NICO_PROVIDER_ADMIN", "TENANT_ADMIN"})}
@@ -120,8 +119,8 @@ def test_db_load_accepts_a_good_file(env: dict[str, str], tmp_path: Path) -> Non
     assert "1 tasks" in result.stdout
 
 
-def test_unknown_command_is_a_usage_error(env: dict[str, str]) -> None:
-    result = run(env, "fly")
+def test_unknown_command_is_a_usage_error(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "fly")
     assert result.returncode == 2
     assert "usage: nico-api" in result.stderr
 
@@ -154,19 +153,19 @@ issuers:
 """
 
 
-def test_auth_check_refuses_an_invalid_file(env: dict[str, str], tmp_path: Path) -> None:
+def test_auth_check_refuses_an_invalid_file(cli_env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "auth.yaml"
     path.write_text(BAD_AUTH_CONFIG)
-    result = run(env, "auth", "check", "--config", str(path))
+    result = run(cli_env, "auth", "check", "--config", str(path))
     assert result.returncode == 1
     assert "issuers[0] (name corp) field 'algorithms'" in result.stderr
     assert "unknown algorithm 'none'" in result.stderr
 
 
-def test_auth_check_prints_what_it_understood(env: dict[str, str], tmp_path: Path) -> None:
+def test_auth_check_prints_what_it_understood(cli_env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "auth.yaml"
     path.write_text(GOOD_AUTH_CONFIG)
-    result = run(env, "auth", "check", "--config", str(path))
+    result = run(cli_env, "auth", "check", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "1 issuer(s), leeway 10s" in result.stdout
     assert "- keycloak: iss 'https://kc.test/realms/nico'" in result.stdout
@@ -175,33 +174,33 @@ def test_auth_check_prints_what_it_understood(env: dict[str, str], tmp_path: Pat
     assert "mapping: org 'automation' as a service account" in result.stdout
 
 
-def test_auth_check_without_a_file_shows_the_development_issuer(env: dict[str, str]) -> None:
-    result = run(env, "auth", "check")
+def test_auth_check_without_a_file_shows_the_development_issuer(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "auth", "check")
     assert result.returncode == 0, result.stderr
     assert "- development: iss 'nico-dev'" in result.stdout
     assert "mapping: org from claim 'org'" in result.stdout
 
 
-def test_auth_whoami(env: dict[str, str]) -> None:
-    token = run(env, "token", "--org", ACME, "--role", "NICO_PROVIDER_ADMIN").stdout.strip()
-    result = run(env, "auth", "whoami", token)
+def test_auth_whoami(cli_env: dict[str, str]) -> None:
+    token = run(cli_env, "token", "--org", ACME, "--role", "NICO_PROVIDER_ADMIN").stdout.strip()
+    result = run(cli_env, "auth", "whoami", token)
     assert result.returncode == 0, result.stderr
     assert f"org {ACME}: NICO_PROVIDER_ADMIN" in result.stdout
     assert "issuer: nico-dev" in result.stdout
 
 
-def test_auth_whoami_says_why_a_token_is_refused(env: dict[str, str]) -> None:
-    result = run(env, "auth", "whoami", "not.a.token")
+def test_auth_whoami_says_why_a_token_is_refused(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "auth", "whoami", "not.a.token")
     assert result.returncode == 1
     assert "rejected: 401 Invalid authorization token in request (malformed token" in result.stderr
 
 
 def test_serve_refuses_to_start_on_an_invalid_auth_file(
-    env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     path = tmp_path / "auth.yaml"
     path.write_text(BAD_AUTH_CONFIG)
-    result = run({**env, "NICO_AUTH_CONFIG": str(path)}, "serve", "--port", str(free_port()))
+    result = run({**cli_env, "NICO_AUTH_CONFIG": str(path)}, "serve", "--port", str(free_port()))
     assert result.returncode == 1
     assert "unknown algorithm 'none'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 from uuid import UUID
 
@@ -23,8 +22,10 @@ from tests.processes import BIN, run
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def nico_client(tmp_path: Path) -> Iterator[ModuleType]:
+@pytest.fixture(scope="module")
+def nico_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    # Generated once: every test only reads the generated package.
+    tmp_path = tmp_path_factory.mktemp("generated")
     package = tmp_path / "nico_client"
     result = subprocess.run(
         [

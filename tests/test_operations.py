@@ -47,6 +47,7 @@ print(json.dumps(failed))
 """
 
 
+@pytest.mark.slow
 def test_every_module_can_be_imported_first() -> None:
     # Whichever module a server, a worker or a tool imports first, there is no import cycle.
     modules = ["handlers", *MODULES]
