@@ -4,7 +4,7 @@ app), every response checked against the spec by schemathesis."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,10 +162,14 @@ def run(
     max_examples: int = 100,
     target: str = "the app",
     progress: Callable[[str], None] = lambda _line: None,
+    only: Collection[str] | None = None,
 ) -> Report:
+    """Exercise every operation of `schema` (or those labelled in `only`) against its target."""
     report = Report(target=target)
     for result in schema.get_all_operations():
         operation = result.ok()
+        if only is not None and operation.label not in only:
+            continue
         report.operations.append(operation.label)
         progress(f"{operation.label} ...")
         _exercise(operation, dict(headers), known, max_examples, report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ TEMPLATES = ("empty", "demo")
 # The fixtures whose database holds the demo data (others start from an empty one).
 DEMO_FIXTURES = {"app", "server"}
 # The fixtures of tests that run `nico-api` processes: such tests are `slow`.
-PROCESS_FIXTURES = {"server", "env", "cli_env"}
+PROCESS_FIXTURES = {"server", "demo_server", "env", "cli_env"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,6 +67,10 @@ class TestDatabase:
         """The database as `template` holds it, for the app whose `storage` uses it."""
         raise NotImplementedError
 
+    def copy(self, template: str, name: str) -> str:
+        """Another database, `name`, as `template` holds it (for a server of the session)."""
+        raise NotImplementedError
+
 
 class SQLiteDatabase(TestDatabase):
     """A copy of the template's file (a few kilobytes) for each test."""
@@ -83,52 +88,98 @@ class SQLiteDatabase(TestDatabase):
             leftover.unlink()  # the write-ahead log of the last test's database
         shutil.copyfile(self.templates[template], self.file)
 
+    def copy(self, template: str, name: str) -> str:
+        path = self.file.with_name(f"{name}.db")
+        shutil.copyfile(self.templates[template], path)
+        return f"sqlite:///{path}"
+
 
 class PostgreSQLDatabase(TestDatabase):
-    """`CREATE DATABASE ... TEMPLATE` for each test that follows a write. Any write takes a
-    transaction id, and transaction ids are counted across the server: when the count has not
-    moved since the last test began, that test wrote nothing and its database is reused."""
+    """`CREATE DATABASE ... TEMPLATE` for each test that follows a change. What a test may
+    change is told by a fingerprint of the database: how many schema objects and triggers it
+    has, and each table's row count and newest row version (`xmin`, which any insert or update
+    renews); a database whose fingerprint is the template's is reused as it is."""
 
     def __init__(self, url: str) -> None:
         # The configured database is only where databases are created: the tests use their own.
         base = make_url(url)
-        # Each parallel test worker (pytest-xdist) has databases of its own.
+        # Each test run, and each of its parallel workers (pytest-xdist), has databases of its
+        # own, dropped at its end.
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:8]
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        prefix = f"{base.database}_nico_{worker}"
+        prefix = f"{base.database}_nico_{run}_{worker}"
         self.target = f"{prefix}_run"
         self.templates = {name: f"{prefix}_{name}" for name in TEMPLATES}
-        server = base.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.admin = psycopg.connect(server, autocommit=True)
+        self._dsn = base.set(drivername="postgresql")
+        self.admin = psycopg.connect(self._dsn.render_as_string(False), autocommit=True)
         for name, database in self.templates.items():
             self._create(database, "template0")
             _build_template(
                 base.set(database=database).render_as_string(hide_password=False),
                 demo=name == "demo",
             )
-        self.current: tuple[str, int] | None = None
+        self._watch: psycopg.Connection | None = None
+        self._fingerprint_query = ""
+        self.clean: tuple[str, tuple | None] | None = None  # the template and its fingerprint
+        self.copies: list[str] = []
         super().__init__(base.set(database=self.target).render_as_string(hide_password=False))
 
     def _create(self, name: str, template: str) -> None:
         self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
-    def _transaction_id(self) -> int:
-        row = self.admin.execute("SELECT txid_current()").fetchone()
-        assert row is not None
-        return row[0]
+    def _fingerprint(self) -> tuple | None:
+        """The target database's fingerprint; None when it cannot be read (tables gone)."""
+        try:
+            if self._watch is None or self._watch.closed:
+                dsn = self._dsn.set(database=self.target).render_as_string(False)
+                self._watch = psycopg.connect(dsn, autocommit=True)
+                tables = self._watch.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+                ).fetchall()
+                parts = [
+                    "(SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)",
+                    "(SELECT count(*) FROM pg_trigger)",
+                    *(
+                        f"(SELECT count(*) || ' ' || coalesce(max(xmin::text::bigint), 0)"
+                        f' FROM "{name}")'
+                        for (name,) in tables
+                    ),
+                ]
+                self._fingerprint_query = "SELECT " + ", ".join(parts)
+            row = self._watch.execute(self._fingerprint_query).fetchone()
+        except psycopg.Error:
+            self._close_watch()
+            return None
+        return tuple(row) if row else None
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def fresh(self, template: str, storage: Storage) -> None:
-        if self.current is not None:
-            last_template, last_id = self.current
-            now = self._transaction_id()
-            if last_template == template and now == last_id + 1:
-                self.current = (template, now)  # nothing was written since
-                return
+        if self.clean == (template, self._fingerprint()):
+            return  # the last test changed nothing
         storage.dispose()
+        self._close_watch()
         self._create(self.target, self.templates[template])
-        self.current = (template, self._transaction_id())
+        fingerprint = self._fingerprint()
+        assert fingerprint is not None
+        self.clean = (template, fingerprint)
+
+    def copy(self, template: str, name: str) -> str:
+        database = f"{self.target}_{name}"
+        self._create(database, self.templates[template])
+        self.copies.append(database)
+        return self._dsn.set(drivername="postgresql+psycopg", database=database).render_as_string(
+            hide_password=False
+        )
 
     def close(self) -> None:
+        self._close_watch()
+        for name in (self.target, *self.templates.values(), *self.copies):
+            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.admin.close()
 
 
@@ -158,10 +209,16 @@ def test_database(
 
 
 @pytest.fixture(scope="session")
-def settings(test_database: TestDatabase, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def instance_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One instance folder (and development key) for both backends' apps."""
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(scope="session")
+def settings(test_database: TestDatabase, instance_dir: Path) -> Settings:
     # Responses are validated against openapi.yaml in every test: a spec mismatch is a 500.
     return Settings(
-        instance_dir=tmp_path_factory.mktemp("instance"),
+        instance_dir=instance_dir,
         database_url=test_database.url,
         validate_responses=True,
     )
@@ -250,6 +307,23 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def workers() -> int:
     return 1
+
+
+@pytest.fixture(scope="session")
+def demo_server(
+    test_database: TestDatabase, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`nico-api serve` for the session, with a database of its own holding the demo data: for
+    tests that only read. Its base URL."""
+    env = {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(settings.instance_dir),
+        "NICO_DATABASE_URL": test_database.copy("demo", "served"),
+    }
+    port = free_port()
+    log = tmp_path_factory.mktemp("demo-server") / "server.log"
+    with serving([NICO_API, "serve", "--port", str(port)], env, log, port) as base_url:
+        yield base_url
 
 
 @pytest.fixture

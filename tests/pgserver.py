@@ -6,10 +6,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.processes import free_port
 
 
 def find_bin_dir() -> Path | None:
@@ -20,19 +21,13 @@ def find_bin_dir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PrivatePostgres:
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
         # Outside pytest's private temp folders, which the postgres user cannot enter.
         self.base = Path(tempfile.mkdtemp(prefix="nico-pg-"))
         self.data = self.base / "data"
-        self.port = _free_port()
+        self.port = free_port()
         # PostgreSQL refuses to run as root; as root, run it as the postgres user.
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -32,6 +31,7 @@ from nico_api.issuers import AuthConfig, AuthConfigError, load_auth_config, pars
 from nico_api.jwks import KeySet
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.idp import AUDIENCE, ISSUER, Key, KeySetServer, claims
+from tests.processes import free_port
 
 KEY_A = Key.rsa("key-a")
 KEY_B = Key.rsa("key-b")
@@ -177,10 +177,7 @@ def test_cached_keys_serve_while_the_provider_is_down(idp: KeySetServer, tmp_pat
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/certs"
+    return f"http://127.0.0.1:{free_port()}/certs"
 
 
 def test_never_reachable_provider_is_503(tmp_path: Path) -> None:

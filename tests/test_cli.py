@@ -16,17 +16,17 @@ from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.processes import free_port, run
 
 
-def test_served_over_http_with_a_cli_token(server: str, env: dict[str, str]) -> None:
+def test_served_over_http_with_a_cli_token(demo_server: str, env: dict[str, str]) -> None:
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
     response = httpx.get(
-        server + task_path(RUNNING_TASK),
+        demo_server + task_path(RUNNING_TASK),
         params={"siteId": ACME_SITE},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 200
     assert response.json()["report"]["stages"][1]["steps"][0]["componentType"] == "Compute"
 
-    anonymous = httpx.get(server + task_path(RUNNING_TASK), params={"siteId": ACME_SITE})
+    anonymous = httpx.get(demo_server + task_path(RUNNING_TASK), params={"siteId": ACME_SITE})
     assert anonymous.status_code == 401
     assert anonymous.json()["message"] == auth.MISSING_HEADER
 

@@ -15,8 +15,9 @@ from uuid import UUID
 import pytest
 
 from nico_api.config import SPEC_PATH
+from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, PENDING_TASK, RULE, RUNNING_TASK
-from tests.processes import BIN, run
+from tests.processes import BIN
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -106,12 +107,12 @@ def test_generated_client_has_upstreams_names(nico_client: ModuleType) -> None:
 
 
 def test_generated_client_reads_a_task_with_its_report(
-    nico_client: ModuleType, server: str, env: dict[str, str]
+    nico_client: ModuleType, demo_server: str, bearer: Bearer
 ) -> None:
     get_task = importlib.import_module("nico_client.api.task.get_task")
     models = importlib.import_module("nico_client.models")
-    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
-    client = nico_client.AuthenticatedClient(base_url=server, token=token)
+    token = bearer()["Authorization"].removeprefix("Bearer ")
+    client = nico_client.AuthenticatedClient(base_url=demo_server, token=token)
 
     response = get_task.sync_detailed(
         org=ACME, id=UUID(RUNNING_TASK), client=client, site_id=UUID(ACME_SITE)
@@ -145,13 +146,13 @@ def test_generated_client_reads_a_task_with_its_report(
 
 
 def test_generated_client_parses_errors(
-    nico_client: ModuleType, server: str, env: dict[str, str]
+    nico_client: ModuleType, demo_server: str, bearer: Bearer
 ) -> None:
     get_task = importlib.import_module("nico_client.api.task.get_task")
     get_rack_task = importlib.import_module("nico_client.api.task.get_rack_task")
     models = importlib.import_module("nico_client.models")
-    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
-    client = nico_client.AuthenticatedClient(base_url=server, token=token)
+    token = bearer()["Authorization"].removeprefix("Bearer ")
+    client = nico_client.AuthenticatedClient(base_url=demo_server, token=token)
 
     missing = get_rack_task.sync_detailed(
         org=ACME,
@@ -168,7 +169,7 @@ def test_generated_client_parses_errors(
     anonymous = get_task.sync_detailed(
         org=ACME,
         id=UUID(RUNNING_TASK),
-        client=nico_client.Client(base_url=server),
+        client=nico_client.Client(base_url=demo_server),
         site_id=UUID(ACME_SITE),
     )
     assert anonymous.status_code == 401

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 STORAGE_DOWN = "Task storage is temporarily unavailable"
 
 
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         if os.environ.get("NICO_TEST_DATABASE_URL"):
@@ -41,6 +41,14 @@ def postgres() -> Iterator[PrivatePostgres]:
     server.start()
     yield server
     server.remove()
+
+
+@pytest.fixture
+def postgres(private_postgres: PrivatePostgres) -> PrivatePostgres:
+    """The module's server, running: a test that stops it may leave it stopped."""
+    if not (private_postgres.data / "postmaster.pid").exists():
+        private_postgres.start()
+    return private_postgres
 
 
 def outage_settings(tmp_path: Path, url: str, **overrides: float) -> Settings:
