@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, insert, select, text
 
-from nico_api import db, fixture, models
+from nico_api import fixture, models
+from nico_api.db import Storage
 
 ORG = "acme-inc"
 OTHER_ORG = "globex"
@@ -87,10 +88,11 @@ def task_count(engine: Engine) -> int:
         )
 
 
-def prepare(engine: Engine, count: int) -> None:
-    db.upgrade(engine)
+def prepare(storage: Storage, count: int) -> None:
+    engine = storage.engine
+    storage.upgrade()
     demo = fixture.demo()  # both orgs, their providers and sites; the tasks are generated
-    fixture.load(fixture.FixtureFile(providers=demo.providers, sites=demo.sites))
+    fixture.load(storage, fixture.FixtureFile(providers=demo.providers, sites=demo.sites))
     if task_count(engine) != count:
         _generate(engine, count)
     if engine.dialect.name == "postgresql":

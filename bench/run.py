@@ -286,7 +286,7 @@ def prepare_case(backend: str, tasks: int, instance: Path) -> Case:
     storage = Storage(settings)
     started = time.monotonic()
     try:
-        dataset.prepare(storage.engine, tasks)
+        dataset.prepare(storage, tasks)
         ids_file = instance / f"ids-{backend}-{tasks}.txt"
         ids_file.write_text("\n".join(dataset.sample_ids(storage.engine)) + "\n")
     finally:

@@ -1,11 +1,12 @@
 """Every customisation of Connexion and Starlette, in one place.
 
 Each goes through an extension point the framework documents where there is one: `jsonifier=`,
-`security_map=`, `validator_map=`, `uri_parser_class=`, `middlewares=`, `add_middleware`,
-`add_error_handler`, the request context handed to handlers, and the routing constant
-Connexion exports. Where none exists, the reach into the framework is named here. Each has a
-test in tests/test_framework.py that fails if the framework behaviour it relies on changes, so
-that a Connexion upgrade fails a test instead of changing an answer silently.
+`security_map=`, `validator_map=`, `uri_parser_class=`, `middlewares=`, `lifespan=`,
+`add_middleware`, `add_error_handler` (with the envelope's handlers, `errors.install`), the
+request context handed to handlers, and the routing constant Connexion exports. Where none
+exists (Starlette's process-wide path convertor), the reach into the framework is named here.
+Each has a test in tests/test_framework.py that fails if the framework behaviour it relies on
+changes, so that a Connexion upgrade fails a test instead of changing an answer silently.
 """
 
 from __future__ import annotations
