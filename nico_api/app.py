@@ -11,8 +11,9 @@ from nico_api.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> NICoApp:
-    """An app with its own runtime (`app.runtime`), built from `settings` or the environment;
-    it changes nothing outside itself."""
+    """An app with its own runtime (`app.runtime`), built from `settings` or the environment.
+    It changes nothing outside itself; the one process-wide setting the app needs, Starlette's
+    `path` convertor, is registered once, when `nico_api.framework` is imported."""
     return framework.build_app(Runtime.build(settings or Settings.from_env()))
 
 

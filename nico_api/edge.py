@@ -51,7 +51,8 @@ class BodyLimit:
 
 @functools.cache
 def _limits() -> Settings:
-    # Read once per server process, from the environment every worker shares.
+    # uvicorn builds its protocol objects itself, with no app at hand: a serving process's
+    # limits are read once, from the environment `nico-api serve` and its workers share.
     return Settings.from_env()
 
 

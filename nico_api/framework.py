@@ -231,8 +231,10 @@ class GoURIParser(OpenAPIURIParser):
 class NICoParameterValidator(ParameterValidator):
     """The spec's parameter checks, kept as production's errors for the handler's check list."""
 
-    # Each parameter's JSON Schema validator, compiled once rather than on every request.
+    # Each parameter's JSON Schema validator, compiled once rather than on every request; a
+    # memo of the specs loaded in this process, emptied should many apps' specs fill it.
     _validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
+    _MEMO_LIMIT = 4096
 
     def validate(self, scope: Scope) -> None:
         raw: dict[str, str] = {}
@@ -254,6 +256,8 @@ class NICoParameterValidator(ParameterValidator):
     def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
         cached = cls._validators.get(id(param))
         if cached is None or cached[0] is not param:
+            if len(cls._validators) >= cls._MEMO_LIMIT:
+                cls._validators.clear()
             validator = Draft4Validator(param["schema"], format_checker=draft4_format_checker)
             cached = cls._validators[id(param)] = (param, validator)
         return best_match(cached[1].iter_errors(value))

@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,8 +24,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Row
 
-from nico_api import models
 from nico_api.flow import PhaseStatus
+
+if TYPE_CHECKING:  # the wire format reads stored records, and needs no storage to load
+    from nico_api import models
 
 
 class TaskStatus(StrEnum):

@@ -3,8 +3,8 @@
 Connexion validates every request against the spec before the handler runs, but production
 makes some of the same checks later: the site list checks membership and role before its query
 parameters, every list checks paging only after the Site, and cancel reads its body only after
-the org's provider and the task id. So the validators here do not answer a failure at once:
-they keep production's error in the request's `problems`, and each handler raises it when its
+the org's provider and the task id. So validation does not answer a failure at once: it
+keeps production's error in the request's `problems`, and each handler raises it when its
 check list reaches the step where production makes that check (`RequestProblems.check`).
 Values are read as Go's binder reads them (first of repeated keys, `strconv.ParseBool` and
 `strconv.ParseInt` forms, an empty value as the zero value), and a value that cannot be read is

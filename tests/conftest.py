@@ -83,10 +83,13 @@ class SQLiteDatabase(TestDatabase):
         super().__init__(f"sqlite:///{self.file}")
 
     def fresh(self, template: str, storage: Storage) -> None:
-        storage.dispose()  # no connection may keep the replaced file open
+        storage.dispose()
         for leftover in self.file.parent.glob(self.file.name + "-*"):
             leftover.unlink()  # the write-ahead log of the last test's database
-        shutil.copyfile(self.templates[template], self.file)
+        # A new file replaces the old: a connection still open elsewhere keeps the old one.
+        copy = self.file.with_name(".copy-" + self.file.name)
+        shutil.copyfile(self.templates[template], copy)
+        os.replace(copy, self.file)
 
     def copy(self, template: str, name: str) -> str:
         path = self.file.with_name(f"{name}.db")
@@ -94,11 +97,23 @@ class SQLiteDatabase(TestDatabase):
         return f"sqlite:///{path}"
 
 
+# The catalogs that describe the schema, each narrowed to the public schema's objects.
+_PUBLIC = "'public'::regnamespace"
+SCHEMA_CATALOGS = (
+    ("pg_class", f"relnamespace = {_PUBLIC}"),
+    ("pg_attribute", f"attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = {_PUBLIC})"),
+    ("pg_trigger", f"tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = {_PUBLIC})"),
+    ("pg_proc", f"pronamespace = {_PUBLIC}"),
+    ("pg_constraint", f"connamespace = {_PUBLIC}"),
+)
+
+
 class PostgreSQLDatabase(TestDatabase):
     """`CREATE DATABASE ... TEMPLATE` for each test that follows a change. What a test may
-    change is told by a fingerprint of the database: how many schema objects and triggers it
-    has, and each table's row count and newest row version (`xmin`, which any insert or update
-    renews); a database whose fingerprint is the template's is reused as it is."""
+    change is told by a fingerprint of the database: for its schema's catalog rows and for each
+    of its tables, how many rows there are and their newest row version (`xmin`, which every
+    insert, update and schema change writes anew); a database whose fingerprint is the
+    template's is reused as it is."""
 
     def __init__(self, url: str) -> None:
         # The configured database is only where databases are created: the tests use their own.
@@ -138,8 +153,11 @@ class PostgreSQLDatabase(TestDatabase):
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
                 ).fetchall()
                 parts = [
-                    "(SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)",
-                    "(SELECT count(*) FROM pg_trigger)",
+                    *(
+                        f"(SELECT count(*) || ' ' || coalesce(max(xmin::text::bigint), 0)"
+                        f" FROM {catalog} WHERE {public})"
+                        for catalog, public in SCHEMA_CATALOGS
+                    ),
                     *(
                         f"(SELECT count(*) || ' ' || coalesce(max(xmin::text::bigint), 0)"
                         f' FROM "{name}")'
