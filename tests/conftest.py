@@ -108,12 +108,16 @@ SCHEMA_CATALOGS = (
 )
 
 
+TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+
+
 class PostgreSQLDatabase(TestDatabase):
-    """`CREATE DATABASE ... TEMPLATE` for each test that follows a change. What a test may
-    change is told by a fingerprint of the database: for its schema's catalog rows and for each
-    of its tables, how many rows there are and their newest row version (`xmin`, which every
-    insert, update and schema change writes anew); a database whose fingerprint is the
-    template's is reused as it is."""
+    """The template's database for each test that follows a change. What a test changed is told
+    by a fingerprint of the database: for its schema's catalog rows and for each of its tables,
+    how many rows there are and their newest row version (`xmin`, which every insert, update and
+    schema change writes anew). A database whose fingerprint is unchanged is reused as it is;
+    one whose rows alone changed gets the template's rows back (triggers off, as the template
+    holds them); any other is made again with `CREATE DATABASE ... TEMPLATE`."""
 
     def __init__(self, url: str) -> None:
         # The configured database is only where databases are created: the tests use their own.
@@ -137,6 +141,7 @@ class PostgreSQLDatabase(TestDatabase):
         self._fingerprint_query = ""
         self.clean: tuple[str, tuple | None] | None = None  # the template and its fingerprint
         self.copies: list[str] = []
+        self._rows: dict[str, dict[str, bytes]] = {}
         super().__init__(base.set(database=self.target).render_as_string(hide_password=False))
 
     def _create(self, name: str, template: str) -> None:
@@ -149,9 +154,7 @@ class PostgreSQLDatabase(TestDatabase):
             if self._watch is None or self._watch.closed:
                 dsn = self._dsn.set(database=self.target).render_as_string(False)
                 self._watch = psycopg.connect(dsn, autocommit=True)
-                tables = self._watch.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-                ).fetchall()
+                tables = self._watch.execute(TABLES).fetchall()
                 parts = [
                     *(
                         f"(SELECT count(*) || ' ' || coalesce(max(xmin::text::bigint), 0)"
@@ -177,14 +180,54 @@ class PostgreSQLDatabase(TestDatabase):
             self._watch = None
 
     def fresh(self, template: str, storage: Storage) -> None:
-        if self.clean == (template, self._fingerprint()):
+        fingerprint = self._fingerprint()
+        if self.clean == (template, fingerprint):
             return  # the last test changed nothing
-        storage.dispose()
-        self._close_watch()
-        self._create(self.target, self.templates[template])
+        schema = len(SCHEMA_CATALOGS)
+        same_schema = (
+            self.clean is not None
+            and fingerprint is not None
+            and self.clean[1] is not None
+            and fingerprint[:schema] == self.clean[1][:schema]
+        )
+        if not (same_schema and self._put_rows_back(template)):
+            storage.dispose()
+            self._close_watch()
+            self._create(self.target, self.templates[template])
         fingerprint = self._fingerprint()
         assert fingerprint is not None
         self.clean = (template, fingerprint)
+
+    def _put_rows_back(self, template: str) -> bool:
+        """Every table's rows replaced by the template's; false when that could not be done
+        (a lock held elsewhere, or a role that may not turn triggers off)."""
+        rows = self._rows_of(template)
+        assert self._watch is not None
+        try:
+            with self._watch.transaction():
+                # Rows as the template holds them: no trigger counts them again.
+                self._watch.execute("SET LOCAL session_replication_role = replica")
+                self._watch.execute("SET LOCAL lock_timeout = '2s'")
+                for name in rows:
+                    self._watch.execute(f'DELETE FROM "{name}"')
+                for name, data in rows.items():
+                    with self._watch.cursor().copy(f'COPY "{name}" FROM STDIN') as copy:
+                        copy.write(data)
+        except psycopg.Error:
+            return False
+        return True
+
+    def _rows_of(self, template: str) -> dict[str, bytes]:
+        """Each table's rows in a template, as COPY writes them; read once."""
+        if template not in self._rows:
+            dsn = self._dsn.set(database=self.templates[template]).render_as_string(False)
+            with psycopg.connect(dsn, autocommit=True) as source:
+                rows = {}
+                for (name,) in source.execute(TABLES).fetchall():
+                    with source.cursor().copy(f'COPY "{name}" TO STDOUT') as copy:
+                        rows[name] = b"".join(bytes(block) for block in copy)
+            self._rows[template] = rows
+        return self._rows[template]
 
     def copy(self, template: str, name: str) -> str:
         database = f"{self.target}_{name}"
