@@ -105,10 +105,17 @@ SCHEMA_CATALOGS = (
     ("pg_trigger", f"tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = {_PUBLIC})"),
     ("pg_proc", f"pronamespace = {_PUBLIC}"),
     ("pg_constraint", f"connamespace = {_PUBLIC}"),
+    ("pg_type", f"typnamespace = {_PUBLIC}"),
+    ("pg_namespace", "true"),
 )
 
 
 TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+SEQUENCES = "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+# Sessions with a transaction open in a database: changes the fingerprint cannot see yet.
+OPEN_TRANSACTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT NULL"
+)
 
 
 class PostgreSQLDatabase(TestDatabase):
@@ -142,6 +149,7 @@ class PostgreSQLDatabase(TestDatabase):
         self.clean: tuple[str, tuple | None] | None = None  # the template and its fingerprint
         self.copies: list[str] = []
         self._rows: dict[str, dict[str, bytes]] = {}
+        self._sequences: dict[str, list[tuple[str, int, bool]]] = {}
         super().__init__(base.set(database=self.target).render_as_string(hide_password=False))
 
     def _create(self, name: str, template: str) -> None:
@@ -163,7 +171,7 @@ class PostgreSQLDatabase(TestDatabase):
                     ),
                     *(
                         f"(SELECT count(*) || ' ' || coalesce(max(xmin::text::bigint), 0)"
-                        f' FROM "{name}")'
+                        f' FROM public."{name}")'
                         for (name,) in tables
                     ),
                 ]
@@ -174,13 +182,22 @@ class PostgreSQLDatabase(TestDatabase):
             return None
         return tuple(row) if row else None
 
+    def _transactions_open(self) -> bool:
+        try:
+            row = self.admin.execute(OPEN_TRANSACTIONS, (self.target,)).fetchone()
+        except psycopg.Error:
+            return True
+        return bool(row and row[0])
+
     def _close_watch(self) -> None:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
 
     def fresh(self, template: str, storage: Storage) -> None:
-        fingerprint = self._fingerprint()
+        # The app's connections start afresh, with no session state left by the last test.
+        storage.dispose()
+        fingerprint = None if self._transactions_open() else self._fingerprint()
         if self.clean == (template, fingerprint):
             return  # the last test changed nothing
         schema = len(SCHEMA_CATALOGS)
@@ -191,7 +208,6 @@ class PostgreSQLDatabase(TestDatabase):
             and fingerprint[:schema] == self.clean[1][:schema]
         )
         if not (same_schema and self._put_rows_back(template)):
-            storage.dispose()
             self._close_watch()
             self._create(self.target, self.templates[template])
         fingerprint = self._fingerprint()
@@ -209,10 +225,14 @@ class PostgreSQLDatabase(TestDatabase):
                 self._watch.execute("SET LOCAL session_replication_role = replica")
                 self._watch.execute("SET LOCAL lock_timeout = '2s'")
                 for name in rows:
-                    self._watch.execute(f'DELETE FROM "{name}"')
+                    self._watch.execute(f'DELETE FROM public."{name}"')
                 for name, data in rows.items():
-                    with self._watch.cursor().copy(f'COPY "{name}" FROM STDIN') as copy:
+                    with self._watch.cursor().copy(f'COPY public."{name}" FROM STDIN') as copy:
                         copy.write(data)
+                for name, value, called in self._sequences[template]:
+                    self._watch.execute(
+                        "SELECT setval(%s, %s, %s)", (f'public."{name}"', value, called)
+                    )
         except psycopg.Error:
             return False
         return True
@@ -224,8 +244,17 @@ class PostgreSQLDatabase(TestDatabase):
             with psycopg.connect(dsn, autocommit=True) as source:
                 rows = {}
                 for (name,) in source.execute(TABLES).fetchall():
-                    with source.cursor().copy(f'COPY "{name}" TO STDOUT') as copy:
+                    with source.cursor().copy(f'COPY public."{name}" TO STDOUT') as copy:
                         rows[name] = b"".join(bytes(block) for block in copy)
+                self._sequences[template] = [
+                    (
+                        name,
+                        *source.execute(
+                            f'SELECT last_value, is_called FROM public."{name}"'
+                        ).fetchone(),
+                    )
+                    for (name,) in source.execute(SEQUENCES).fetchall()
+                ]
             self._rows[template] = rows
         return self._rows[template]
 
