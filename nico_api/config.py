@@ -58,30 +58,10 @@ class Settings:
             database_url=database_url,
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
             auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
-            db_pool_size=_number(env, "NICO_DB_POOL_SIZE", cls.db_pool_size, int, minimum=1),
-            db_max_overflow=_number(env, "NICO_DB_MAX_OVERFLOW", cls.db_max_overflow, int),
-            db_pool_timeout=_number(
-                env, "NICO_DB_POOL_TIMEOUT", cls.db_pool_timeout, float, minimum=0.001
-            ),
-            db_connect_timeout=_number(
-                env, "NICO_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, float, minimum=0.001
-            ),
-            db_statement_timeout=_number(
-                env, "NICO_DB_STATEMENT_TIMEOUT", cls.db_statement_timeout, float, minimum=0.001
-            ),
-            db_request_timeout=_number(
-                env, "NICO_DB_REQUEST_TIMEOUT", cls.db_request_timeout, float, minimum=0.001
-            ),
-            max_body_bytes=_number(env, "NICO_MAX_BODY_BYTES", cls.max_body_bytes, int, minimum=1),
-            max_header_bytes=_number(
-                env, "NICO_MAX_HEADER_BYTES", cls.max_header_bytes, int, minimum=1024
-            ),
-            header_timeout=_number(
-                env, "NICO_HEADER_TIMEOUT", cls.header_timeout, float, minimum=0.001
-            ),
-            keepalive_timeout=_number(
-                env, "NICO_KEEPALIVE_TIMEOUT", cls.keepalive_timeout, float, minimum=0.001
-            ),
+            **{
+                name: _number(env, f"NICO_{name.upper()}", getattr(cls, name), least)
+                for name, least in _LEAST.items()
+            },
         )
 
 
@@ -102,6 +82,33 @@ def document_problems(exc: ValidationError, document: dict[str, Any], label: str
     return "; ".join(problems)
 
 
+# The numeric settings, each read from NICO_<NAME> and no smaller than its least value.
+_LEAST: dict[str, float] = {
+    "db_pool_size": 1,
+    "db_max_overflow": 0,
+    "db_pool_timeout": 0.001,
+    "db_connect_timeout": 0.001,
+    "db_statement_timeout": 0.001,
+    "db_request_timeout": 0.001,
+    "max_body_bytes": 1,
+    "max_header_bytes": 1024,
+    "header_timeout": 0.001,
+    "keepalive_timeout": 0.001,
+}
+
+
+def storable(text: str) -> bool:
+    """Text that every backend stores as it is: no NUL, no lone surrogate (PostgreSQL refuses
+    both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class InvalidInputError(ValueError):
     """A setting or a file the service cannot use: its message says which, and why."""
 
@@ -110,10 +117,12 @@ class SettingsError(InvalidInputError):
     """An environment variable holds a value the service cannot use."""
 
 
-def _number(env: Mapping[str, str], name: str, default: N, kind: type[N], minimum: float = 0) -> N:
+def _number(env: Mapping[str, str], name: str, default: N, minimum: float) -> N:
+    """The setting's value in the environment, of its default's type; the default when unset."""
     text = env.get(name)
     if not text:
         return default
+    kind = type(default)
     try:
         value = kind(text)
     except ValueError:

@@ -15,7 +15,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
-from nico_api.config import InvalidInputError, document_problems
+from nico_api.config import InvalidInputError, document_problems, storable
 from nico_api.db import Storage
 from nico_api.flow import STATUSES
 from nico_api.schemas import UTCTime
@@ -174,11 +174,11 @@ def _check_values(document: dict[str, Any], source: str) -> None:
         if depth > MAX_DEPTH:
             problem = f"nested more than {MAX_DEPTH} deep"
         elif isinstance(value, str):
-            if not _storable(value):
+            if not storable(value):
                 problem = "text with a NUL or a lone surrogate, which PostgreSQL cannot store"
         elif isinstance(value, dict):
             for key, item in value.items():
-                if not isinstance(key, str) or not _storable(key):
+                if not isinstance(key, str) or not storable(key):
                     problem = f"the key {key!r} is not storable text"
                     break
                 pending.append((f"{where}.{key}", item, depth + 1))
@@ -202,16 +202,6 @@ def _named(where: str, document: dict[str, Any]) -> str:
     record = records[int(index)]
     label = f" (id {record.get('id')})" if isinstance(record, dict) and record.get("id") else ""
     return f"{kind}[{index}]{label} field '{field}'"
-
-
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def load(storage: Storage, fixture: FixtureFile) -> LoadSummary:

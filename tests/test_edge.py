@@ -91,6 +91,10 @@ def get_task(base_url: str, token: str) -> httpx.Response:
     )
 
 
+def envelope(message: str) -> dict[str, object]:
+    return {"source": "nico", "message": message, "data": None}
+
+
 def test_a_header_over_the_limit_is_431(edge_server) -> None:
     _base_url, port, _token = edge_server
     with connect(port) as sock:
@@ -98,11 +102,7 @@ def test_a_header_over_the_limit_is_431(edge_server) -> None:
         status, headers, body = answer(sock)
     assert status == 431
     assert headers["content-type"] == "application/json"
-    assert json.loads(body) == {
-        "source": "nico",
-        "message": "Request Header Fields Too Large",
-        "data": None,
-    }
+    assert json.loads(body) == envelope("Request Header Fields Too Large")
 
 
 def test_others_are_served_while_a_client_sends_a_60_mb_header(edge_server) -> None:
@@ -180,11 +180,7 @@ def test_a_declared_huge_body_is_413_before_it_is_read(edge_server) -> None:
         sock.sendall(cancel_head(token, 200 * 2**20))
         status, _headers, body = answer(sock)
     assert status == 413
-    assert json.loads(body) == {
-        "source": "nico",
-        "message": "Request Entity Too Large",
-        "data": None,
-    }
+    assert json.loads(body) == envelope("Request Entity Too Large")
 
 
 def test_an_undeclared_body_is_cut_off_at_the_limit(edge_server) -> None:
