@@ -1,6 +1,14 @@
 """Operation handlers, found by operationId: `get-task` is `get_task`."""
 
 from handlers.health import get_health, get_readiness
+from handlers.rack import (
+    bringup_rack,
+    bringup_racks,
+    firmware_update_rack,
+    firmware_update_racks,
+    power_control_rack,
+    power_control_racks,
+)
 from handlers.spec import get_openapi
 from handlers.task import (
     cancel_rack_task,
@@ -11,11 +19,23 @@ from handlers.task import (
     get_task,
     get_tray_tasks,
 )
+from handlers.tray import (
+    firmware_update_tray,
+    firmware_update_trays,
+    power_control_tray,
+    power_control_trays,
+)
 from handlers.user import get_user
 
 __all__ = [
+    "bringup_rack",
+    "bringup_racks",
     "cancel_rack_task",
     "cancel_task",
+    "firmware_update_rack",
+    "firmware_update_racks",
+    "firmware_update_tray",
+    "firmware_update_trays",
     "get_all_tasks",
     "get_health",
     "get_openapi",
@@ -25,4 +45,8 @@ __all__ = [
     "get_task",
     "get_tray_tasks",
     "get_user",
+    "power_control_rack",
+    "power_control_racks",
+    "power_control_tray",
+    "power_control_trays",
 ]

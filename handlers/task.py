@@ -25,10 +25,10 @@ async def get_task(
     site_id: str = "",
 ) -> schemas.Task:
     problems.check(Step.QUERY)
-    org = _provider_admin(org, token_info)
-    found = await _provider_site_and_task(runtime.store, org, site_id, id_)
+    org = provider_admin(org, token_info)
+    found = await provider_site_and_task(runtime.store, org, site_id, id_)
     _check_task_id(id_)
-    _check_site(found, site_id)
+    check_site(found, site_id)
     return _task(found.task)
 
 
@@ -45,12 +45,12 @@ async def cancel_task(
     body: Any = None,
 ) -> tuple[schemas.Task, int]:
     # Query parameters are never checked; the body only after the org's provider and the task id.
-    org = _provider_admin(org, token_info)
+    org = provider_admin(org, token_info)
     site_id = body.get("siteId") if isinstance(body, dict) else None
-    found = await _provider_site_and_task(runtime.store, org, site_id, id_)
+    found = await provider_site_and_task(runtime.store, org, site_id, id_)
     _check_task_id(id_)
     check_body(problems, "Failed to validate cancel task request data")
-    _check_site(found, site_id)
+    check_site(found, site_id)
     task = _task(found.task)
     cancelled = await runtime.store.cancel_task(task.id)
     if cancelled.flow_status in flow.NOT_CANCELLABLE_STATUSES:
@@ -72,7 +72,7 @@ async def get_all_tasks(
     runtime: Runtime,
     **query: Any,
 ) -> Page:
-    org = _provider_admin(org, token_info)
+    org = provider_admin(org, token_info)
     problems.check(Step.QUERY)
     return await _page(runtime.store, org, problems, Listing.of(query))
 
@@ -86,8 +86,8 @@ async def get_rack_tasks(
     **query: Any,
 ) -> Page:
     problems.check(Step.QUERY)
-    org = _provider_admin(org, token_info)
-    return await _page(runtime.store, org, problems, Listing.of(query), rack_id=id_)
+    org = provider_admin(org, token_info)
+    return await _page(runtime.store, org, problems, Listing.of(query), rack=id_)
 
 
 async def get_tray_tasks(
@@ -99,8 +99,8 @@ async def get_tray_tasks(
     **query: Any,
 ) -> Page:
     problems.check(Step.QUERY)
-    org = _provider_admin(org, token_info)
-    return await _page(runtime.store, org, problems, Listing.of(query), tray_id=id_)
+    org = provider_admin(org, token_info)
+    return await _page(runtime.store, org, problems, Listing.of(query), tray=id_)
 
 
 class Listing(NamedTuple):
@@ -124,36 +124,32 @@ class Listing(NamedTuple):
 async def _page(
     store: Store, org: str, problems: RequestProblems, listing: Listing, **component: str
 ) -> Page:
-    found = await _provider_site_and_task(store, org, listing.site_id, None)
-    site = _check_site(found, listing.site_id)
+    found = await provider_site_and_task(store, org, listing.site_id, None)
+    site = check_site(found, listing.site_id)
     problems.check(Step.PAGING)
-    ids = {name: _uuid(text) for name, text in component.items()}
-    if None in ids.values():
-        # A rack or tray id that is not a UUID names nothing that tasks target.
-        tasks, total = [], 0
-    else:
-        tasks, total = await store.task_page(
-            site,
-            **ids,
-            active_only=listing.active_only,
-            include_report=listing.include_report,
-            page_number=listing.page_number,
-            page_size=listing.page_size,
-        )
+    # A rack or tray is resolved by Flow, as production's Flow resolves it.
+    tasks, total = await store.task_page(
+        site,
+        **component,
+        active_only=listing.active_only,
+        include_report=listing.include_report,
+        page_number=listing.page_number,
+        page_size=listing.page_size,
+    )
     pagination = schemas.Pagination(
         page_number=listing.page_number, page_size=listing.page_size, total=total
     )
     return schemas.TaskList(tasks), 200, {"X-Pagination": pagination.model_dump_json()}
 
 
-def _provider_admin(org: str, token_info: dict[str, Any]) -> str:
+def provider_admin(org: str, token_info: dict[str, Any]) -> str:
     """Membership, then the Provider Admin role, in the org as production names it: lower-cased."""
     org = org.lower()
     token_info["caller"].require_provider_admin(org)
     return org
 
 
-async def _provider_site_and_task(store: Store, org: str, site_id: Any, task_id: Any) -> Lookup:
+async def provider_site_and_task(store: Store, org: str, site_id: Any, task_id: Any) -> Lookup:
     """The org's provider, the site and the task, read in one round trip; the provider checked."""
     found = await store.lookup(org, _uuid(site_id), _uuid(task_id))
     if found.provider_id is None:
@@ -166,15 +162,21 @@ def _check_task_id(id_: str) -> None:
         raise NICoError(400, "Invalid Task ID specified in URL")
 
 
-def _check_site(found: Lookup, site_id: Any) -> uuid.UUID:
-    """The Site's checks; its id once they pass."""
+def check_site(
+    found: Lookup,
+    site_id: Any,
+    flow_enabled: bool = True,
+    invalid: NICoError | None = None,
+) -> uuid.UUID:
+    """The Site's checks; its id once they pass. The operations that create tasks do not check
+    for Flow, and the tray ones answer a Site id that is not a UUID as a database error."""
     if _uuid(site_id) is None:
-        raise NICoError(400, "Failed to validate Site specified in request: invalid ID")
+        raise invalid or NICoError(400, "Failed to validate Site specified in request: invalid ID")
     if found.site is None:
         raise NICoError(400, "Site specified in request does not exist")
     if found.site.infrastructure_provider_id != found.provider_id:
         raise NICoError(403, "Site specified in request doesn't belong to current org's Provider")
-    if not found.site.flow_enabled:
+    if flow_enabled and not found.site.flow_enabled:
         raise NICoError(412, "Site does not have NICo Flow enabled")
     return found.site.id
 

@@ -1,4 +1,5 @@
-"""The `nico-api` command line: serve, prepare the database, and mint development tokens.
+"""The `nico-api` command line: serve, run the simulated Flow, prepare the database, and mint
+development tokens.
 
 Each command imports what it uses when it runs, so that a quick one (`token`) starts quickly.
 """
@@ -45,6 +46,41 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http=BoundedHttpProtocol,
         timeout_keep_alive=settings.keepalive_timeout,
     )
+    return 0
+
+
+def _flow(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+    import logging.config
+    import signal
+    import threading
+
+    from nico_api import logs
+    from nico_api.executor import AlreadyRunningError, Executor, only_flow_process
+
+    logging.config.dictConfig(logs.config(args.log_level))
+    log = logging.getLogger("nico_api.flow")
+    stop = threading.Event()
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, lambda *_: stop.set())
+    with _storage(settings) as storage:
+        try:
+            with only_flow_process(storage):
+                executor = Executor(storage, settings)
+                log.info(
+                    "flow started",
+                    extra={
+                        "fields": {
+                            "database": _safe_url(settings),
+                            "step_seconds": settings.flow_step_seconds,
+                        }
+                    },
+                )
+                executor.run(stop)
+                log.info("flow stopped", extra={"fields": executor.lag_summary()})
+        except AlreadyRunningError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -202,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+
+    flow = commands.add_parser(
+        "flow", help="run the simulated NICo Flow: execute the tasks in the database"
+    )
+    flow.add_argument("--log-level", default="info")
+    flow.set_defaults(run=_flow)
 
     database = commands.add_parser("db", help="prepare and fill the database")
     db_commands = database.add_subparsers(dest="db_command", required=True)

@@ -41,6 +41,15 @@ class Settings:
     max_header_bytes: int = 64 << 10
     header_timeout: float = 10.0
     keepalive_timeout: float = 5.0
+    # The simulated NICo Flow: how long each step of a task takes, how often it looks for due
+    # work, how long a task may wait in its rack's queue, and how often a component fails.
+    flow_step_seconds: float = 2.0
+    flow_poll_seconds: float = 0.2
+    flow_queue_timeout: float = 3600.0
+    flow_failure_rate: float = 0.0
+    flow_seed: int = 0
+    # What a rack with a conflicting active task does with a new one: queue it, or refuse it.
+    flow_conflicts: str = "queue"
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -51,6 +60,12 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        rate = env.get("NICO_FLOW_FAILURE_RATE")
+        if rate and _number(env, "NICO_FLOW_FAILURE_RATE", 0.0, 0) > 1:
+            raise SettingsError(f"NICO_FLOW_FAILURE_RATE must be at most 1, not {rate!r}")
+        conflicts = env.get("NICO_FLOW_CONFLICTS") or "queue"
+        if conflicts not in ("queue", "reject"):
+            raise SettingsError(f"NICO_FLOW_CONFLICTS must be queue or reject, not {conflicts!r}")
         instance_dir = Path(env.get("NICO_INSTANCE_DIR", "instance")).resolve()
         database_url = env.get("NICO_DATABASE_URL") or f"sqlite:///{instance_dir / 'nico.db'}"
         return cls(
@@ -58,6 +73,7 @@ class Settings:
             database_url=database_url,
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
             auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
+            flow_conflicts=conflicts,
             **{
                 name: _number(env, f"NICO_{name.upper()}", getattr(cls, name), least)
                 for name, least in _LEAST.items()
@@ -94,6 +110,11 @@ _LEAST: dict[str, float] = {
     "max_header_bytes": 1024,
     "header_timeout": 0.001,
     "keepalive_timeout": 0.001,
+    "flow_step_seconds": 0,
+    "flow_poll_seconds": 0.001,
+    "flow_queue_timeout": 0,
+    "flow_failure_rate": 0,
+    "flow_seed": 0,
 }
 
 

@@ -1,8 +1,10 @@
-"""The fixture file format: providers, sites and tasks as Flow stores them, loaded whole."""
+"""The fixture file format: providers, sites, each site's inventory (racks and their trays) and
+operation rules, and tasks as Flow stores them, loaded whole."""
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -10,18 +12,29 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from nico_api import db, models
 from nico_api.config import InvalidInputError, document_problems, storable
 from nico_api.db import Storage
-from nico_api.flow import STATUSES
+from nico_api.flow import COMPONENT_TYPES, OPERATIONS, STATUSES
 from nico_api.schemas import UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 FlowStatus = Literal[STATUSES]  # type: ignore[valid-type]
+ComponentType = Literal[COMPONENT_TYPES]  # type: ignore[valid-type]
+Operation = Literal[OPERATIONS]  # type: ignore[valid-type]
+# A BMC's MAC address, stored as production's requests are matched: lower case, colons.
+MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 class FixtureError(InvalidInputError):
@@ -56,6 +69,79 @@ class SiteRecord(_Record):
     flow_enabled: bool = False
     created: UTCTime | None = None
     updated: UTCTime | None = None
+
+
+class RackRecord(_Record):
+    defaulted_times = frozenset({"created", "updated"})
+
+    id: uuid.UUID
+    site_id: uuid.UUID
+    external_id: Name = Field(description="the id production's REST API names the rack by")
+    name: Name
+    failure: str | None = Field(default=None, description="the simulated Flow fails its tasks")
+    created: UTCTime | None = None
+    updated: UTCTime | None = None
+
+
+def _mac(value: str | None) -> str | None:
+    if value is None:
+        return None
+    mac = value.lower().replace("-", ":")
+    if not MAC.fullmatch(mac):
+        raise ValueError("a MAC address is six two-digit hex numbers, such as 02:00:5e:10:00:01")
+    return mac
+
+
+class TrayRecord(_Record):
+    defaulted_times = frozenset({"created", "updated"})
+
+    id: uuid.UUID
+    rack_id: uuid.UUID
+    external_id: Name = Field(description="the component id production's REST API names it by")
+    bmc_mac: Annotated[str | None, AfterValidator(_mac)] = None
+    type: ComponentType
+    slot: int = Field(ge=0, le=2**31 - 1)
+    failure: str | None = Field(default=None, description="the simulated Flow fails its step")
+    created: UTCTime | None = None
+    updated: UTCTime | None = None
+
+
+class RuleStep(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    component_type: ComponentType
+
+
+class RuleStage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int = Field(ge=1, le=2**31 - 1)
+    steps: list[RuleStep] = Field(min_length=1)
+
+
+class RuleRecord(_Record):
+    defaulted_times = frozenset({"created", "updated"})
+
+    id: uuid.UUID
+    site_id: uuid.UUID
+    name: Name
+    operation: Operation
+    is_default: bool = Field(default=False, alias="default")
+    stages: list[RuleStage]
+    created: UTCTime | None = None
+    updated: UTCTime | None = None
+
+    @model_validator(mode="after")
+    def _numbered_once(self) -> RuleRecord:
+        numbers = [stage.number for stage in self.stages]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("each stage number is given once")
+        return self
+
+    def columns(self) -> dict[str, Any]:
+        values = super().columns()
+        values["stages"] = [stage.model_dump() for stage in self.stages]
+        return values
 
 
 class TaskRecord(_Record):
@@ -96,7 +182,14 @@ class FixtureFile(BaseModel):
 
     providers: list[ProviderRecord] = []
     sites: list[SiteRecord] = []
+    racks: list[RackRecord] = []
+    trays: list[TrayRecord] = []
+    rules: list[RuleRecord] = []
     tasks: list[TaskRecord] = []
+
+
+# What a file holds, in the order it is written.
+KINDS = ("providers", "sites", "racks", "trays", "rules", "tasks")
 
 
 @dataclass(frozen=True)
@@ -104,9 +197,15 @@ class LoadSummary:
     providers: int
     sites: int
     tasks: int
+    racks: int = 0
+    trays: int = 0
+    rules: int = 0
 
     def __str__(self) -> str:
-        return f"{self.providers} providers, {self.sites} sites, {self.tasks} tasks"
+        text = f"{self.providers} providers, {self.sites} sites, {self.tasks} tasks"
+        if self.racks or self.trays or self.rules:
+            text += f", {self.racks} racks, {self.trays} trays, {self.rules} rules"
+        return text
 
 
 class _TextTimestampLoader(yaml.SafeLoader):
@@ -146,13 +245,15 @@ def parse(text: str, source: str = "fixture") -> FixtureFile:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise FixtureError(f"{source}: the top level must be a mapping of providers, sites, tasks")
+        raise FixtureError(
+            f"{source}: the top level must be a mapping of {', '.join(KINDS[:-1])} and tasks"
+        )
     _check_values(document, source)
     try:
         fixture = FixtureFile.model_validate(document)
     except ValidationError as exc:
         raise FixtureError(f"{source}: {document_problems(exc, document, label='id')}") from None
-    for kind in ("providers", "sites", "tasks"):
+    for kind in KINDS:
         first: dict[uuid.UUID, int] = {}
         for i, record in enumerate(getattr(fixture, kind)):
             if record.id in first:
@@ -213,6 +314,9 @@ def load(storage: Storage, fixture: FixtureFile) -> LoadSummary:
         for records, model in (
             (fixture.providers, models.InfrastructureProvider),
             (fixture.sites, models.Site),
+            (fixture.racks, models.Rack),
+            (fixture.trays, models.Tray),
+            (fixture.rules, models.OperationRule),
             (fixture.tasks, models.Task),
         ):
             for record in records:
@@ -238,7 +342,14 @@ def load(storage: Storage, fixture: FixtureFile) -> LoadSummary:
                     insert(targets),
                     [{"task_id": task.id, "component_id": tray} for tray in wanted - stored],
                 )
-    return LoadSummary(len(fixture.providers), len(fixture.sites), len(fixture.tasks))
+    return LoadSummary(
+        len(fixture.providers),
+        len(fixture.sites),
+        len(fixture.tasks),
+        len(fixture.racks),
+        len(fixture.trays),
+        len(fixture.rules),
+    )
 
 
 def _check_references(session: Session, fixture: FixtureFile) -> None:
@@ -263,9 +374,16 @@ def _check_references(session: Session, fixture: FixtureFile) -> None:
                 f"sites[{i}] (id {site.id}) field 'infrastructure_provider_id': no provider {ref}"
             )
     site_ids = {s.id for s in fixture.sites}
-    for i, task in enumerate(fixture.tasks):
-        if task.site_id not in site_ids and session.get(models.Site, task.site_id) is None:
-            raise FixtureError(f"tasks[{i}] (id {task.id}) field 'site_id': no site {task.site_id}")
+    for kind in ("racks", "rules", "tasks"):
+        for i, record in enumerate(getattr(fixture, kind)):
+            if record.site_id not in site_ids and session.get(models.Site, record.site_id) is None:
+                raise FixtureError(
+                    f"{kind}[{i}] (id {record.id}) field 'site_id': no site {record.site_id}"
+                )
+    rack_ids = {r.id for r in fixture.racks}
+    for i, tray in enumerate(fixture.trays):
+        if tray.rack_id not in rack_ids and session.get(models.Rack, tray.rack_id) is None:
+            raise FixtureError(f"trays[{i}] (id {tray.id}) field 'rack_id': no rack {tray.rack_id}")
 
 
 def load_file(storage: Storage, path: Path) -> LoadSummary:

@@ -18,3 +18,40 @@ CANCELLED_MESSAGE = "Cancelled by user"
 
 # The status of a report's stage or step, in Flow's snake_case report document.
 PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+
+# The kinds of component a rack holds, as Flow names them in rules and reports.
+COMPONENT_TYPES = ("Compute", "NVSwitch", "PowerShelf")
+
+# Flow's operations, each of one task type.
+POWER_OPERATIONS = (
+    "power_on",
+    "power_off",
+    "restart",
+    "force_power_off",
+    "force_restart",
+    "cold_reset",
+)
+OPERATIONS = (*POWER_OPERATIONS, "firmware_update", "bring_up")
+TASK_TYPES = {
+    **dict.fromkeys(POWER_OPERATIONS, "power_control"),
+    "firmware_update": "firmware_control",
+    "bring_up": "bring_up",
+}
+
+# What Flow writes at each transition of a task (UPSTREAM.md section 3.4).
+PENDING_MESSAGE = "Pending"
+QUEUED_MESSAGE = "Queued: waiting for rack to become available"
+PROMOTED_MESSAGE = "Promoted: no conflicting active tasks"
+EXPIRED_MESSAGE = "Expired: queue timeout reached"
+RUNNING_MESSAGE = "Running"
+SUCCEEDED_MESSAGE = "Succeeded"
+# How many tasks may wait on one rack.
+QUEUE_LIMIT = 5
+# Flow keeps at most this many bytes of an error's first line as a message.
+MESSAGE_BYTES = 512
+
+
+def first_line(error: str) -> str:
+    """An error as Flow stores it in a message: its first line, at most MESSAGE_BYTES bytes."""
+    line = error.split("\n", 1)[0]
+    return line.encode()[:MESSAGE_BYTES].decode(errors="ignore")

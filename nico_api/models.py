@@ -1,4 +1,5 @@
-"""What the service stores: providers, their sites, and the tasks Flow runs at each site."""
+"""What the service stores: providers, their sites, each site's racks and trays (Flow's
+inventory) and operation rules, and the tasks Flow runs at each site."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     UniqueConstraint,
     Uuid,
     column,
     literal,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -95,6 +98,59 @@ class Site(Base):
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Rack(Base):
+    """A rack in a Site's inventory; production's REST API names it by its external id."""
+
+    __tablename__ = "rack"
+    __table_args__ = (UniqueConstraint("site_id", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(256))
+    # The simulated Flow fails this rack's tasks with this text (None: they succeed).
+    failure: Mapped[str | None]
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Tray(Base):
+    """A component of a rack (a compute tray, an NVLink switch, a power shelf); production's REST
+    API names it by its external component id or its BMC's MAC address."""
+
+    __tablename__ = "tray"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    rack_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rack.id"), index=True)
+    external_id: Mapped[str] = mapped_column(String(256), index=True)
+    # Lower-case, colon-separated: how a MAC address in a request is matched.
+    bmc_mac: Mapped[str | None] = mapped_column(String(17), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    slot: Mapped[int] = mapped_column(Integer)
+    # The simulated Flow fails this component's step with this text (None: it succeeds).
+    failure: Mapped[str | None]
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OperationRule(Base):
+    """A Site's rule for an operation: its stages, each a set of steps by component type."""
+
+    __tablename__ = "operation_rule"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    # Flow's operation: power_on, power_off, restart, ..., firmware_update, bring_up.
+    operation: Mapped[str] = mapped_column(String(32))
+    # The Site's rule for its operation when a request names none.
+    is_default: Mapped[bool] = mapped_column(default=False)
+    # [{"number": 1, "steps": [{"component_type": "PowerShelf"}, ...]}, ...]
+    stages: Mapped[Any] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 # A task that is active: its statuses are written into the SQL (not bound), so that the
 # planners of both databases match it with the partial index below.
 ACTIVE_TASK = column("status").in_(
@@ -111,6 +167,9 @@ class Task(Base):
     __table_args__ = (
         Index("ix_task_site_id_created_at_id", "site_id", "created_at", "id"),
         Index("ix_task_rack_id_created_at_id", "rack_id", "created_at", "id"),
+        # Flow's executor finds the steps that are due, and a rack's queue its oldest task.
+        Index("ix_task_due_at", "due_at"),
+        Index("ix_task_status_rack_id_created_at", "status", "rack_id", "created_at"),
         Index(
             "ix_task_active_site_id_created_at_id",
             "site_id",
@@ -133,6 +192,18 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Flow's task type (power_control, firmware_control, bring_up), the operation as requested,
+    # and the targeted components by type ({"components_by_type": {"Compute": [ids]}}).
+    type: Mapped[str | None] = mapped_column(String(32))
+    information: Mapped[Any] = mapped_column(JSON, nullable=True)
+    attributes: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # A waiting task is terminated when its turn has not come by then.
+    queue_expires_at: Mapped[datetime | None]
+    # The simulated Flow's execution: the stages to run, how many of its steps are done, and
+    # when the next one is due (None: nothing to run).
+    plan: Mapped[Any] = mapped_column(JSON, nullable=True)
+    progress: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    due_at: Mapped[datetime | None]
 
 
 class TaskComponent(Base):

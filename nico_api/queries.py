@@ -40,9 +40,23 @@ _ONE_ROW = select(literal(1).label("one")).subquery()
 # that the handler can answer the contract's checks in order.
 # The report is read as it is stored, not decoded on the way: a stored report that is not
 # JSON must drop out of the response (schemas.TaskReportV1.from_stored), not fail the row.
+# What the API shows of a task, and its stored status: not Flow's execution state.
+_SHOWN = (
+    "id",
+    "status",
+    "description",
+    "message",
+    "applied_rule_id",
+    "report",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
 _TASK_COLUMNS = [
     type_coerce(column, Text).label(column.name) if column.name == "report" else column
     for column in Task.__table__.columns
+    if column.name in _SHOWN
 ]
 
 PROVIDER_SITE_AND_TASK = select(
@@ -111,6 +125,9 @@ CANCEL_TASK = (
         message=CANCELLED_MESSAGE,
         finished_at=bindparam("now"),
         updated_at=bindparam("now"),
+        # Nothing more for the Flow executor to run, nor a queue for it to wait in.
+        due_at=None,
+        queue_expires_at=None,
     )
     .returning(*_TASK_COLUMNS)
 )

@@ -250,3 +250,14 @@ class Pagination(BaseModel):
     total: int
     # Production always writes it, as null: tasks have no sortable field.
     order_by: None = None
+
+
+class TaskIds(BaseModel):
+    """What an operation that creates tasks answers: UpdatePowerStateResponse,
+    FirmwareUpdateResponse and BringUpRackResponse alike."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+    task_ids: list[str]

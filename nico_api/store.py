@@ -4,15 +4,17 @@ be large)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from nico_api import models, queries, schemas
+from nico_api import manager, models, queries, schemas
 from nico_api.auth import Caller
 from nico_api.db import Storage
+from nico_api.submissions import Order
 
 
 class SiteRecord(NamedTuple):
@@ -39,6 +41,8 @@ class Cancelled(NamedTuple):
 class Store:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        # Requests being submitted, by workflow id: an identical one joins the first.
+        self._in_flight: dict[str, asyncio.Future[list[str]]] = {}
 
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
@@ -58,15 +62,23 @@ class Store:
         task = None if row.id is None else schemas.Task.from_record(row)
         return Lookup(row.provider_id, site, task)
 
-    async def task_page(self, site_id: uuid.UUID, **filters: Any) -> tuple[list[schemas.Task], int]:
-        """A page of a Site's tasks (queries.task_page's filters), and the filtered set's size."""
-        return await self.storage.run_in_thread(self._task_page, site_id, filters)
+    async def task_page(
+        self, site_id: uuid.UUID, rack: str | None = None, tray: str | None = None, **filters: Any
+    ) -> tuple[list[schemas.Task], int]:
+        """A page of a Site's tasks (queries.task_page's filters), and the filtered set's size;
+        a rack named by its external id, a tray by its component id or BMC MAC address, as
+        Flow resolves them (manager.FlowError when it cannot)."""
+        return await self.storage.run_in_thread(self._task_page, site_id, rack, tray, filters)
 
     def _task_page(
-        self, site_id: uuid.UUID, filters: dict[str, Any]
+        self, site_id: uuid.UUID, rack: str | None, tray: str | None, filters: dict[str, Any]
     ) -> tuple[list[schemas.Task], int]:
-        page, count = queries.task_page(site_id, **filters)
         with self.storage.connection() as c:
+            if rack is not None:
+                filters["rack_id"] = manager.resolve_rack(c, site_id, rack)
+            if tray is not None:
+                filters["tray_id"] = manager.resolve_component(c, site_id, tray).id
+            page, count = queries.task_page(site_id, **filters)
             rows = list(c.execute(page))
             total = c.execute(count).scalar_one()
         return [schemas.Task.from_record(row) for row in rows], total
@@ -83,6 +95,27 @@ class Store:
             if row is None:
                 row = c.execute(queries.TASK_BY_ID, {"task_id": task_id}).one_or_none()
         return Cancelled(*_task_and_status(row))
+
+    async def submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
+        """The ids of the tasks Flow makes for the order; an identical order already being
+        submitted (the same workflow id) is joined, and answered as it is answered."""
+        if order.workflow_id is None:
+            return await self._submit(order, site_id)
+        running = self._in_flight.get(order.workflow_id)
+        if running is None:
+            running = asyncio.ensure_future(self._submit(order, site_id))
+            self._in_flight[order.workflow_id] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(order.workflow_id, None))
+        return await asyncio.shield(running)
+
+    async def _submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
+        return await self.storage.run_in_thread(self._submitted, order.for_site(site_id))
+
+    def _submitted(self, submission: manager.Submission) -> list[str]:
+        settings = self.storage.settings
+        queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
+        with self.storage.connection() as c, c.begin():
+            return manager.submit(c, submission, models.utcnow(), queue)
 
     async def remember_user(self, caller: Caller) -> schemas.User:
         return await self.storage.run_in_thread(self._remember_once_more_on_conflict, caller)

@@ -16,6 +16,7 @@ are in `nico_api.framework`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -196,3 +197,10 @@ def check_body(problems: RequestProblems, message: str) -> None:
         problems.check(Step.BODY)
     except BodyInvalidError:
         raise NICoError(400, message, {}) from None
+
+
+def check_body_read(problems: RequestProblems) -> None:
+    """The body step of an operation that validates its body by production's own rules
+    (nico_api.submissions): only a body that cannot be read is answered here."""
+    with contextlib.suppress(BodyInvalidError):
+        problems.check(Step.BODY)

@@ -17,15 +17,17 @@ from tests.demo import (
     ACME,
     ACME_LAB_SITE,
     ACME_SITE,
+    ACME_SITE_2,
     GLOBEX,
     GLOBEX_SITE,
     PENDING_TASK,
+    RACK,
     RUNNING_TASK,
+    TRAY,
+    TRAY_MAC,
     WAITING_TASK,
 )
 
-RACK = "34aec697-9431-4100-913c-72012c5c696b"
-TRAY = "3f9c2b7e-5a41-4d8e-9c6b-2e7d1a0f4b13"
 SITE_TASKS = 7  # the demo's tasks at sjc-dc1
 LISTS = pytest.mark.parametrize(
     "path",
@@ -126,10 +128,15 @@ def test_rack_list(client: TestClient, bearer: Bearer) -> None:
     assert pagination(response)["total"] == 2
 
 
-def test_tray_list(client: TestClient, bearer: Bearer) -> None:
-    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{TRAY}/task")
+@pytest.mark.parametrize("tray", [TRAY, TRAY_MAC, TRAY_MAC.upper().replace(":", "-")])
+def test_tray_list_by_component_id_or_mac(client: TestClient, bearer: Bearer, tray: str) -> None:
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{tray}/task")
     assert [task["id"] for task in response.json()] == [RUNNING_TASK]
-    other = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{PENDING_TASK}/task")
+
+
+def test_a_tray_without_tasks_is_an_empty_page(client: TestClient, bearer: Bearer) -> None:
+    # R-14's second compute tray: no task targets it.
+    other = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/02:00:5e:01:01:15/task")
     assert other.json() == [] and pagination(other)["total"] == 0
 
 
@@ -353,13 +360,56 @@ def test_the_checks_of_retrieve_a_task_apply(
     assert_error(response, status, message)
 
 
-@pytest.mark.parametrize("kind", ["rack", "tray"])
-def test_an_id_that_names_nothing_is_an_empty_page(
-    client: TestClient, bearer: Bearer, kind: str
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("rack", "rack with external id zz is not found"),
+        ("tray", 'component identifier "zz" not found'),
+    ],
+)
+def test_an_id_that_names_nothing_is_flows_not_found(
+    client: TestClient, bearer: Bearer, kind: str, message: str
 ) -> None:
     response = listing(client, bearer(), f"/v2/org/{ACME}/nico/{kind}/zz/task")
-    assert response.status_code == 200, response.text
-    assert response.json() == [] and pagination(response)["total"] == 0
+    assert_error(response, 404, message)
+
+
+def test_a_rack_of_another_site_is_not_found(client: TestClient, bearer: Bearer) -> None:
+    # The Rack ID is resolved at the Site the request names.
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/rack/{RACK}/task")
+    assert response.status_code == 200
+    other = client.get(
+        f"/v2/org/{ACME}/nico/rack/{RACK}/task",
+        params={"siteId": ACME_SITE_2},
+        headers=bearer(),
+    )
+    assert_error(other, 404, f"rack with external id {RACK} is not found")
+
+
+def test_a_mac_address_of_two_trays_is_ambiguous(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    fixture.load(
+        storage,
+        fixture.FixtureFile.model_validate(
+            {
+                "trays": [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "rack_id": "34aec697-9431-4100-913c-72012c5c696b",
+                        "external_id": "spare-tray",
+                        "bmc_mac": TRAY_MAC,
+                        "type": "Compute",
+                        "slot": 30,
+                    }
+                ]
+            }
+        ),
+    )
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{TRAY_MAC}/task")
+    assert_error(response, 412, f'component identifier "{TRAY_MAC}" is ambiguous')
+    # Its component ID still names one tray.
+    assert listing(client, bearer(), f"/v2/org/{ACME}/nico/tray/{TRAY}/task").status_code == 200
 
 
 def test_org_without_provider(client: TestClient, bearer: Bearer) -> None:

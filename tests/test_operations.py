@@ -72,11 +72,14 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == {
         "alembic_version",
         "infrastructure_provider",
+        "operation_rule",
+        "rack",
         "site",
         "task",
         "task_component",
         "task_count",
         "task_count_change",
+        "tray",
         "user",
     }
 

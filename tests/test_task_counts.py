@@ -11,13 +11,33 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    Engine,
+    MetaData,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from starlette.testclient import TestClient
 
 from nico_api import db, fixture
 from nico_api.db import Storage
 from nico_api.flow import ACTIVE_STATUSES
-from nico_api.models import Task, TaskComponent, TaskCount, TaskCountChange, utcnow
+from nico_api.models import (
+    InfrastructureProvider,
+    Site,
+    Task,
+    TaskComponent,
+    TaskCount,
+    TaskCountChange,
+    utcnow,
+)
 from nico_api.queries import CANCEL_TASK
 from tests.conftest import Bearer
 from tests.demo import (
@@ -26,14 +46,20 @@ from tests.demo import (
     ACME_SITE_2,
     COMPLETED_TASK,
     PENDING_TASK,
+    RACK,
+    RACK_RECORD,
     RUNNING_TASK,
+    TRAY,
+    TRAY_RECORD,
     WAITING_TASK,
 )
 from tests.processes import run
-from tests.test_list_tasks import RACK, TRAY, listing, pagination
+from tests.test_list_tasks import listing, pagination
 
 Key = tuple[uuid.UUID, str, uuid.UUID, bool]
 WRITERS = 4
+# The tables of the schema before the counts (migration 0002).
+OLD = ("infrastructure_provider", "site", "task")
 STATUSES = ("pending", "waiting", "running", "completed", "failed", "terminated", "unknown")
 
 
@@ -90,9 +116,14 @@ def test_counts_follow_every_write(storage: Storage, engine: Engine) -> None:
                 "site_id": ACME_SITE,
                 "rack_id": str(new_rack),
                 "status": "completed",
-                "tray_ids": [TRAY, str(new_tray)],
+                "tray_ids": [TRAY_RECORD, str(new_tray)],
             },
-            {"id": str(uuid.uuid4()), "site_id": ACME_SITE, "status": "running", "rack_id": RACK},
+            {
+                "id": str(uuid.uuid4()),
+                "site_id": ACME_SITE,
+                "status": "running",
+                "rack_id": RACK_RECORD,
+            },
         ),
     )
     assert kept(engine) == counted(engine)
@@ -123,7 +154,29 @@ def test_the_migration_counts_the_tasks_already_stored(storage: Storage, engine:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
-    fixture.load(storage, fixture.demo())
+    demo = fixture.demo()
+    # The demo's records as the 0002 schema stores them: only the columns its tables have.
+    existing = {name: {c["name"] for c in inspect(engine).get_columns(name)} for name in OLD}
+    with engine.begin() as connection:
+        for kind, model in (
+            ("providers", InfrastructureProvider),
+            ("sites", Site),
+            ("tasks", Task),
+        ):
+            columns = existing[model.__tablename__]
+            table = Table(
+                model.__tablename__,
+                MetaData(),
+                *(column._copy() for column in model.__table__.columns if column.name in columns),
+            )
+            rows = [record.columns() for record in getattr(demo, kind)]
+            connection.execute(
+                insert(table), [{k: v for k, v in row.items() if k in columns} for row in rows]
+            )
+        connection.execute(
+            insert(TaskComponent),
+            [{"task_id": t.id, "component_id": c} for t in demo.tasks for c in t.tray_ids],
+        )
     db.upgrade(engine)
     assert kept(engine) == counted(engine) != Counter()
 
@@ -164,7 +217,7 @@ def test_concurrent_writers_keep_exact_counts(storage: Storage, engine: Engine) 
                     insert(Task).values(
                         id=task_id,
                         site_id=uuid.UUID(ACME_SITE),
-                        rack_id=uuid.UUID(RACK),
+                        rack_id=uuid.UUID(RACK_RECORD),
                         status=STATUSES[(worker + n) % len(STATUSES)],
                     )
                 )
@@ -183,7 +236,7 @@ def test_concurrent_writers_keep_exact_counts(storage: Storage, engine: Engine) 
         for task in (PENDING_TASK, WAITING_TASK):
             session.execute(CANCEL_TASK, {"task_id": uuid.UUID(task), "now": utcnow()})
     assert kept(engine) == counted(engine)
-    at_rack = kept(engine)[(uuid.UUID(ACME_SITE), "rack", uuid.UUID(RACK), False)]
+    at_rack = kept(engine)[(uuid.UUID(ACME_SITE), "rack", uuid.UUID(RACK_RECORD), False)]
     assert at_rack >= WRITERS * 20 // 3
 
 
@@ -224,7 +277,7 @@ def test_trays_changing_while_their_task_is_cancelled(
 ) -> None:
     concurrency_on_postgresql(engine)
     fixture.load(storage, fixture.demo())
-    task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY)
+    task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY_RECORD)
     if change == "add":
         tray = uuid.uuid4()
         trays = insert(TaskComponent).values(task_id=task, component_id=tray)

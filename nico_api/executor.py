@@ -1,0 +1,225 @@
+"""The simulated NICo Flow: a process that runs the Site's tasks by writing to the same database
+the REST API reads, as Flow does in production.
+
+A task's execution is a numbered sequence of steps (nico_api.report); each is written in one
+transaction that moves the task's `progress` from n to n + 1 only if it is still n and the task
+still runs. So a step is never written twice, a cancelled task is never written again, and a
+process killed at any point continues every task from what is stored when it starts again."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import random
+import statistics
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, make_url, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from nico_api import flow, manager, report
+from nico_api.config import Settings
+from nico_api.db import Storage
+from nico_api.models import Rack, Task, Tray, utcnow
+
+log = logging.getLogger("nico_api.flow")
+
+RUNS = ("pending", "running")
+# How many due steps one pass reads and writes.
+BATCH = 200
+# How often waiting tasks are looked at, in polls: a rack freed by a cancel, a queue timeout.
+SWEEP_EVERY = 5
+# How long to wait before trying a failing database again.
+RETRY_SECONDS = 1.0
+
+
+class AlreadyRunningError(RuntimeError):
+    """Another Flow process runs against the same database."""
+
+
+class Executor:
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        # How late each step was written after it was due, in seconds (the benchmark reads it).
+        self.lags: list[float] = []
+        self.steps = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Run due work until `stop` is set; a database that fails is tried again shortly."""
+        polls = 0
+        while not stop.is_set():
+            try:
+                if polls % SWEEP_EVERY == 0:
+                    self.sweep()
+                while self.run_due() == BATCH and not stop.is_set():
+                    pass
+            except SQLAlchemyError as exc:
+                log.warning("database unavailable", extra={"fields": {"error": str(exc)[:200]}})
+                stop.wait(RETRY_SECONDS)
+            polls += 1
+            stop.wait(self.settings.flow_poll_seconds)
+
+    def sweep(self, now: datetime | None = None) -> None:
+        """End waiting tasks whose queue time is up, and start the oldest waiting task of each
+        rack that nothing else runs on."""
+        now = now or utcnow()
+        with self.storage.connection() as c, c.begin():
+            expired = manager.expire(c, now)
+        if expired:
+            log.info("waiting tasks expired", extra={"fields": {"tasks": expired}})
+        with self.storage.connection() as c:
+            racks = manager.racks_to_promote(c)
+        for rack in racks:
+            self._promote(rack, now)
+
+    def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
+        with self.storage.connection() as c, c.begin():
+            promoted = manager.promote(c, rack_id, now)
+        for task in promoted:
+            log.info("task promoted", extra={"fields": {"task": str(task), "rack": str(rack_id)}})
+
+    def run_due(self, now: datetime | None = None) -> int:
+        """Write every step due by `now` (at most BATCH); how many were due."""
+        now = now or utcnow()
+        with self.storage.connection() as c:
+            due = c.execute(
+                select(
+                    Task.id,
+                    Task.rack_id,
+                    Task.status,
+                    Task.progress,
+                    Task.plan,
+                    Task.report,
+                    Task.attributes,
+                    Task.due_at,
+                )
+                .where(Task.due_at <= now, Task.status.in_(RUNS))
+                .order_by(Task.due_at, Task.id)
+                .limit(BATCH)
+            ).all()
+        freed = set()
+        for row in due:
+            written = time_now = utcnow()
+            with self.storage.connection() as c, c.begin():
+                finished = self._step(c, row, time_now)
+            if finished is None:
+                continue  # cancelled, or written already
+            self.steps += 1
+            self.lags.append((written - row.due_at).total_seconds())
+            log.info("step written", extra={"fields": {"task": str(row.id), "step": row.progress}})
+            if finished:
+                freed.add(row.rack_id)
+        for rack in freed - {None}:
+            self._promote(rack, utcnow())
+        return len(due)
+
+    def _step(self, c: Connection, row: Any, now: datetime) -> bool | None:
+        """Write the task's next step; whether it finished the task (None: nothing written)."""
+        step = row.progress
+        values: dict[str, Any] = {"progress": step + 1, "updated_at": now}
+        if step == 0:
+            plan = self._expand(c, row)
+            values.update(
+                status="running",
+                message=flow.RUNNING_MESSAGE,
+                started_at=now,
+                plan=plan,
+            )
+            if not any(stage["steps"] for stage in plan["stages"]):
+                values.update(status="failed", message="rule definition has no steps")
+            else:
+                values["report"] = report.initial(plan["stages"])
+                if report.step_count(values["report"]) == 0:
+                    values.update(status="completed", message=flow.SUCCEEDED_MESSAGE)
+        else:
+            outcome = report.advance(row.report, row.plan["stages"], step, now)
+            values["report"] = outcome.report
+            if outcome.status == "completed":
+                values.update(status="completed", message=flow.SUCCEEDED_MESSAGE)
+            elif outcome.status == "failed":
+                values.update(status="failed", message=outcome.error)
+        finished = values.get("status") in flow.FINISHED_STATUSES
+        if finished:
+            values.update(finished_at=now, due_at=None)
+        else:
+            values["due_at"] = now + timedelta(seconds=self.settings.flow_step_seconds)
+        written = c.execute(
+            update(Task)
+            .where(Task.id == row.id, Task.progress == step, Task.status.in_(RUNS))
+            .values(**values)
+        ).rowcount
+        return finished if written else None
+
+    def _expand(self, c: Connection, row: Any) -> dict[str, Any]:
+        """The task's rule with its targets: each step's components, and those that will fail
+        (declared in the inventory, or drawn at the configured rate)."""
+        by_type = (row.attributes or {}).get("components_by_type", {})
+        ids = [uuid.UUID(i) for kind in by_type.values() for i in kind]
+        trays = {
+            str(t.id): t
+            for t in c.execute(
+                select(Tray.id, Tray.external_id, Tray.failure).where(Tray.id.in_(ids))
+            )
+        }
+        rack_failure = c.scalar(select(Rack.failure).where(Rack.id == row.rack_id))
+        rate, seed = self.settings.flow_failure_rate, self.settings.flow_seed
+        stages = []
+        for stage in (row.plan or {}).get("stages", []):
+            steps = []
+            for step in stage["steps"]:
+                components = by_type.get(step["component_type"], [])
+                failures = []
+                for component in components:
+                    tray = trays.get(component)
+                    name = tray.external_id if tray else component
+                    if tray is not None and tray.failure:
+                        failures.append(f"{name}: {tray.failure}")
+                    elif rate and random.Random(f"{seed}:{row.id}:{component}").random() < rate:
+                        failures.append(f"{name}: simulated failure")
+                steps.append({**step, "components": components, "failures": failures})
+            stages.append({"number": stage["number"], "steps": steps})
+        if rack_failure:
+            first = next((s for st in stages for s in st["steps"] if s["components"]), None)
+            if first is not None:
+                first["failures"] = [rack_failure, *first["failures"]][: len(first["components"])]
+        return {**(row.plan or {}), "stages": stages}
+
+    def lag_summary(self) -> dict[str, float]:
+        """Milliseconds between a step's due time and its write: p50, p99, max."""
+        if not self.lags:
+            return {"steps": 0}
+        ordered = sorted(self.lags)
+        return {
+            "steps": len(ordered),
+            "p50_ms": 1000 * statistics.median(ordered),
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "max_ms": 1000 * ordered[-1],
+        }
+
+
+@contextlib.contextmanager
+def only_flow_process(storage: Storage) -> Iterator[None]:
+    """Hold the database's Flow lock while running: one Flow process per database."""
+    url = make_url(storage.settings.database_url)
+    if url.get_backend_name() == "postgresql":
+        with storage.engine.connect() as c:
+            if not c.scalar(text("SELECT pg_try_advisory_lock(7218420311)")):
+                raise AlreadyRunningError("another Flow process runs against this database")
+            c.commit()
+            yield
+        return
+    path = Path(f"{url.database or storage.settings.instance_dir / 'memory'}.flow-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunningError("another Flow process runs against this database") from None
+        yield

@@ -1,0 +1,400 @@
+"""NICo Flow's task manager, as it behaves behind the REST API: a request's targets resolved to
+racks, one task per rack, queued behind a rack's active task or scheduled at once; waiting tasks
+promoted when their rack is free and ended when their queue time is up (UPSTREAM.md section 3).
+
+Every write locks the racks it touches first, so that the server processes and the Flow process
+see one rack's queue change in one order, on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, or_, select, update
+
+from nico_api import flow
+from nico_api.errors import NICoError
+from nico_api.models import OperationRule, Rack, Task, TaskComponent, Tray
+from nico_api.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
+
+log = logging.getLogger("nico_api.flow")
+
+RUNNING_STATUSES = ("pending", "running")
+# The gRPC code of each HTTP status the REST API maps Flow's errors to.
+GRPC_CODES = {400: "InvalidArgument", 404: "NotFound", 412: "FailedPrecondition"}
+
+
+@dataclass(frozen=True)
+class TrayFilter:
+    """Which of a Site's trays a batch tray operation targets; unset fields match every tray."""
+
+    rack_id: str | None = None
+    rack_name: str | None = None
+    type: str | None = None
+    ids: tuple[str, ...] | None = None
+    slot_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A request for an operation on racks or trays of a Site, as the REST API hands it to Flow.
+
+    At most one way of naming the targets is set: a rack, rack names, a tray, or a tray filter;
+    none targets every rack of the Site."""
+
+    site_id: uuid.UUID
+    operation: str
+    description: str
+    information: dict[str, Any]
+    rule_id: uuid.UUID | None = None
+    rack: str | None = None
+    rack_names: tuple[str, ...] | None = None
+    tray: str | None = None
+    trays: TrayFilter | None = field(default=None)
+
+
+class FlowError(NICoError):
+    """Flow's answer, with the HTTP status the REST API maps its gRPC code to."""
+
+
+def submit(
+    c: Connection, request: Submission, now: datetime, queue_timeout: float | None
+) -> list[str]:
+    """Flow's SubmitTask: the ids of the tasks made, one per rack. A rack with a conflicting
+    active task queues the new one when `queue_timeout` is given, and refuses it otherwise; a
+    rack that refuses is skipped, and a request that made no task fails."""
+    rule = _rule(c, request)
+    components = _targets(c, request)
+    if not components:
+        if (request.trays or TrayFilter()).slot_id is not None:
+            return []  # no tray at that slot: production answers before asking Flow
+        raise FlowError(500, "no valid racks found for request")
+    targeted = {kind for by_type in components.values() for kind in by_type}
+    try:
+        rule.check_applies_to(targeted)
+    except NoApplicableStepError as exc:
+        raise FlowError(412, str(exc)) from None
+    racks = sorted(components)
+    lock_racks(c, racks)
+    created = []
+    for rack_id in racks:
+        task = _create(c, request, rule, rack_id, components[rack_id], now, queue_timeout)
+        if task is None:
+            log.info("flow: rack %s refused a %s task", rack_id, request.operation)
+        else:
+            created.append(task)
+    if not created:
+        raise FlowError(500, "failed to create any tasks")
+    return created
+
+
+def _rule(c: Connection, request: Submission) -> Rule:
+    """The rule named by the request (which must exist), else the Site's default for the
+    operation, else Flow's built-in one."""
+    rules = select(OperationRule.id, OperationRule.name, OperationRule.stages).where(
+        OperationRule.site_id == request.site_id
+    )
+    if request.rule_id is not None:
+        row = c.execute(rules.where(OperationRule.id == request.rule_id)).one_or_none()
+        if row is None:
+            raise FlowError(
+                404,
+                f"requested rule_id {request.rule_id}: rpc error: code = NotFound "
+                "desc = operation rule not found",
+            )
+    else:
+        row = c.execute(
+            rules.where(
+                OperationRule.operation == request.operation, OperationRule.is_default.is_(True)
+            ).order_by(OperationRule.created, OperationRule.id)
+        ).first()
+    return BUILT_IN[request.operation] if row is None else Rule.stored(*row)
+
+
+def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, list[str]]]:
+    """The targeted components of each rack, by component type (UPSTREAM.md section 3.2)."""
+    trays = (
+        select(Tray.rack_id, Tray.type, Tray.id)
+        .join(Rack, Rack.id == Tray.rack_id)
+        .where(Rack.site_id == request.site_id)
+        .order_by(Tray.rack_id, Tray.slot, Tray.id)
+    )
+    wanted = request.trays or TrayFilter()
+    if request.tray is not None:
+        rows = [_component(c, request.site_id, request.tray)]
+    elif wanted.ids is not None and request.rack_names is None and request.rack is None:
+        rows = [_component(c, request.site_id, tray) for tray in wanted.ids]
+        rows = [row for row in rows if wanted.type in (None, row.type)]
+    else:
+        if request.rack is not None:
+            rack_ids = [_rack(c, request.site_id, external_id=request.rack)]
+        elif request.rack_names is not None:
+            rack_ids = [_rack(c, request.site_id, name=name) for name in request.rack_names]
+        elif wanted.rack_id is not None:
+            rack_ids = [_rack(c, request.site_id, external_id=wanted.rack_id)]
+        elif wanted.rack_name is not None:
+            rack_ids = [_rack(c, request.site_id, name=wanted.rack_name)]
+        else:
+            # No filter: every rack of the Site, as the spec says.
+            rack_ids = list(c.scalars(select(Rack.id).where(Rack.site_id == request.site_id)))
+        if wanted.type is not None:
+            trays = trays.where(Tray.type == wanted.type)
+        if wanted.slot_id is not None:
+            trays = trays.where(Tray.slot == wanted.slot_id)
+        rows = c.execute(trays.where(Tray.rack_id.in_(rack_ids))).all()
+        empty = set(rack_ids) - {row.rack_id for row in rows}
+        if empty and wanted.slot_id is None:
+            raise FlowError(
+                500,
+                "operation cannot be submitted: racks have no selected components: "
+                + ", ".join(sorted(str(rack) for rack in empty)),
+            )
+    components: dict[uuid.UUID, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        components[row.rack_id][row.type].append(str(row.id))
+    return {rack: dict(by_type) for rack, by_type in components.items()}
+
+
+def _component(c: Connection, site_id: uuid.UUID, identifier: str) -> Any:
+    try:
+        return resolve_component(c, site_id, identifier)
+    except FlowError as exc:
+        # SubmitTask wraps the resolver's error; its code is kept.
+        raise FlowError(
+            exc.status,
+            f"failed to get component target external_id={identifier}: rpc error: "
+            f"code = {GRPC_CODES[exc.status]} desc = {exc.message}",
+        ) from None
+
+
+def _rack(
+    c: Connection, site_id: uuid.UUID, external_id: str | None = None, name: str | None = None
+) -> uuid.UUID:
+    """A rack named by its external id or its name, as Flow's inventory resolves it."""
+    racks = select(Rack.id).where(Rack.site_id == site_id).limit(2)
+    if external_id is not None:
+        found = list(c.scalars(racks.where(Rack.external_id == external_id)))
+        code, problem = "NotFound", f"rack with external id {external_id} is not found"
+        identifier = f"ID:00000000-0000-0000-0000-000000000000 Name: ExternalID:{external_id}"
+    else:
+        found = list(c.scalars(racks.where(Rack.name == name)))
+        code, problem = "NotFound", f"rack {name} is not found"
+        identifier = f"ID:00000000-0000-0000-0000-000000000000 Name:{name} ExternalID:"
+        if len(found) > 1:
+            code, problem = (
+                "InvalidArgument",
+                f'rack name "{name}" matches multiple racks; use rack id',
+            )
+    if len(found) == 1:
+        return found[0]
+    raise FlowError(
+        404 if code == "NotFound" else 400,
+        f"failed to resolve rack target: failed to get rack by identifier {{{identifier}}}: "
+        f"rpc error: code = {code} desc = {problem}",
+    )
+
+
+def mac_address(text: str) -> str | None:
+    """A MAC address as stored (lower case, colons), or None when the text is not one."""
+    mac = text.strip().lower().replace("-", ":")
+    parts = mac.split(":")
+    if len(parts) == 6 and all(
+        len(p) == 2 and all(ch in "0123456789abcdef" for ch in p) for p in parts
+    ):
+        return mac
+    return None
+
+
+def resolve_component(c: Connection, site_id: uuid.UUID, identifier: str) -> Any:
+    """Flow's ResolveComponentIdentifier: the one tray of the Site whose external component id
+    or BMC MAC address is `identifier`."""
+    if not identifier:
+        raise FlowError(400, "component identifier is required")
+    mac = mac_address(identifier)
+    named = Tray.external_id == identifier
+    rows = c.execute(
+        select(Tray.rack_id, Tray.type, Tray.id)
+        .join(Rack, Rack.id == Tray.rack_id)
+        .where(Rack.site_id == site_id, named if mac is None else or_(named, Tray.bmc_mac == mac))
+        .limit(2)
+    ).all()
+    if not rows:
+        raise FlowError(404, f'component identifier "{identifier}" not found')
+    if len(rows) > 1:
+        raise FlowError(412, f'component identifier "{identifier}" is ambiguous')
+    return rows[0]
+
+
+def resolve_rack(c: Connection, site_id: uuid.UUID, external_id: str) -> uuid.UUID:
+    """A Site's rack by the external id production's REST API names it by."""
+    rack = c.scalar(select(Rack.id).where(Rack.site_id == site_id, Rack.external_id == external_id))
+    if rack is None:
+        raise FlowError(404, f"rack with external id {external_id} is not found")
+    return rack
+
+
+def lock_racks(c: Connection, racks: list[uuid.UUID]) -> None:
+    """Hold the racks until commit, always in id order: no two writers deadlock. The first
+    statement writes, so that SQLite takes its one write lock before anything is read."""
+    if c.dialect.name == "postgresql":
+        c.execute(select(Rack.id).where(Rack.id.in_(racks)).order_by(Rack.id).with_for_update())
+    else:
+        c.execute(update(Rack).where(Rack.id.in_(racks)).values(updated=Rack.updated))
+
+
+def _create(
+    c: Connection,
+    request: Submission,
+    rule: Rule,
+    rack_id: uuid.UUID,
+    components: dict[str, list[str]],
+    now: datetime,
+    queue_timeout: float | None,
+) -> str | None:
+    """The rack's new task, pending or queued; None when the rack refuses it."""
+    operation = Work(request.operation, components)
+    waiting = c.scalar(
+        select(func.count()).where(Task.rack_id == rack_id, Task.status == "waiting")
+    )
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "site_id": request.site_id,
+        "rack_id": rack_id,
+        "description": request.description,
+        "type": flow.TASK_TYPES[request.operation],
+        "information": {**request.information, "operation": request.operation},
+        "attributes": {"components_by_type": components},
+        "plan": {"rule_id": None if rule.id is None else str(rule.id), "stages": rule.as_plan()},
+        "created_at": now,
+        "updated_at": now,
+    }
+    if not any(operation.conflicts_with(work) for work in _active_work(c, rack_id)):
+        values.update(_scheduled(rule.id, now), status="pending", message=flow.PENDING_MESSAGE)
+    elif queue_timeout is None:
+        log.info("flow: rack %s already has a conflicting task: rack conflict", rack_id)
+        return None
+    elif waiting >= flow.QUEUE_LIMIT:
+        log.info(
+            "flow: rack %s waiting queue is full (%d/%d tasks)", rack_id, waiting, flow.QUEUE_LIMIT
+        )
+        return None
+    else:
+        values.update(
+            status="waiting",
+            message=flow.QUEUED_MESSAGE,
+            queue_expires_at=now + timedelta(seconds=queue_timeout),
+        )
+    c.execute(insert(Task).values(**values))
+    c.execute(
+        insert(TaskComponent),
+        [
+            {"task_id": values["id"], "component_id": uuid.UUID(component)}
+            for ids in components.values()
+            for component in ids
+        ],
+    )
+    return str(values["id"])
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a task does to its rack: its operation and the components it targets by type."""
+
+    operation: str
+    components: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, row: Any) -> Work:
+        operation = (row.information or {}).get("operation", "")
+        return cls(operation, (row.attributes or {}).get("components_by_type", {}))
+
+    def conflicts_with(self, other: Work) -> bool:
+        """Flow's built-in conflict rules: a bring-up excludes everything; a power operation on
+        power shelves excludes every power and firmware operation on the rack; otherwise power
+        and firmware operations exclude each other where they touch the same components."""
+        kinds = {self.kind, other.kind}
+        if "bring_up" in kinds or "other" in kinds:
+            return True
+        for one, two in ((self, other), (other, self)):
+            if one.kind == "power" and one.components.get(PS) and two.kind in ("power", "firmware"):
+                return True
+        types = (CO, SW) if "power" in kinds else (CO, SW, PS)
+        return any(
+            set(self.components.get(t, ())) & set(other.components.get(t, ())) for t in types
+        )
+
+    @property
+    def kind(self) -> str:
+        if self.operation in flow.POWER_OPERATIONS:
+            return "power"
+        return {"firmware_update": "firmware", "bring_up": "bring_up"}.get(self.operation, "other")
+
+
+def _active_work(c: Connection, rack_id: uuid.UUID) -> list[Work]:
+    """What runs on the rack now: its pending and running tasks (waiting ones are not active)."""
+    rows = c.execute(
+        select(Task.information, Task.attributes).where(
+            Task.rack_id == rack_id, Task.status.in_(RUNNING_STATUSES)
+        )
+    )
+    return [Work.of(row) for row in rows]
+
+
+def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+    """Flow's promoter: the rack's waiting tasks scheduled, oldest first, until one conflicts
+    with what is active on the rack."""
+    lock_racks(c, [rack_id])
+    active = _active_work(c, rack_id)
+    promoted = []
+    waiting = c.execute(
+        select(Task.id, Task.plan, Task.information, Task.attributes)
+        .where(Task.rack_id == rack_id, Task.status == "waiting")
+        .order_by(Task.created_at, Task.id)
+    ).all()
+    for task in waiting:
+        work = Work.of(task)
+        if any(work.conflicts_with(other) for other in active):
+            break
+        c.execute(
+            update(Task)
+            .where(Task.id == task.id, Task.status == "waiting")
+            .values(
+                status="pending",
+                message=flow.PROMOTED_MESSAGE,
+                queue_expires_at=None,
+                updated_at=now,
+                **_scheduled((task.plan or {}).get("rule_id"), now),
+            )
+        )
+        active.append(work)
+        promoted.append(task.id)
+    return promoted
+
+
+def racks_to_promote(c: Connection) -> list[uuid.UUID]:
+    """Racks with a waiting task (whether they are free is checked under the rack's lock)."""
+    return list(c.scalars(select(Task.rack_id).where(Task.status == "waiting").distinct()))
+
+
+def expire(c: Connection, now: datetime) -> int:
+    """Waiting tasks whose queue time is up end, as Flow's promoter ends them."""
+    return c.execute(
+        update(Task)
+        .where(Task.status == "waiting", Task.queue_expires_at <= now)
+        .values(
+            status="terminated",
+            message=flow.EXPIRED_MESSAGE,
+            finished_at=now,
+            updated_at=now,
+            queue_expires_at=None,
+        )
+    ).rowcount
+
+
+def _scheduled(rule_id: Any, now: datetime) -> dict[str, Any]:
+    """A task handed to the executor: its rule recorded, its first step due now."""
+    return {"applied_rule_id": None if rule_id is None else uuid.UUID(str(rule_id)), "due_at": now}
