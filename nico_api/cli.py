@@ -182,7 +182,13 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
     from nico_api import conformance
 
     org = args.org or _unverified_claim(args.token, "org")
-    known = conformance.KnownValues(org=org, site_id=args.site_id, task_ids=args.task_id or ())
+    known = conformance.KnownValues(
+        org=org,
+        site_id=args.site_id,
+        task_ids=args.task_id or (),
+        rack_ids=args.rack_id or (),
+        tray_ids=args.tray_id or (),
+    )
     schema = conformance.load_schema(base_url=args.base_url.rstrip("/"), spec=args.spec)
     try:
         report = conformance.run(
@@ -192,6 +198,7 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
             max_examples=args.max_examples,
             target=args.base_url,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            allow_writes=args.allow_writes,
         )
     except OSError as exc:
         print(f"error: cannot reach {args.base_url}: {exc}", file=sys.stderr)
@@ -280,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     check_api.add_argument("--token", required=True, help="a bearer token for the server")
     check_api.add_argument("--site-id", required=True, help="a Site with tasks the token may read")
     check_api.add_argument("--task-id", action="append", help="a Task at that Site; repeatable")
+    check_api.add_argument("--rack-id", action="append", help="a Rack at that Site; repeatable")
+    check_api.add_argument("--tray-id", action="append", help="a Tray at that Site; repeatable")
+    check_api.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="also run the operations that create tasks (they act on racks and trays)",
+    )
     check_api.add_argument("--org", help="the org of the paths; default: the token's org claim")
     check_api.add_argument("--max-examples", type=_positive, default=100, help="per operation")
     check_api.add_argument("--junit", type=Path, help="write a JUnit XML report here")

@@ -32,6 +32,8 @@ class KnownValues:
     org: str | None = None
     site_id: str | None = None
     task_ids: Sequence[str] = ()
+    rack_ids: Sequence[str] = ()
+    tray_ids: Sequence[str] = ()
 
     def for_operation(self, operation: APIOperation) -> list[dict[str, Any]]:
         """Keyword arguments for as_strategy that name real records of this operation."""
@@ -42,14 +44,40 @@ class KnownValues:
             fixed["path_parameters"] = {"org": self.org}
         if "siteId" in query_names and self.site_id:
             fixed["query"] = {"siteId": self.site_id}
-        if operation.method.upper() == "POST" and self.site_id:
-            fixed["body"] = {"siteId": self.site_id}
+        if operation.body and self.site_id:
+            fixed["body"] = _least_body(operation, self.site_id)
         if "id" in path_names:
+            ids = self.task_ids
+            if "/rack/{id}" in operation.path:
+                ids = self.rack_ids
+            elif "/tray/{id}" in operation.path:
+                ids = self.tray_ids
             return [
-                {**fixed, "path_parameters": {**fixed.get("path_parameters", {}), "id": task}}
-                for task in self.task_ids
+                {**fixed, "path_parameters": {**fixed.get("path_parameters", {}), "id": known}}
+                for known in ids
             ]
         return [fixed] if fixed else []
+
+
+def _least_body(operation: APIOperation, site_id: str) -> dict[str, Any]:
+    """The body with only its required fields: the Site, and the first value of each enum."""
+    schema = operation.body[0].resolved_schema
+    bundled = schema.get("x-bundled", {})
+    body: dict[str, Any] = {}
+    for name in schema.get("required", []):
+        field = schema["properties"][name]
+        while "enum" not in field and name != "siteId":
+            field = field["anyOf"][0] if "anyOf" in field else field
+            field = bundled.get(field.get("$ref", "").rpartition("/")[2], field)
+        body[name] = site_id if name == "siteId" else field["enum"][0]
+    return body
+
+
+def creates_tasks(operation: APIOperation) -> bool:
+    """An operation that makes NICo Flow act on racks or trays."""
+    return operation.method.upper() in ("PATCH", "POST") and bool(
+        {"Rack", "Tray"} & set(operation.definition.raw.get("tags", []))
+    )
 
 
 @dataclass
@@ -69,6 +97,8 @@ class Report:
     operations: list[str] = field(default_factory=list)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: dict[tuple[str, str], FailureExample] = field(default_factory=dict)
+    # Operations left out: they would make Flow act on the target's racks and trays.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -104,6 +134,11 @@ class Report:
             f"  requests:   {self.requests} ({by_status or 'none'})",
             f"  failures:   {sum(f.count for f in self.failures.values())}",
         ]
+        if self.skipped:
+            lines.append(
+                f"  skipped:    {len(self.skipped)} operations that create tasks "
+                "(they act on racks and trays; --allow-writes runs them)"
+            )
         for example in self.failures.values():
             lines += [
                 "",
@@ -163,12 +198,17 @@ def run(
     target: str = "the app",
     progress: Callable[[str], None] = lambda _line: None,
     only: Collection[str] | None = None,
+    allow_writes: bool = False,
 ) -> Report:
-    """Exercise every operation of `schema` (or those labelled in `only`) against its target."""
+    """Exercise every operation of `schema` (or those labelled in `only`) against its target;
+    the operations that make Flow act on racks and trays only when writes are allowed."""
     report = Report(target=target)
     for result in schema.get_all_operations():
         operation = result.ok()
         if only is not None and operation.label not in only:
+            continue
+        if creates_tasks(operation) and not allow_writes:
+            report.skipped.append(operation.label)
             continue
         report.operations.append(operation.label)
         progress(f"{operation.label} ...")

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tests.demo import ACME, ACME_SITE, FAILED_TASK, RUNNING_TASK
+from tests.demo import ACME, ACME_SITE, FAILED_TASK, FREE_RACK, RUNNING_TASK, TRAY
 from tests.processes import BIN, free_port, run, serving
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
@@ -50,7 +50,19 @@ def test_conformance_passes_against_this_server(
 ) -> None:
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
     junit = tmp_path / "conformance.xml"
-    result = conformance(env, server, token, [RUNNING_TASK, FAILED_TASK], 40, junit)
+    result = conformance(
+        env,
+        server,
+        token,
+        [RUNNING_TASK, FAILED_TASK],
+        40,
+        junit,
+        "--allow-writes",
+        "--rack-id",
+        FREE_RACK,
+        "--tray-id",
+        TRAY,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failures:   0" in result.stdout
     assert "PASSED" in result.stdout
@@ -59,7 +71,7 @@ def test_conformance_passes_against_this_server(
     assert two_hundreds > 0
     assert "GET /v2/org/{org}/nico/task/{id}: 40 requests" in result.stderr  # progress
     suite = ElementTree.parse(junit).getroot()
-    assert suite.get("tests") == "11" and suite.get("failures") == "0"
+    assert suite.get("tests") == "21" and suite.get("failures") == "0"
 
 
 def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
