@@ -9,6 +9,7 @@ from handlers.task import check_site, provider_admin, provider_site_and_task
 from nico_api import submissions
 from nico_api.runtime import Runtime
 from nico_api.schemas import TaskIds
+from nico_api.store import Lookup
 from nico_api.submissions import Order
 from nico_api.validation import RequestProblems, check_body_read
 
@@ -18,10 +19,10 @@ Body = dict[str, Any]
 async def power_control_rack(
     org: str, id_: str, token_info: Any, problems: RequestProblems, runtime: Runtime, body: Body
 ) -> TaskIds:
-    org = provider_admin(org, token_info)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     check_body_read(problems)
     order = submissions.power(body, "Rack", id_, "Failed to validate power control request data")
-    return await _submit(runtime, org, order)
+    return await submit(runtime, found, order)
 
 
 async def power_control_racks(
@@ -30,18 +31,19 @@ async def power_control_racks(
     # The batch operations read the body before membership and role.
     check_body_read(problems)
     order = submissions.power(body, "Rack", None, "Failed to validate request data")
-    return await _submit(runtime, provider_admin(org, token_info), order)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
+    return await submit(runtime, found, order)
 
 
 async def firmware_update_rack(
     org: str, id_: str, token_info: Any, problems: RequestProblems, runtime: Runtime, body: Body
 ) -> TaskIds:
-    org = provider_admin(org, token_info)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     check_body_read(problems)
     order = submissions.firmware(
         body, "Rack", id_, "Failed to validate firmware update request data"
     )
-    return await _submit(runtime, org, order)
+    return await submit(runtime, found, order)
 
 
 async def firmware_update_racks(
@@ -49,16 +51,17 @@ async def firmware_update_racks(
 ) -> TaskIds:
     check_body_read(problems)
     order = submissions.firmware(body, "Rack", None, "Failed to validate request data")
-    return await _submit(runtime, provider_admin(org, token_info), order)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
+    return await submit(runtime, found, order)
 
 
 async def bringup_rack(
     org: str, id_: str, token_info: Any, problems: RequestProblems, runtime: Runtime, body: Body
 ) -> TaskIds:
-    org = provider_admin(org, token_info)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     check_body_read(problems)
     order = submissions.bring_up(body, id_, "Failed to validate bring up request data")
-    return await _submit(runtime, org, order)
+    return await submit(runtime, found, order)
 
 
 async def bringup_racks(
@@ -66,11 +69,20 @@ async def bringup_racks(
 ) -> TaskIds:
     check_body_read(problems)
     order = submissions.bring_up(body, None, "Failed to validate request data")
-    return await _submit(runtime, provider_admin(org, token_info), order)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
+    return await submit(runtime, found, order)
 
 
-async def _submit(runtime: Runtime, org: str, order: Order) -> TaskIds:
-    """The org's provider and the Site checked (not whether it runs Flow), then Flow asked."""
-    found = await provider_site_and_task(runtime.store, org, order.site_id, None)
-    site = check_site(found, order.site_id, flow_enabled=False)
+async def provider_and_site(runtime: Runtime, org: str, body: Any) -> Lookup:
+    """The org's provider (checked) and the body's Site, read in one round trip."""
+    site_id = body.get("siteId") if isinstance(body, dict) else None
+    return await provider_site_and_task(runtime.store, org, site_id, None)
+
+
+async def submit(
+    runtime: Runtime, found: Lookup, order: Order, invalid: tuple[int, str] | None = None
+) -> TaskIds:
+    """The Site checked (not whether it runs Flow), then Flow asked."""
+    invalid = invalid or (400, "Failed to validate Site specified in request: invalid ID")
+    site = check_site(found, order.site_id, flow_enabled=False, invalid=invalid)
     return TaskIds(task_ids=await runtime.store.submit(order, site))

@@ -166,12 +166,12 @@ def check_site(
     found: Lookup,
     site_id: Any,
     flow_enabled: bool = True,
-    invalid: NICoError | None = None,
+    invalid: tuple[int, str] = (400, "Failed to validate Site specified in request: invalid ID"),
 ) -> uuid.UUID:
     """The Site's checks; its id once they pass. The operations that create tasks do not check
     for Flow, and the tray ones answer a Site id that is not a UUID as a database error."""
     if _uuid(site_id) is None:
-        raise invalid or NICoError(400, "Failed to validate Site specified in request: invalid ID")
+        raise NICoError(*invalid)
     if found.site is None:
         raise NICoError(400, "Site specified in request does not exist")
     if found.site.infrastructure_provider_id != found.provider_id:

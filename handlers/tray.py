@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.task import check_site, provider_admin, provider_site_and_task
+from handlers.rack import provider_and_site, submit
+from handlers.task import provider_admin
 from nico_api import submissions
-from nico_api.errors import NICoError
 from nico_api.runtime import Runtime
 from nico_api.schemas import TaskIds
-from nico_api.submissions import Order
 from nico_api.validation import RequestProblems, check_body_read
 
 Body = dict[str, Any]
+# Production's tray handlers answer a Site id that is not a UUID as their Site lookup's DB error.
+SITE_LOOKUP_FAILED = (500, "Failed to retrieve Site due to DB error")
 
 
 async def power_control_tray(
     org: str, id_: str, token_info: Any, problems: RequestProblems, runtime: Runtime, body: Body
 ) -> TaskIds:
-    org = provider_admin(org, token_info)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     check_body_read(problems)
     order = submissions.power(body, "Tray", id_, "Failed to validate power control request data")
-    return await _submit(runtime, org, order)
+    return await submit(runtime, found, order, SITE_LOOKUP_FAILED)
 
 
 async def power_control_trays(
@@ -31,18 +32,19 @@ async def power_control_trays(
     # The batch operations read the body before membership and role.
     check_body_read(problems)
     order = submissions.power(body, "Tray", None, "Failed to validate request data")
-    return await _submit(runtime, provider_admin(org, token_info), order)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
+    return await submit(runtime, found, order, SITE_LOOKUP_FAILED)
 
 
 async def firmware_update_tray(
     org: str, id_: str, token_info: Any, problems: RequestProblems, runtime: Runtime, body: Body
 ) -> TaskIds:
-    org = provider_admin(org, token_info)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     check_body_read(problems)
     order = submissions.firmware(
         body, "Tray", id_, "Failed to validate firmware update request data"
     )
-    return await _submit(runtime, org, order)
+    return await submit(runtime, found, order, SITE_LOOKUP_FAILED)
 
 
 async def firmware_update_trays(
@@ -50,17 +52,7 @@ async def firmware_update_trays(
 ) -> TaskIds:
     check_body_read(problems)
     order = submissions.firmware(body, "Tray", None, "Failed to validate request data")
-    return await _submit(runtime, provider_admin(org, token_info), order)
+    found = await provider_and_site(runtime, provider_admin(org, token_info), body)
+    return await submit(runtime, found, order, SITE_LOOKUP_FAILED)
 
 
-async def _submit(runtime: Runtime, org: str, order: Order) -> TaskIds:
-    """The org's provider and the Site checked, a Site id that is not a UUID answered as the
-    tray handlers' Site lookup answers it; then Flow asked."""
-    found = await provider_site_and_task(runtime.store, org, order.site_id, None)
-    site = check_site(
-        found,
-        order.site_id,
-        flow_enabled=False,
-        invalid=NICoError(500, "Failed to retrieve Site due to DB error"),
-    )
-    return TaskIds(task_ids=await runtime.store.submit(order, site))

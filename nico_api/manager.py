@@ -165,9 +165,9 @@ def _component(c: Connection, site_id: uuid.UUID, identifier: str) -> Any:
     except FlowError as exc:
         # SubmitTask wraps the resolver's error; its code is kept.
         raise FlowError(
-            exc.status,
+            exc.status_code,
             f"failed to get component target external_id={identifier}: rpc error: "
-            f"code = {GRPC_CODES[exc.status]} desc = {exc.message}",
+            f"code = {GRPC_CODES[exc.status_code]} desc = {exc.message}",
         ) from None
 
 

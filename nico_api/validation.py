@@ -173,10 +173,22 @@ def keep_body_problems(
     """The spec's verdict on a bound body (`errors`), kept as production's problem: a value of
     the wrong type cannot be read; any other failure, or an empty required value (which Go's
     validation reads as a missing one), is the operation's validation message."""
-    if any(error.validator == "type" for error in errors):
+    if any(_unreadable(error) for error in errors):
         problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
     if errors or any(body.get(name) == "" for name in required if isinstance(body, dict)):
         problems.add(Step.BODY, BodyInvalidError())
+
+
+def _unreadable(error: ValidationError) -> bool:
+    """A value Go cannot read into its field: of the wrong type, for every type it may have."""
+    if error.validator in ("anyOf", "oneOf"):
+        branches: dict[Any, list[ValidationError]] = {}
+        for failure in error.context or ():
+            branches.setdefault(failure.relative_schema_path[0], []).append(failure)
+        return bool(branches) and all(
+            any(_unreadable(failure) for failure in failures) for failures in branches.values()
+        )
+    return error.validator == "type"
 
 
 def _not_json(constant: str) -> Any:

@@ -1,0 +1,661 @@
+"""The operations that create tasks: each check of UPSTREAM.md 3.1-3.2 in production's order,
+with its message; the tasks made (one per rack, their description, message, rule and targets);
+rack queues; and identical requests in flight answered alike."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text, update
+from starlette.testclient import TestClient
+
+from nico_api.app import create_app
+from nico_api.config import Settings
+from nico_api.db import Storage
+from nico_api.framework import NICoApp
+from nico_api.models import Task, TaskComponent, utcnow
+from tests.conftest import Bearer
+from tests.demo import (
+    ACME,
+    ACME_LAB_SITE,
+    ACME_SITE,
+    ACME_SITE_2,
+    COMPUTE_ONLY_RULE,
+    FREE_RACK,
+    GLOBEX,
+    GLOBEX_SITE,
+    OTHER_FREE_RACK,
+    RACK,
+    RULE,
+    TRAY,
+    TRAY_MAC,
+    TRAY_RECORD,
+)
+from tests.test_list_tasks import assert_error
+
+RACK_OPS = {
+    "power": ("PATCH", {"state": "On"}, "Failed to validate power control request data"),
+    "firmware": ("PATCH", {"version": "1.2"}, "Failed to validate firmware update request data"),
+    "bringup": ("POST", {}, "Failed to validate bring up request data"),
+}
+TRAY_OPS = {k: v for k, v in RACK_OPS.items() if k != "bringup"}
+R15_COMPONENTS = {"PowerShelf": 2, "NVSwitch": 2, "Compute": 4}
+
+
+def call(
+    client: TestClient,
+    headers: dict[str, str],
+    path: str,
+    body: Any,
+    method: str = "PATCH",
+    org: str = ACME,
+):
+    return client.request(method, f"/v2/org/{org}/nico/{path}", json=body, headers=headers)
+
+
+def power(client: TestClient, headers: dict[str, str], rack: str, state: str = "On", **extra):
+    return call(
+        client, headers, f"rack/{rack}/power", {"siteId": ACME_SITE, "state": state, **extra}
+    )
+
+
+def task(client: TestClient, headers: dict[str, str], task_id: str) -> dict[str, Any]:
+    response = client.get(
+        f"/v2/org/{ACME}/nico/task/{task_id}", params={"siteId": ACME_SITE}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stored(storage: Storage, task_id: str) -> Any:
+    with storage.connection() as c:
+        return c.execute(select(Task).where(Task.id == uuid.UUID(task_id))).one()
+
+
+# What the tasks made look like.
+
+
+def test_a_rack_power_on_makes_one_pending_task(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    response = power(client, bearer(), FREE_RACK)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    (task_id,) = response.json()["taskIds"]
+    made = task(client, bearer(), task_id)
+    assert {k: made[k] for k in ("status", "description", "message", "ruleId")} == {
+        "status": "Pending",
+        "description": "API power on Rack",
+        "message": "Pending",
+        "ruleId": None,  # Flow's built-in rule
+    }
+    assert made["started"] is None and made["finished"] is None and "report" not in made
+    row = stored(storage, task_id)
+    assert (row.type, row.information) == ("power_control", {"operation": "power_on"})
+    assert {
+        t: len(ids) for t, ids in row.attributes["components_by_type"].items()
+    } == R15_COMPONENTS
+
+
+@pytest.mark.parametrize(
+    ("state", "description", "operation"),
+    [
+        ("Off", "API power off Rack", "power_off"),
+        ("cycle", "API power cycle Rack", "restart"),
+        ("ForceOff", "API force power off Rack", "force_power_off"),
+        ("forcecycle", "API force power cycle Rack", "force_restart"),
+        ("ACPowerCycle", "API AC power cycle Rack", "cold_reset"),
+    ],
+)
+def test_each_power_state_is_its_flow_operation(
+    client: TestClient,
+    bearer: Bearer,
+    storage: Storage,
+    state: str,
+    description: str,
+    operation: str,
+) -> None:
+    response = power(client, bearer(), FREE_RACK, state)
+    (task_id,) = response.json()["taskIds"]
+    assert task(client, bearer(), task_id)["description"] == description
+    assert stored(storage, task_id).information["operation"] == operation
+
+
+def test_mixed_case_states_are_refused(client: TestClient, bearer: Bearer) -> None:
+    assert_error(
+        power(client, bearer(), FREE_RACK, "Forcecycle"),
+        400,
+        "Failed to validate power control request data",
+        {"state": "must be one of [On Off Cycle ForceOff ForceCycle ACPowerCycle]"},
+    )
+
+
+def test_firmware_and_bring_up_descriptions(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    firmware = call(
+        client, bearer(), f"rack/{FREE_RACK}/firmware", {"siteId": ACME_SITE, "version": "2.0"}
+    )
+    (firmware_id,) = firmware.json()["taskIds"]
+    made = task(client, bearer(), firmware_id)
+    assert made["description"] == "API firmware update Rack"
+    # sjc-dc1's default firmware rule is recorded as the task's rule.
+    assert made["ruleId"] == RULE
+    assert stored(storage, firmware_id).type == "firmware_control"
+    bring_up = call(
+        client, bearer(), f"rack/{OTHER_FREE_RACK}/bringup", {"siteId": ACME_SITE}, "POST"
+    )
+    (bring_up_id,) = bring_up.json()["taskIds"]
+    assert (
+        task(client, bearer(), bring_up_id)["description"] == f"API bring up Rack {OTHER_FREE_RACK}"
+    )
+    named = call(
+        client,
+        bearer(),
+        "rack/bringup",
+        {"siteId": ACME_SITE, "filter": {"names": ["R-09"]}},
+        "POST",
+    )
+    assert (
+        task(client, bearer(), named.json()["taskIds"][0])["description"]
+        == "API batch bring up Racks"
+    )
+    described = call(
+        client,
+        bearer(),
+        "rack/bringup",
+        {"siteId": ACME_SITE, "filter": {"names": ["R-02"]}, "description": "Initial bring up"},
+        "POST",
+    )
+    assert (
+        task(client, bearer(), described.json()["taskIds"][0])["description"] == "Initial bring up"
+    )
+
+
+def test_a_pinned_rule_is_the_tasks_rule(client: TestClient, bearer: Bearer) -> None:
+    response = power(client, bearer(), FREE_RACK, ruleId=COMPUTE_ONLY_RULE)
+    assert task(client, bearer(), response.json()["taskIds"][0])["ruleId"] == COMPUTE_ONLY_RULE
+
+
+def test_an_unknown_rule_is_flows_not_found(client: TestClient, bearer: Bearer) -> None:
+    rule = str(uuid.uuid4())
+    assert_error(
+        power(client, bearer(), FREE_RACK, ruleId=rule),
+        404,
+        f"requested rule_id {rule}: rpc error: code = NotFound desc = operation rule not found",
+    )
+
+
+def test_a_rule_with_no_step_for_the_targets_is_a_precondition(
+    client: TestClient, bearer: Bearer
+) -> None:
+    # An AC power cycle is for compute trays only: a power shelf has no step in its rule.
+    response = call(
+        client,
+        bearer(),
+        "tray/power",
+        {
+            "siteId": ACME_SITE,
+            "state": "ACPowerCycle",
+            "filter": {"rackName": "R-15", "type": "PowerShelf"},
+        },
+    )
+    assert_error(
+        response,
+        412,
+        'operation rule "Hardcoded Default AC Power Cycle" has no step applicable to targeted '
+        "component types [PowerShelf]",
+    )
+    pinned = call(
+        client,
+        bearer(),
+        "tray/power",
+        {
+            "siteId": ACME_SITE,
+            "state": "On",
+            "ruleId": COMPUTE_ONLY_RULE,
+            "filter": {"rackName": "R-15", "type": "NVSwitch"},
+        },
+    )
+    assert_error(
+        pinned,
+        412,
+        f'operation rule "Power on compute only" ({COMPUTE_ONLY_RULE}) has no step applicable '
+        "to targeted component types [NVSwitch]",
+    )
+
+
+def test_a_batch_makes_one_task_per_rack(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    response = call(
+        client,
+        bearer(),
+        "rack/power",
+        {"siteId": ACME_SITE, "state": "Off", "filter": {"names": ["R-15", "R-02"]}},
+    )
+    assert response.status_code == 200, response.text
+    ids = response.json()["taskIds"]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert {stored(storage, i).rack_id for i in ids} == {
+        uuid.UUID("25ae67f1-9bdc-4ecd-8490-bfb84d284d92"),
+        uuid.UUID("0395aa3f-6489-4ac2-ab7c-7a675ae3dac7"),
+    }
+
+
+def test_a_batch_without_filter_targets_every_rack_of_the_site(
+    client: TestClient, bearer: Bearer
+) -> None:
+    response = call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["taskIds"]) == 2  # B-03 and B-04
+
+
+def test_trays_of_one_rack_share_one_task(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    response = call(
+        client,
+        bearer(),
+        "tray/power",
+        {"siteId": ACME_SITE, "state": "Cycle", "filter": {"rackName": "R-15", "type": "Compute"}},
+    )
+    (task_id,) = response.json()["taskIds"]
+    assert task(client, bearer(), task_id)["description"] == "API power cycle Tray"
+    assert {
+        t: len(ids) for t, ids in stored(storage, task_id).attributes["components_by_type"].items()
+    } == {"Compute": 4}
+    with storage.connection() as c:
+        assert (
+            len(
+                c.execute(
+                    select(TaskComponent).where(TaskComponent.task_id == uuid.UUID(task_id))
+                ).all()
+            )
+            == 4
+        )
+
+
+def test_a_slot_that_holds_no_tray_makes_no_task(client: TestClient, bearer: Bearer) -> None:
+    response = call(
+        client,
+        bearer(),
+        "tray/firmware",
+        {"siteId": ACME_SITE, "version": "1", "filter": {"rackName": "R-15", "slotId": 99}},
+    )
+    assert response.status_code == 200 and response.json() == {"taskIds": []}
+
+
+@pytest.mark.parametrize("tray", [TRAY, TRAY_MAC, TRAY_MAC.upper()])
+def test_a_tray_task_is_listed_for_the_tray(client: TestClient, bearer: Bearer, tray: str) -> None:
+    # R-14 is busy: the tray's task waits in its queue, and is listed already.
+    response = call(
+        client, bearer(), f"tray/{tray}/firmware", {"siteId": ACME_SITE, "version": "3"}
+    )
+    assert response.status_code == 200, response.text
+    (task_id,) = response.json()["taskIds"]
+    listed = client.get(
+        f"/v2/org/{ACME}/nico/tray/{TRAY}/task", params={"siteId": ACME_SITE}, headers=bearer()
+    )
+    assert task_id in [t["id"] for t in listed.json()]
+
+
+# Rack queues.
+
+
+def test_a_busy_rack_queues_the_task(client: TestClient, bearer: Bearer, storage: Storage) -> None:
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    queued = task(client, bearer(), second)
+    assert (queued["status"], queued["message"]) == (
+        "Pending",
+        "Queued: waiting for rack to become available",
+    )
+    row = stored(storage, second)
+    assert row.status == "waiting" and row.queue_expires_at is not None
+    assert 3599 <= (row.queue_expires_at - row.created_at).total_seconds() <= 3600
+    assert stored(storage, first).status == "pending"
+
+
+def test_a_full_queue_refuses_the_sixth_task(client: TestClient, bearer: Bearer) -> None:
+    power(client, bearer(), FREE_RACK)
+    for _ in range(5):
+        assert power(client, bearer(), FREE_RACK, "Off").status_code == 200
+    # Production logs the full queue and answers that it made no task.
+    assert_error(power(client, bearer(), FREE_RACK, "Off"), 500, "failed to create any tasks")
+
+
+def test_a_batch_leaves_out_a_rack_that_refuses(client: TestClient, bearer: Bearer) -> None:
+    power(client, bearer(), FREE_RACK)
+    for _ in range(5):
+        power(client, bearer(), FREE_RACK, "Off")
+    response = call(
+        client,
+        bearer(),
+        "rack/power",
+        {"siteId": ACME_SITE, "state": "On", "filter": {"names": ["R-15", "R-02"]}},
+    )
+    assert response.status_code == 200 and len(response.json()["taskIds"]) == 1
+
+
+def test_trays_that_do_not_overlap_run_side_by_side(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    # Compute power and switch power on one rack do not conflict; a rack power on does.
+    compute = call(
+        client,
+        bearer(),
+        "tray/power",
+        {"siteId": ACME_SITE, "state": "On", "filter": {"rackName": "R-15", "type": "Compute"}},
+    )
+    switches = call(
+        client,
+        bearer(),
+        "tray/power",
+        {"siteId": ACME_SITE, "state": "On", "filter": {"rackName": "R-15", "type": "NVSwitch"}},
+    )
+    rack = power(client, bearer(), FREE_RACK)
+    statuses = [stored(storage, r.json()["taskIds"][0]).status for r in (compute, switches, rack)]
+    assert statuses == ["pending", "pending", "waiting"]
+
+
+@pytest.fixture
+def rejecting_app(settings: Settings, app: NICoApp) -> NICoApp:
+    """An app whose Flow refuses a task on a busy rack, as production's REST API asks it to."""
+    app = create_app(replace(settings, flow_conflicts="reject"))
+    yield app
+    app.runtime.close()
+
+
+def test_without_queueing_a_busy_rack_refuses(rejecting_app: NICoApp, bearer: Bearer) -> None:
+    with rejecting_app.test_client() as client:
+        assert power(client, bearer(), FREE_RACK).status_code == 200
+        assert_error(power(client, bearer(), FREE_RACK, "Off"), 500, "failed to create any tasks")
+
+
+# Identical requests in flight.
+
+
+def test_identical_requests_in_flight_get_the_same_tasks(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    # The rack is held by another writer, so that both requests are in flight at once.
+    answers: list[Any] = []
+    with storage.engine.connect() as holder:
+        if holder.dialect.name == "postgresql":
+            holder.execute(
+                text("SELECT id FROM rack WHERE external_id = :r FOR UPDATE"), {"r": FREE_RACK}
+            )
+        else:
+            holder.execute(
+                text("UPDATE rack SET name = name WHERE external_id = :r"), {"r": FREE_RACK}
+            )
+        threads = [
+            threading.Thread(target=lambda: answers.append(power(client, bearer(), FREE_RACK)))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        threading.Event().wait(0.5)
+        holder.rollback()
+    for thread in threads:
+        thread.join(10)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    # Once answered, the same request is a new one: it queues behind the first.
+    (later,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    assert later not in answers[0].json()["taskIds"]
+
+
+def test_different_requests_in_flight_are_not_joined(client: TestClient, bearer: Bearer) -> None:
+    on = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    off = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    assert on != off
+
+
+# The checks, in production's order.
+
+
+@pytest.mark.parametrize("operation", sorted(RACK_OPS))
+def test_single_rack_checks_the_caller_before_the_body(
+    client: TestClient, bearer: Bearer, operation: str
+) -> None:
+    method, _, _ = RACK_OPS[operation]
+    path = f"rack/{FREE_RACK}/{operation}"
+    assert_error(
+        call(client, bearer(ACME, "TENANT_ADMIN"), path, "{", method),
+        403,
+        "User does not have Provider Admin role with org",
+    )
+    assert_error(
+        call(client, bearer(GLOBEX), path, {}, method),
+        403,
+        f"Failed to validate membership for org: {ACME}",
+    )
+    assert_error(
+        call(client, bearer("initech"), path, {}, method, org="initech"),
+        400,
+        "Failed to retrieve Infrastructure Provider for org",
+    )
+
+
+@pytest.mark.parametrize("operation", sorted(RACK_OPS))
+def test_batch_checks_the_body_before_the_caller(
+    client: TestClient, bearer: Bearer, operation: str
+) -> None:
+    method, _, _ = RACK_OPS[operation]
+    path = f"rack/{operation}"
+    response = client.request(
+        method,
+        f"/v2/org/{ACME}/nico/{path}",
+        content=b"{not json",
+        headers={**bearer(ACME, "TENANT_ADMIN"), "content-type": "application/json"},
+    )
+    assert_error(response, 400, "Failed to parse request data")
+    # A readable body that fails validation is answered before the role too.
+    missing_site = call(client, bearer(ACME, "TENANT_ADMIN"), path, {"state": "On"}, method)
+    assert missing_site.status_code == 400
+    assert missing_site.json()["message"] == "Failed to validate request data"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "data"),
+    [
+        (f"rack/{FREE_RACK}/power", {"state": "On"}, {"siteId": "siteId is required"}),
+        (f"rack/{FREE_RACK}/power", {"siteId": ACME_SITE}, {"state": "a value is required"}),
+        (
+            f"rack/{FREE_RACK}/power",
+            {"state": "up", "ruleId": "NOT-A-UUID"},
+            {
+                "siteId": "siteId is required",
+                "state": "must be one of [On Off Cycle ForceOff ForceCycle ACPowerCycle]",
+                "ruleId": "must be a valid UUID",
+            },
+        ),
+        (f"tray/{TRAY}/power", {"siteId": "", "state": "On"}, {"siteId": "siteId is required"}),
+        ("rack/power", {"state": "On"}, {}),
+        ("tray/power", {"state": "On"}, {}),
+        ("rack/power", {"siteId": ACME_SITE, "state": ""}, {"state": "a value is required"}),
+        (
+            "tray/power",
+            {"siteId": ACME_SITE, "state": "On", "filter": {"rackId": ""}},
+            {"rackId": "cannot be blank"},
+        ),
+        (
+            "tray/power",
+            {"siteId": ACME_SITE, "state": "On", "filter": {"ids": ["a", ""]}},
+            {"ids": {"1": "cannot be blank"}},
+        ),
+        (
+            "tray/power",
+            {"siteId": ACME_SITE, "state": "On", "filter": {"type": "GPU"}},
+            {"type": "must be one of Compute, NVSwitch, PowerShelf"},
+        ),
+        (
+            "tray/power",
+            {"siteId": ACME_SITE, "state": "On", "filter": {"rackId": "a", "rackName": "b"}},
+            {"rackId": "rackId and rackName are mutually exclusive"},
+        ),
+        (
+            "tray/firmware",
+            {"siteId": ACME_SITE, "filter": {"rackName": "b", "ids": ["x"]}},
+            {"rackId": "rackId/rackName cannot be combined with ids"},
+        ),
+        (
+            "tray/firmware",
+            {"siteId": ACME_SITE, "filter": {"slotId": 1}},
+            {"slotId": "rackId or rackName is required when slotId is set"},
+        ),
+        (f"rack/{FREE_RACK}/firmware", {"siteId": ACME_SITE, "targets": ["bmc"]}, {}),
+        (f"tray/{TRAY}/firmware", {"siteId": ACME_SITE, "version": "1", "targets": [""]}, {}),
+        (
+            f"rack/{FREE_RACK}/firmware",
+            {"siteId": ACME_SITE, "authenticationData": {}},
+            {"authenticationData": "must set exactly one of shared or perComponent"},
+        ),
+        (
+            "rack/firmware",
+            {"ruleId": "x"},
+            {"siteId": "siteId is required", "ruleId": "must be a valid UUID"},
+        ),
+        (f"rack/{FREE_RACK}/bringup", {}, {"siteId": "siteId is required"}),
+    ],
+)
+def test_validation_messages_name_the_failing_fields(
+    client: TestClient, bearer: Bearer, path: str, body: dict, data: dict
+) -> None:
+    method = "POST" if path.endswith("bringup") else "PATCH"
+    single = path.split("/")[1] not in ("power", "firmware", "bringup")
+    kind = path.rsplit("/", 1)[1]
+    message = RACK_OPS[kind][2] if single else "Failed to validate request data"
+    assert_error(call(client, bearer(), path, body, method), 400, message, data)
+
+
+@pytest.mark.parametrize(
+    ("authentication", "message"),
+    [
+        ({"shared": "s", "token": "t"}, 'authenticationData contains unknown field "token"'),
+        ({"b": 1, "a": 2}, 'authenticationData contains unknown fields: "a", "b"'),
+        (
+            {"perComponent": {"gpu": "x"}},
+            'authenticationData.perComponent contains unknown field "gpu"',
+        ),
+    ],
+)
+def test_unknown_authentication_fields_are_named(
+    client: TestClient, bearer: Bearer, authentication: dict, message: str
+) -> None:
+    body = {"siteId": ACME_SITE, "authenticationData": authentication}
+    assert_error(call(client, bearer(), f"rack/{FREE_RACK}/firmware", body), 400, message)
+
+
+def test_a_value_of_the_wrong_type_cannot_be_read(client: TestClient, bearer: Bearer) -> None:
+    assert_error(power(client, bearer(), FREE_RACK, 1), 400, "Failed to parse request data")
+    batch = call(
+        client,
+        bearer(),
+        "rack/power",
+        {"siteId": ACME_SITE, "state": "On", "filter": {"names": "R-15"}},
+    )
+    assert_error(batch, 400, "Failed to parse request data")
+
+
+@pytest.mark.parametrize("entity", ["rack", "tray"])
+def test_the_site_checks(client: TestClient, bearer: Bearer, entity: str) -> None:
+    target = FREE_RACK if entity == "rack" else TRAY
+    path = f"{entity}/{target}/power"
+
+    def site(value: str):
+        return call(client, bearer(), path, {"siteId": value, "state": "On"})
+
+    if entity == "rack":
+        assert_error(site("nope"), 400, "Failed to validate Site specified in request: invalid ID")
+    else:
+        # Production's tray handlers answer a Site id that is not a UUID as a database error.
+        assert_error(site("nope"), 500, "Failed to retrieve Site due to DB error")
+    assert_error(site(str(uuid.uuid4())), 400, "Site specified in request does not exist")
+    assert_error(
+        site(GLOBEX_SITE), 403, "Site specified in request doesn't belong to current org's Provider"
+    )
+
+
+def test_whether_the_site_runs_flow_is_not_checked(client: TestClient, bearer: Bearer) -> None:
+    # The lab Site has NICo Flow disabled; creating a task there is still Flow's to answer.
+    response = call(
+        client, bearer(), "rack/L-01-unknown/power", {"siteId": ACME_LAB_SITE, "state": "On"}
+    )
+    assert response.status_code == 404, response.text
+
+
+def test_unknown_racks_and_trays_are_flows_not_found(client: TestClient, bearer: Bearer) -> None:
+    assert_error(
+        power(client, bearer(), "R-404"),
+        404,
+        "failed to resolve rack target: failed to get rack by identifier "
+        "{ID:00000000-0000-0000-0000-000000000000 Name: ExternalID:R-404}: "
+        "rpc error: code = NotFound desc = rack with external id R-404 is not found",
+    )
+    assert_error(
+        call(client, bearer(), "tray/T-404/power", {"siteId": ACME_SITE, "state": "On"}),
+        404,
+        "failed to get component target external_id=T-404: rpc error: code = NotFound "
+        'desc = component identifier "T-404" not found',
+    )
+    assert_error(
+        call(
+            client,
+            bearer(),
+            "rack/power",
+            {"siteId": ACME_SITE, "state": "On", "filter": {"names": ["Z-9"]}},
+        ),
+        404,
+        "failed to resolve rack target: failed to get rack by identifier "
+        "{ID:00000000-0000-0000-0000-000000000000 Name:Z-9 ExternalID:}: "
+        "rpc error: code = NotFound desc = rack Z-9 is not found",
+    )
+
+
+def test_query_parameters_are_ignored(client: TestClient, bearer: Bearer) -> None:
+    response = client.patch(
+        f"/v2/org/{ACME}/nico/rack/{FREE_RACK}/power",
+        params={"anything": "1"},
+        json={"siteId": ACME_SITE, "state": "On"},
+        headers=bearer(),
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_no_token_is_401_before_anything(client: TestClient) -> None:
+    response = client.patch(f"/v2/org/{ACME}/nico/rack/power", content=b"{")
+    assert_error(response, 401, "Request is missing authorization header")
+
+
+def test_a_cancelled_waiting_task_is_not_promoted(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    cancelled = client.post(
+        f"/v2/org/{ACME}/nico/task/{second}/cancel", json={"siteId": ACME_SITE}, headers=bearer()
+    )
+    assert cancelled.json()["status"] == "Terminated"
+    row = stored(storage, second)
+    assert row.queue_expires_at is None and row.due_at is None
+    assert stored(storage, first).due_at is not None
+
+
+def test_the_busy_demo_rack_queues(client: TestClient, bearer: Bearer, storage: Storage) -> None:
+    # R-14 runs the demo's firmware update (a fixture task that never ends).
+    (queued,) = power(client, bearer(), RACK).json()["taskIds"]
+    assert stored(storage, queued).status == "waiting"
+    with storage.engine.begin() as c:
+        c.execute(
+            update(Task).where(Task.id == uuid.UUID(queued)).values(queue_expires_at=utcnow())
+        )
+    assert TRAY_RECORD in {
+        c for ids in stored(storage, queued).attributes["components_by_type"].values() for c in ids
+    }
