@@ -28,6 +28,8 @@ RACK = "22104159-0ef7-4f6d-8547-bdc30973c666"  # R-14
 RACK_RECORD = "34aec697-9431-4100-913c-72012c5c696b"  # R-14 as Flow stores it
 FREE_RACK = "1de9d021-b858-4b75-acf1-687eb024bfc7"  # R-15: nothing runs on it
 FAILING_RACK = "e08a07cd-900f-4257-9c29-122cb73d60d3"  # R-09: a compute tray fails
+FAILING_TRAY = "a8cb3ff1-fa0d-4da4-9300-226524922adf"  # that tray, at slot 22
+FAILURE = "BMC did not answer after power on"
 OTHER_FREE_RACK = "fc2c46e2-ad60-4f24-918a-bfbacff22910"  # R-02
 SITE_2_RACK = "4a0cf518-8a4f-489c-a42f-8880ebadd690"  # B-03 at sjc-dc2
 # R-14's first compute tray: by component ID, by BMC MAC address, as Flow stores it.

@@ -1,0 +1,278 @@
+"""The simulated NICo Flow, driven step by step in process: how a task's status, message and
+report evolve (UPSTREAM.md 3.4-3.5), failures, cancels, queues, and each step written once."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
+
+from nico_api import fixture
+from nico_api.config import Settings
+from nico_api.db import Storage
+from nico_api.executor import Executor
+from nico_api.models import Task, utcnow
+from tests.conftest import Bearer
+from tests.demo import ACME_SITE, FAILING_RACK, FAILING_TRAY, FAILURE, FREE_RACK, RACK
+from tests.test_create_tasks import power, stored, task
+
+SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+@pytest.fixture
+def flow(storage: Storage, settings: Settings) -> Executor:
+    """A Flow executor over the test's database whose steps are due at once."""
+    return Executor(storage, replace(settings, flow_step_seconds=0))
+
+
+def drive(flow: Executor, steps: int = 100) -> None:
+    """Run Flow until nothing is due (or `steps` passes)."""
+    for _ in range(steps):
+        flow.sweep()
+        if not flow.run_due():
+            return
+
+
+def step(flow: Executor) -> None:
+    assert flow.run_due() >= 1
+
+
+def test_a_power_on_runs_to_succeeded(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    step(flow)
+    started = task(client, bearer(), task_id)
+    assert (started["status"], started["message"]) == ("Running", "Running")
+    assert started["started"] is not None and started["finished"] is None
+    # The initial report: every stage pending, each step with its total.
+    assert started["report"] == {
+        "version": 1,
+        "stages": [
+            {
+                "number": n,
+                "status": "pending",
+                "steps": [
+                    {
+                        "componentType": kind,
+                        "status": "pending",
+                        "totalComponents": total,
+                        "succeededComponents": 0,
+                        "failedComponents": 0,
+                    }
+                ],
+            }
+            for n, (kind, total) in enumerate(
+                [("PowerShelf", 2), ("NVSwitch", 2), ("Compute", 4)], start=1
+            )
+        ],
+    }
+    step(flow)
+    begun = task(client, bearer(), task_id)["report"]["stages"]
+    assert [s["status"] for s in begun] == ["running", "pending", "pending"]
+    assert SECOND.fullmatch(begun[0]["startedAt"])
+    assert begun[0]["steps"][0]["startedAt"] == begun[0]["startedAt"]
+    step(flow)
+    half = task(client, bearer(), task_id)["report"]["stages"][0]["steps"][0]
+    assert (half["status"], half["succeededComponents"]) == ("running", 1)
+    drive(flow)
+    done = task(client, bearer(), task_id)
+    assert (done["status"], done["message"]) == ("Succeeded", "Succeeded")
+    assert done["finished"] is not None and done["started"] == started["started"]
+    stages = done["report"]["stages"]
+    assert [s["status"] for s in stages] == ["completed"] * 3
+    assert all(
+        s["steps"][0]["succeededComponents"] == s["steps"][0]["totalComponents"] for s in stages
+    )
+    assert [s["startedAt"] for s in stages] == sorted(s["startedAt"] for s in stages)
+    assert "error" not in done["report"]
+    row = stored(storage, task_id)
+    assert (row.progress, row.due_at) == (10, None)  # the start and three steps per stage
+
+
+def test_a_declared_failure_fails_the_stage_and_the_task(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    # R-09 declares a compute tray that does not come back; powering off starts with compute.
+    (task_id,) = power(client, bearer(), FAILING_RACK, "Off").json()["taskIds"]
+    drive(flow)
+    failed = task(client, bearer(), task_id)
+    error = f"component type Compute failed: {FAILING_TRAY}: {FAILURE}"
+    assert (failed["status"], failed["message"]) == ("Failed", error)
+    assert failed["finished"] is not None
+    first, *later = failed["report"]["stages"]
+    assert (first["status"], first["error"]) == ("failed", error)
+    assert first["steps"][0] | {"startedAt": None, "finishedAt": None} == {
+        "componentType": "Compute",
+        "status": "failed",
+        "totalComponents": 4,
+        "succeededComponents": 3,
+        "failedComponents": 1,
+        "error": error,
+        "startedAt": None,
+        "finishedAt": None,
+    }
+    assert [s["status"] for s in later] == ["pending", "pending"]
+    assert failed["report"]["error"] == error
+
+
+def test_a_seeded_failure_rate_fails_tasks(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    always = Executor(storage, replace(settings, flow_step_seconds=0, flow_failure_rate=1.0))
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    drive(always)
+    failed = task(client, bearer(), task_id)
+    assert failed["status"] == "Failed"
+    assert failed["message"].startswith("component type PowerShelf failed: ")
+    assert failed["message"].endswith(": simulated failure")
+
+
+def test_a_cancel_mid_run_stops_the_execution(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    for _ in range(3):
+        step(flow)
+    cancelled = client.post(
+        f"/v2/org/acme-inc/nico/task/{task_id}/cancel", json={"siteId": ACME_SITE}, headers=bearer()
+    ).json()
+    assert (cancelled["status"], cancelled["message"]) == ("Terminated", "Cancelled by user")
+    before = stored(storage, task_id)
+    drive(flow)
+    after = stored(storage, task_id)
+    # No later write: the report stays at its last snapshot, a stage still running.
+    assert (after.progress, after.updated_at, after.report) == (
+        before.progress,
+        before.updated_at,
+        before.report,
+    )
+    assert after.report["stages"][0]["status"] == "running"
+
+
+def test_the_oldest_waiting_task_is_promoted_when_the_rack_is_free(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    (third,) = power(client, bearer(), FREE_RACK, "Cycle").json()["taskIds"]
+    for _ in range(10):
+        step(flow)
+    assert task(client, bearer(), first)["status"] == "Succeeded"
+    promoted = task(client, bearer(), second)
+    assert (promoted["status"], promoted["message"]) == (
+        "Pending",
+        "Promoted: no conflicting active tasks",
+    )
+    assert (
+        task(client, bearer(), third)["message"] == "Queued: waiting for rack to become available"
+    )
+    drive(flow)
+    assert [task(client, bearer(), t)["status"] for t in (second, third)] == ["Succeeded"] * 2
+
+
+def test_a_cancel_frees_the_rack_for_the_next_task(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    step(flow)
+    client.post(
+        f"/v2/org/acme-inc/nico/task/{first}/cancel", json={"siteId": ACME_SITE}, headers=bearer()
+    )
+    drive(flow)
+    assert task(client, bearer(), second)["status"] == "Succeeded"
+
+
+def test_a_waiting_task_expires(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    # R-14 runs a task that never ends: its queue only empties by expiry.
+    (waiting,) = power(client, bearer(), RACK).json()["taskIds"]
+    flow.sweep()
+    assert stored(storage, waiting).status == "waiting"
+    flow.sweep(utcnow() + timedelta(hours=1, seconds=1))
+    expired = task(client, bearer(), waiting)
+    assert (expired["status"], expired["message"]) == (
+        "Terminated",
+        "Expired: queue timeout reached",
+    )
+    assert expired["finished"] is not None and expired["started"] is None
+    assert stored(storage, waiting).queue_expires_at is None
+
+
+def test_a_rule_without_steps_fails_without_a_report(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    rule = str(uuid.uuid4())
+    fixture.load(
+        storage,
+        fixture.FixtureFile.model_validate(
+            {
+                "rules": [
+                    {
+                        "id": rule,
+                        "site_id": ACME_SITE,
+                        "name": "Empty",
+                        "operation": "power_on",
+                        "stages": [],
+                    }
+                ]
+            }
+        ),
+    )
+    response = power(client, bearer(), FREE_RACK, ruleId=rule)
+    # A rule with no step applies to nothing the request targets.
+    assert response.status_code == 412
+
+
+def test_each_step_is_written_once_by_two_executors(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    # Two executors read the same due steps: the one that writes a step first wins it.
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    one = Executor(storage, replace(settings, flow_step_seconds=0))
+    two = Executor(storage, replace(settings, flow_step_seconds=0))
+    with storage.connection() as c:
+        due = c.execute(select(Task).where(Task.id == uuid.UUID(task_id))).one()
+    for executor in (one, two):
+        with storage.connection() as c, c.begin():
+            executor._step(c, due, utcnow())
+    assert stored(storage, task_id).progress == 1
+    drive(one)
+    drive(two)
+    assert stored(storage, task_id).progress == 10
+
+
+def test_an_executor_started_afresh_continues_from_the_stored_state(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    first = Executor(storage, replace(settings, flow_step_seconds=0))
+    for _ in range(4):
+        step(first)
+    report = task(client, bearer(), task_id)["report"]
+    drive(Executor(storage, replace(settings, flow_step_seconds=0)))
+    done = task(client, bearer(), task_id)
+    assert done["status"] == "Succeeded"
+    assert done["report"]["stages"][0]["startedAt"] == report["stages"][0]["startedAt"]
+
+
+def test_steps_are_due_at_the_configured_pace(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    paced = Executor(storage, replace(settings, flow_step_seconds=30))
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    assert paced.run_due() == 1
+    assert paced.run_due() == 0  # the next step is 30 s away
+    row = stored(storage, task_id)
+    assert 29 <= (row.due_at - row.updated_at).total_seconds() <= 30
+    with storage.engine.begin() as c:
+        c.execute(update(Task).where(Task.id == uuid.UUID(task_id)).values(due_at=utcnow()))
+    assert paced.run_due() == 1
+    assert paced.lag_summary()["steps"] == 2
