@@ -10,6 +10,8 @@ PORT ?= 8080
 DEMO_ORG := acme-inc
 DEMO_SITE := 5518ae98-48f4-47c1-b4d3-7b3747fa4d0c
 DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
+# A demo rack that nothing runs on (R-15 at sjc-dc1): power it on and watch its task.
+DEMO_RACK := 1de9d021-b858-4b75-acf1-687eb024bfc7
 
 # Redocly's OpenAPI linter, pinned; run with the machine's Node.js.
 REDOCLY := npx --yes @redocly/cli@2.77.0
@@ -32,9 +34,17 @@ run: $(STAMP)
 	$(BIN)/nico-api db seed --demo
 	@token=$$($(BIN)/nico-api token --org $(DEMO_ORG) --role PROVIDER_ADMIN --ttl 86400) && \
 	echo && echo "Try it (the token is valid for 24 hours):" && echo && \
-	echo "  curl -s -H 'Authorization: Bearer $$token' \\" && \
+	echo "  TOKEN='$$token'" && echo && \
+	echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" \\" && \
 	echo "    'http://$(HOST):$(PORT)/v2/org/$(DEMO_ORG)/nico/task/$(DEMO_TASK)?siteId=$(DEMO_SITE)'" && \
+	echo && echo "Power on a rack; NICo Flow (simulated) runs the task it returns:" && echo && \
+	echo "  curl -s -X PATCH -H \"Authorization: Bearer \$$TOKEN\" -H 'Content-Type: application/json' \\" && \
+	echo "    -d '{\"siteId\": \"$(DEMO_SITE)\", \"state\": \"On\"}' \\" && \
+	echo "    'http://$(HOST):$(PORT)/v2/org/$(DEMO_ORG)/nico/rack/$(DEMO_RACK)/power'" && \
 	echo
+	@# The simulated NICo Flow runs beside the server, and stops with it.
+	@$(BIN)/nico-api flow --log-level warning & flow=$$!; \
+	trap 'kill $$flow 2>/dev/null; wait $$flow 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/nico-api serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
@@ -51,11 +61,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
-# The side-by-side benchmark; BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look.
+# The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once);
+# BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look at the first alone.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
+	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.flow)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

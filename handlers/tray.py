@@ -54,5 +54,3 @@ async def firmware_update_trays(
     order = submissions.firmware(body, "Tray", None, "Failed to validate request data")
     found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     return await submit(runtime, found, order, SITE_LOOKUP_FAILED)
-
-

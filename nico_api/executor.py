@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, make_url, select, text, update
+from sqlalchemy import Connection, func, make_url, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from nico_api import flow, manager, report
@@ -31,8 +31,9 @@ from nico_api.models import Rack, Task, Tray, utcnow
 log = logging.getLogger("nico_api.flow")
 
 RUNS = ("pending", "running")
-# How many due steps one pass reads and writes.
+# How many due steps one pass reads and writes, and how many one transaction writes.
 BATCH = 200
+STEPS_PER_COMMIT = 25
 # How often waiting tasks are looked at, in polls: a rack freed by a cancel, a queue timeout.
 SWEEP_EVERY = 5
 # How long to wait before trying a failing database again.
@@ -60,11 +61,22 @@ class Executor:
                     self.sweep()
                 while self.run_due() == BATCH and not stop.is_set():
                     pass
+                wait = self._until_next_step()
             except SQLAlchemyError as exc:
                 log.warning("database unavailable", extra={"fields": {"error": str(exc)[:200]}})
-                stop.wait(RETRY_SECONDS)
+                wait = RETRY_SECONDS
             polls += 1
-            stop.wait(self.settings.flow_poll_seconds)
+            stop.wait(wait)
+
+    def _until_next_step(self) -> float:
+        """Seconds until the next step is due, at most a poll interval: a task created
+        meanwhile is seen within the interval."""
+        with self.storage.connection() as c:
+            due = c.scalar(select(func.min(Task.due_at)).where(Task.status.in_(RUNS)))
+        poll = self.settings.flow_poll_seconds
+        if due is None:
+            return poll
+        return min(poll, max(0.0, (due - utcnow()).total_seconds()))
 
     def sweep(self, now: datetime | None = None) -> None:
         """End waiting tasks whose queue time is up, and start the oldest waiting task of each
@@ -105,17 +117,25 @@ class Executor:
                 .limit(BATCH)
             ).all()
         freed = set()
-        for row in due:
-            written = time_now = utcnow()
+        # Steps are written a few dozen to a transaction: a burst of due steps is not a burst
+        # of commits. A transaction lost to a crash writes none of its steps, so none twice.
+        for start in range(0, len(due), STEPS_PER_COMMIT):
             with self.storage.connection() as c, c.begin():
-                finished = self._step(c, row, time_now)
-            if finished is None:
-                continue  # cancelled, or written already
-            self.steps += 1
-            self.lags.append((written - row.due_at).total_seconds())
-            log.info("step written", extra={"fields": {"task": str(row.id), "step": row.progress}})
-            if finished:
-                freed.add(row.rack_id)
+                written = utcnow()
+                outcomes = [
+                    (row, self._step(c, row, written))
+                    for row in due[start : start + STEPS_PER_COMMIT]
+                ]
+            for row, finished in outcomes:
+                if finished is None:
+                    continue  # cancelled, or written already
+                self.steps += 1
+                self.lags.append((written - row.due_at).total_seconds())
+                log.debug(
+                    "step written", extra={"fields": {"task": str(row.id), "step": row.progress}}
+                )
+                if finished:
+                    freed.add(row.rack_id)
         for rack in freed - {None}:
             self._promote(rack, utcnow())
         return len(due)

@@ -212,3 +212,76 @@ def test_a_yaml_merge_key_is_not_a_key_given_twice() -> None:
     )
     loaded = fixture.parse(text, "tasks.yaml")
     assert [str(task.id) for task in loaded.tasks] == [NEW_TASK, PENDING_TASK]
+
+
+def test_the_demo_inventory_and_rules_load(storage: Storage, engine: Engine) -> None:
+    summary = fixture.load(storage, fixture.demo())
+    assert (summary.racks, summary.trays, summary.rules) == (9, 72, 2)
+    assert str(summary) == "2 providers, 4 sites, 9 tasks, 9 racks, 72 trays, 2 rules"
+    with storage.session() as session:
+        tray = session.get(models.Tray, uuid.UUID("3f9c2b7e-5a41-4d8e-9c6b-2e7d1a0f4b13"))
+        assert (tray.type, tray.slot, tray.bmc_mac) == ("Compute", 20, "02:00:5e:01:01:14")
+        rule = session.get(models.OperationRule, uuid.UUID("70cca086-04a4-4a0f-800a-b94b8be3a3db"))
+        assert rule.is_default and rule.stages[1] == {
+            "number": 2,
+            "steps": [{"component_type": "Compute"}],
+        }
+
+
+RACK_ID = "5b0e1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+RACK_HEAD = f"racks:\n- {{id: {RACK_ID}, site_id: {ACME_SITE}, external_id: X-1, name: X-1}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f"trays:\n- {{id: {NEW_TASK}, rack_id: {RACK_ID}, external_id: t, type: Compute, "
+            "slot: 1}\n",
+            f"trays[0] (id {NEW_TASK}) field 'rack_id': no rack {RACK_ID}",
+        ),
+        (
+            f"racks:\n- {{id: {RACK_ID}, site_id: {NEW_TASK}, external_id: X, name: X}}\n",
+            f"racks[0] (id {RACK_ID}) field 'site_id': no site {NEW_TASK}",
+        ),
+        (
+            f"{RACK_HEAD}trays:\n- {{id: {NEW_TASK}, rack_id: {RACK_ID}, external_id: t, "
+            "type: GPU, slot: 1}\n",
+            f"trays[0] (id {NEW_TASK}) field 'type'",
+        ),
+        (
+            f"{RACK_HEAD}trays:\n- {{id: {NEW_TASK}, rack_id: {RACK_ID}, external_id: t, "
+            "type: Compute, slot: 1, bmc_mac: '02:00'}\n",
+            "a MAC address is six two-digit hex numbers",
+        ),
+        (
+            f"rules:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, name: r, operation: power_on, "
+            "stages: [{number: 1, steps: [{component_type: Compute}]}, "
+            "{number: 1, steps: [{component_type: NVSwitch}]}]}\n",
+            "each stage number is given once",
+        ),
+        (
+            f"rules:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, name: r, operation: warp, "
+            "stages: []}\n",
+            f"rules[0] (id {NEW_TASK}) field 'operation'",
+        ),
+    ],
+    ids=["tray-without-rack", "rack-without-site", "tray-type", "mac", "stage-twice", "operation"],
+)
+def test_inventory_and_rules_are_checked(
+    storage: Storage, engine: Engine, text: str, message: str
+) -> None:
+    with pytest.raises(fixture.FixtureError) as refused:
+        fixture.load(storage, fixture.parse(text, "inventory.yaml"))
+    assert message in str(refused.value)
+
+
+def test_a_mac_address_is_stored_as_requests_are_matched(storage: Storage, engine: Engine) -> None:
+    fixture.load(storage, fixture.demo())
+    text = (
+        f"{RACK_HEAD}trays:\n- {{id: {NEW_TASK}, rack_id: {RACK_ID}, external_id: t, "
+        "type: PowerShelf, slot: 0, bmc_mac: '0A-1B-2C-3D-4E-5F'}\n"
+    )
+    fixture.load(storage, fixture.parse(text))
+    with storage.session() as session:
+        assert session.get(models.Tray, uuid.UUID(NEW_TASK)).bmc_mac == "0a:1b:2c:3d:4e:5f"

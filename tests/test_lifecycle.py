@@ -57,7 +57,10 @@ class FlowProcess:
     def start(self) -> None:
         with self.log.open("a") as out:
             self.process = subprocess.Popen(
-                [NICO_API, "flow"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [NICO_API, "flow", "--log-level", "debug"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def kill(self) -> None:
@@ -324,3 +327,10 @@ def test_flow_killed_mid_stage_and_started_again_finishes_every_task_once(
         engine.dispose()
     assert sorted(progress[uuid.UUID(t)] for t in finals) == [4, 7, 7, 19, 19]
     assert {t for t, _ in written} <= set(finals)
+
+
+def test_a_second_flow_process_refuses_to_start(flow: FlowProcess, env: dict[str, str]) -> None:
+    flow.wait_started(1)
+    second = run(env, "flow", timeout=30)
+    assert second.returncode == 1
+    assert "error: another Flow process runs against this database" in second.stderr

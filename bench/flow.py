@@ -1,0 +1,192 @@
+"""`make bench`, the simulated NICo Flow: N tasks running at once on one `nico-api flow` process.
+
+For each backend, a Site of N racks (four trays each) gets one power-on task per rack in one
+request's worth of work; the Flow process then runs them all, a step every
+NICO_FLOW_STEP_SECONDS. Reported: how late each step was written after it was due (p50, p99,
+max, from the process's own count), the process's CPU share while the tasks ran, and its
+memory (peak RSS). The table goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, insert, make_url, select
+
+from bench.run import BIN, database_url, publish
+from nico_api import fixture, manager, models
+from nico_api.config import Settings
+from nico_api.db import Storage
+
+BENCH_SITE = uuid.UUID("7d3c1f8e-0b6a-4c55-9e21-4f0a9b8c7d6e")
+PROVIDER = uuid.UUID("1a398328-d134-4f59-8ed9-2dc1fca5114c")  # acme-inc in the demo data
+LAYOUT = (("PowerShelf", 0), ("NVSwitch", 10), ("Compute", 20), ("Compute", 21))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def prepare(url: str, racks: int, instance: Path) -> Storage:
+    """A fresh schema with the demo data and a Site of `racks` racks of four trays."""
+    if url.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(make_url(url).database + suffix).unlink(missing_ok=True)
+    storage = Storage(Settings(instance_dir=instance, database_url=url))
+    if url.startswith("postgresql"):
+        with storage.engine.begin() as c:
+            c.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    storage.upgrade()
+    fixture.load(storage, fixture.demo())
+    rack_rows = [
+        {"id": uuid.uuid4(), "site_id": BENCH_SITE, "external_id": f"bench-{n}", "name": f"B-{n}"}
+        for n in range(racks)
+    ]
+    now = models.utcnow()
+    with storage.engine.begin() as c:
+        c.execute(
+            insert(models.Site).values(
+                id=BENCH_SITE,
+                name="bench-dc",
+                infrastructure_provider_id=PROVIDER,
+                flow_enabled=True,
+            )
+        )
+        c.execute(insert(models.Rack), [{**r, "created": now, "updated": now} for r in rack_rows])
+        c.execute(
+            insert(models.Tray),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "rack_id": rack["id"],
+                    "external_id": f"{rack['external_id']}-{slot}",
+                    "type": kind,
+                    "slot": slot,
+                    "created": now,
+                    "updated": now,
+                }
+                for rack in rack_rows
+                for kind, slot in LAYOUT
+            ],
+        )
+    return storage
+
+
+def submit(storage: Storage, racks: int) -> None:
+    """A power on of every rack of the Site: one task per rack, all due at once."""
+    submission = manager.Submission(BENCH_SITE, "power_on", "API power on Rack", {})
+    with storage.engine.begin() as c:
+        made = manager.submit(c, submission, models.utcnow(), 3600)
+    assert len(made) == racks, len(made)
+
+
+def active(storage: Storage) -> int:
+    with storage.connection() as c:
+        return c.scalar(
+            select(func.count()).where(
+                models.Task.site_id == BENCH_SITE, models.Task.status.in_(("pending", "running"))
+            )
+        )
+
+
+def sample(pid: int) -> tuple[float, float]:
+    """The process's CPU seconds so far and its resident memory in MB."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    rss = next(
+        int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return cpu, rss
+
+
+def measure(backend: str, racks: int, step_seconds: float) -> dict[str, object]:
+    url = database_url(backend, "flow")
+    with tempfile.TemporaryDirectory() as instance:
+        storage = prepare(url, racks, Path(instance))
+        env = {
+            **os.environ,
+            "NICO_INSTANCE_DIR": instance,
+            "NICO_DATABASE_URL": url,
+            "NICO_FLOW_STEP_SECONDS": str(step_seconds),
+        }
+        log = Path(instance) / "flow.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [str(BIN / "nico-api"), "flow"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        # The tasks are made once the process runs: its start-up is not a step's lag.
+        while '"flow started"' not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        submit(storage, racks)
+        started = time.monotonic()
+        cpu_start, peak = sample(process.pid)
+        while active(storage):
+            time.sleep(0.5)
+            _, rss = sample(process.pid)
+            peak = max(peak, rss)
+            assert process.poll() is None, log.read_text()
+        elapsed = time.monotonic() - started
+        cpu, _ = sample(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        storage.dispose()
+        stopped = next(
+            json.loads(line)
+            for line in log.read_text().splitlines()
+            if line.startswith("{") and json.loads(line)["message"] == "flow stopped"
+        )
+    return {
+        "backend": backend,
+        "tasks": racks,
+        "steps": stopped["steps"],
+        "seconds": round(elapsed, 1),
+        "p50_ms": round(stopped["p50_ms"], 1),
+        "p99_ms": round(stopped["p99_ms"], 1),
+        "max_ms": round(stopped["max_ms"], 1),
+        "cpu_share": round((cpu - cpu_start) / elapsed, 2),
+        "peak_rss_mb": round(peak, 1),
+    }
+
+
+def table(results: list[dict[str, object]], step_seconds: float) -> str:
+    lines = [
+        f"Simulated NICo Flow: one process, every task running at once, a step every "
+        f"{step_seconds:g} s ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        "| backend | tasks | steps | run (s) | lag p50 (ms) | lag p99 (ms) | lag max (ms) "
+        "| CPU share | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['backend']} | {r['tasks']} | {r['steps']} | {r['seconds']} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['max_ms']} | {r['cpu_share']} | {r['peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--step-seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    results = [
+        measure(backend, args.tasks, args.step_seconds) for backend in args.backends.split(",")
+    ]
+    publish(table(results, args.step_seconds), datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ"), "flow")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
