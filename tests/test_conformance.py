@@ -55,7 +55,7 @@ def test_conformance_passes_against_this_server(
         server,
         token,
         [RUNNING_TASK, FAILED_TASK],
-        40,
+        25,
         junit,
         "--allow-writes",
         "--rack-id",
@@ -69,7 +69,7 @@ def test_conformance_passes_against_this_server(
     requests_line = next(line for line in result.stdout.splitlines() if "requests:" in line)
     two_hundreds = int(requests_line.split("200: ")[1].split(",")[0].rstrip(")"))
     assert two_hundreds > 0
-    assert "GET /v2/org/{org}/nico/task/{id}: 40 requests" in result.stderr  # progress
+    assert "GET /v2/org/{org}/nico/task/{id}: 25 requests" in result.stderr  # progress
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("tests") == "21" and suite.get("failures") == "0"
 
