@@ -155,7 +155,9 @@ def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, li
             )
     components: dict[uuid.UUID, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        components[row.rack_id][row.type].append(str(row.id))
+        # A tray named twice (by its id and its MAC address, say) is targeted once.
+        if str(row.id) not in components[row.rack_id][row.type]:
+            components[row.rack_id][row.type].append(str(row.id))
     return {rack: dict(by_type) for rack, by_type in components.items()}
 
 
@@ -175,6 +177,9 @@ def _rack(
     c: Connection, site_id: uuid.UUID, external_id: str | None = None, name: str | None = None
 ) -> uuid.UUID:
     """A rack named by its external id or its name, as Flow's inventory resolves it."""
+    if name == "":
+        # Flow refuses the target before it looks: a plain error, which the REST API answers 500.
+        raise FlowError(500, "convert rack target: rack target name must not be empty")
     racks = select(Rack.id).where(Rack.site_id == site_id).limit(2)
     if external_id is not None:
         found = list(c.scalars(racks.where(Rack.external_id == external_id)))

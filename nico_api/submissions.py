@@ -13,6 +13,7 @@ from typing import Any
 
 from nico_api.errors import NICoError
 from nico_api.manager import Submission, TrayFilter
+from nico_api.validation import PARSE_FAILED
 
 # Production's power states, and the lower-case forms it still accepts.
 POWER_STATES = ("On", "Off", "Cycle", "ForceOff", "ForceCycle", "ACPowerCycle")
@@ -48,6 +49,7 @@ class Order:
 
 def power(body: dict[str, Any], entity: str, target: str | None, message: str) -> Order:
     """A power control request: a single rack or tray (`target`), or a batch (its filter)."""
+    _check_slot_binds(body)
     state = _normalized(body.get("state"))
     fields: dict[str, Any] = {}
     if target is None:
@@ -82,6 +84,7 @@ def power(body: dict[str, Any], entity: str, target: str | None, message: str) -
 
 def firmware(body: dict[str, Any], entity: str, target: str | None, message: str) -> Order:
     """A firmware update request: a single rack or tray (`target`), or a batch (its filter)."""
+    _check_slot_binds(body)
     _check_authentication_fields(body.get("authenticationData"))
     fields: dict[str, Any] = {}
     _site_required(body, fields)
@@ -210,6 +213,14 @@ def _check_tray_filter(wanted: Any, message: str) -> None:
         _raise({"slotId": "must be >= 0"}, message)
     if slot is not None and not rack:
         _raise({"slotId": "rackId or rackName is required when slotId is set"}, message)
+
+
+def _check_slot_binds(body: dict[str, Any]) -> None:
+    """A slot id is Go's int32: a number out of its range cannot be read into the request."""
+    wanted = body.get("filter")
+    slot = wanted.get("slotId") if isinstance(wanted, dict) else None
+    if isinstance(slot, int) and not -(2**31) <= slot < 2**31:
+        raise NICoError(400, PARSE_FAILED)
 
 
 def _check_authentication_fields(authentication: Any) -> None:

@@ -659,3 +659,28 @@ def test_the_busy_demo_rack_queues(client: TestClient, bearer: Bearer, storage: 
     assert TRAY_RECORD in {
         c for ids in stored(storage, queued).attributes["components_by_type"].values() for c in ids
     }
+
+
+def test_a_tray_named_twice_is_targeted_once(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    # R-15's first compute tray, by its MAC address twice.
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"ids": ["02:00:5e:01:02:14"] * 2}}
+    (task_id,) = call(client, bearer(), "tray/power", body).json()["taskIds"]
+    assert stored(storage, task_id).attributes["components_by_type"] == {
+        "Compute": ["a760755f-b8d5-45fd-92b0-917df3c42127"]
+    }
+
+
+def test_an_empty_rack_name_is_refused_by_flow(client: TestClient, bearer: Bearer) -> None:
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"names": [""]}}
+    assert_error(
+        call(client, bearer(), "rack/power", body),
+        500,
+        "convert rack target: rack target name must not be empty",
+    )
+
+
+def test_a_slot_beyond_int32_cannot_be_read(client: TestClient, bearer: Bearer) -> None:
+    body = {"siteId": ACME_SITE, "version": "1", "filter": {"rackName": "R-15", "slotId": 2**31}}
+    assert_error(call(client, bearer(), "tray/firmware", body), 400, "Failed to parse request data")
