@@ -24,6 +24,8 @@ from nico_api.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
 log = logging.getLogger("nico_api.flow")
 
 RUNNING_STATUSES = ("pending", "running")
+# A task that Flow runs: one made through the API, with its plan (a fixture's is a snapshot).
+RUNNABLE = Task.plan.is_not(None)
 # The gRPC code of each HTTP status the REST API maps Flow's errors to.
 GRPC_CODES = {400: "InvalidArgument", 404: "NotFound", 412: "FailedPrecondition"}
 
@@ -357,7 +359,7 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]
     promoted = []
     waiting = c.execute(
         select(Task.id, Task.plan, Task.information, Task.attributes)
-        .where(Task.rack_id == rack_id, Task.status == "waiting")
+        .where(Task.rack_id == rack_id, Task.status == "waiting", RUNNABLE)
         .order_by(Task.created_at, Task.id)
     ).all()
     for task in waiting:
@@ -382,7 +384,8 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]
 
 def racks_to_promote(c: Connection) -> list[uuid.UUID]:
     """Racks with a waiting task (whether they are free is checked under the rack's lock)."""
-    return list(c.scalars(select(Task.rack_id).where(Task.status == "waiting").distinct()))
+    waiting = select(Task.rack_id).where(Task.status == "waiting", RUNNABLE).distinct()
+    return list(c.scalars(waiting))
 
 
 def expire(c: Connection, now: datetime) -> int:

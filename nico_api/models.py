@@ -195,13 +195,13 @@ class Task(Base):
     # Flow's task type (power_control, firmware_control, bring_up), the operation as requested,
     # and the targeted components by type ({"components_by_type": {"Compute": [ids]}}).
     type: Mapped[str | None] = mapped_column(String(32))
-    information: Mapped[Any] = mapped_column(JSON, nullable=True)
-    attributes: Mapped[Any] = mapped_column(JSON, nullable=True)
+    information: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    attributes: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     # A waiting task is terminated when its turn has not come by then.
     queue_expires_at: Mapped[datetime | None]
     # The simulated Flow's execution: the stages to run, how many of its steps are done, and
     # when the next one is due (None: nothing to run).
-    plan: Mapped[Any] = mapped_column(JSON, nullable=True)
+    plan: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     progress: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     due_at: Mapped[datetime | None]
 
