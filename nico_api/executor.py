@@ -30,7 +30,7 @@ from nico_api.models import Rack, Task, Tray, utcnow
 
 log = logging.getLogger("nico_api.flow")
 
-RUNS = ("pending", "running")
+RUNS = flow.RUN_STATUSES
 # How many due steps one pass reads and writes, and how many one transaction writes.
 BATCH = 500
 STEPS_PER_COMMIT = 50

@@ -4,7 +4,6 @@ operation rules, and tasks as Flow stores them, loaded whole."""
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -27,14 +26,13 @@ from nico_api import db, models
 from nico_api.config import InvalidInputError, document_problems, storable
 from nico_api.db import Storage
 from nico_api.flow import COMPONENT_TYPES, OPERATIONS, STATUSES
+from nico_api.inventory import mac_address
 from nico_api.schemas import UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 FlowStatus = Literal[STATUSES]  # type: ignore[valid-type]
 ComponentType = Literal[COMPONENT_TYPES]  # type: ignore[valid-type]
 Operation = Literal[OPERATIONS]  # type: ignore[valid-type]
-# A BMC's MAC address, stored as production's requests are matched: lower case, colons.
-MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 class FixtureError(InvalidInputError):
@@ -86,8 +84,8 @@ class RackRecord(_Record):
 def _mac(value: str | None) -> str | None:
     if value is None:
         return None
-    mac = value.lower().replace("-", ":")
-    if not MAC.fullmatch(mac):
+    mac = mac_address(value)
+    if mac is None:
         raise ValueError("a MAC address is six two-digit hex numbers, such as 02:00:5e:10:00:01")
     return mac
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from nico_api.errors import NICoError
+
 # Every status Flow stores for a task; `waiting` is a task queued behind another on its rack.
 STATUSES = ("unknown", "pending", "waiting", "running", "completed", "failed", "terminated")
 # A task that is still to run or running: the REST API's Pending or Running.
 ACTIVE_STATUSES = ("pending", "waiting", "running")
+# A task Flow has scheduled or is running: what a rack's queue waits for, and Flow executes.
+RUN_STATUSES = ("pending", "running")
 # A task that has finished; a terminated one is cancelled already, the others never can be.
 FINISHED_STATUSES = ("completed", "failed", "terminated")
 NOT_CANCELLABLE_STATUSES = ("completed", "failed")
@@ -53,5 +57,13 @@ MESSAGE_BYTES = 512
 
 def first_line(error: str) -> str:
     """An error as Flow stores it in a message: its first line, at most MESSAGE_BYTES bytes."""
-    line = error.split("\n", 1)[0]
-    return line.encode()[:MESSAGE_BYTES].decode(errors="ignore")
+    return truncated(error.split("\n", 1)[0])
+
+
+def truncated(error: str) -> str:
+    """An error as Flow stores it in a report: at most MESSAGE_BYTES bytes."""
+    return error.encode()[:MESSAGE_BYTES].decode(errors="ignore")
+
+
+class FlowError(NICoError):
+    """Flow's answer, with the HTTP status the REST API maps its gRPC code to."""

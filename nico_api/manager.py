@@ -14,20 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
-from nico_api import flow
-from nico_api.errors import NICoError
+from nico_api import flow, inventory
+from nico_api.flow import FlowError
 from nico_api.models import OperationRule, Rack, Task, TaskComponent, Tray
 from nico_api.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
 
 log = logging.getLogger("nico_api.flow")
 
-RUNNING_STATUSES = ("pending", "running")
 # A task that Flow runs: one made through the API, with its plan (a fixture's is a snapshot).
 RUNNABLE = Task.plan.is_not(None)
-# The gRPC code of each HTTP status the REST API maps Flow's errors to.
-GRPC_CODES = {400: "InvalidArgument", 404: "NotFound", 412: "FailedPrecondition"}
 
 
 @dataclass(frozen=True)
@@ -57,10 +54,6 @@ class Submission:
     rack_names: tuple[str, ...] | None = None
     tray: str | None = None
     trays: TrayFilter | None = field(default=None)
-
-
-class FlowError(NICoError):
-    """Flow's answer, with the HTTP status the REST API maps its gRPC code to."""
 
 
 def submit(
@@ -126,23 +119,23 @@ def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, li
         .order_by(Tray.rack_id, Tray.slot, Tray.id)
     )
     wanted = request.trays or TrayFilter()
+    site = request.site_id
     if request.tray is not None:
-        rows = [_component(c, request.site_id, request.tray)]
-    elif wanted.ids is not None and request.rack_names is None and request.rack is None:
-        rows = [_component(c, request.site_id, tray) for tray in wanted.ids]
-        rows = [row for row in rows if wanted.type in (None, row.type)]
+        rows = inventory.target_components(c, site, [request.tray])
+    elif wanted.ids is not None:
+        rows = inventory.target_components(c, site, wanted.ids, wanted.type)
     else:
         if request.rack is not None:
-            rack_ids = [_rack(c, request.site_id, external_id=request.rack)]
+            rack_ids = [inventory.rack_by_external_id(c, site, request.rack)]
         elif request.rack_names is not None:
-            rack_ids = [_rack(c, request.site_id, name=name) for name in request.rack_names]
+            rack_ids = inventory.racks_named(c, site, request.rack_names)
         elif wanted.rack_id is not None:
-            rack_ids = [_rack(c, request.site_id, external_id=wanted.rack_id)]
+            rack_ids = [inventory.rack_by_external_id(c, site, wanted.rack_id)]
         elif wanted.rack_name is not None:
-            rack_ids = [_rack(c, request.site_id, name=wanted.rack_name)]
+            rack_ids = inventory.racks_named(c, site, [wanted.rack_name])
         else:
             # No filter: every rack of the Site, as the spec says.
-            rack_ids = list(c.scalars(select(Rack.id).where(Rack.site_id == request.site_id)))
+            rack_ids = list(c.scalars(select(Rack.id).where(Rack.site_id == site)))
         if wanted.type is not None:
             trays = trays.where(Tray.type == wanted.type)
         if wanted.slot_id is not None:
@@ -161,87 +154,6 @@ def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, li
         if str(row.id) not in components[row.rack_id][row.type]:
             components[row.rack_id][row.type].append(str(row.id))
     return {rack: dict(by_type) for rack, by_type in components.items()}
-
-
-def _component(c: Connection, site_id: uuid.UUID, identifier: str) -> Any:
-    try:
-        return resolve_component(c, site_id, identifier)
-    except FlowError as exc:
-        # SubmitTask wraps the resolver's error; its code is kept.
-        raise FlowError(
-            exc.status_code,
-            f"failed to get component target external_id={identifier}: rpc error: "
-            f"code = {GRPC_CODES[exc.status_code]} desc = {exc.message}",
-        ) from None
-
-
-def _rack(
-    c: Connection, site_id: uuid.UUID, external_id: str | None = None, name: str | None = None
-) -> uuid.UUID:
-    """A rack named by its external id or its name, as Flow's inventory resolves it."""
-    if name == "":
-        # Flow refuses the target before it looks: a plain error, which the REST API answers 500.
-        raise FlowError(500, "convert rack target: rack target name must not be empty")
-    racks = select(Rack.id).where(Rack.site_id == site_id).limit(2)
-    if external_id is not None:
-        found = list(c.scalars(racks.where(Rack.external_id == external_id)))
-        code, problem = "NotFound", f"rack with external id {external_id} is not found"
-        identifier = f"ID:00000000-0000-0000-0000-000000000000 Name: ExternalID:{external_id}"
-    else:
-        found = list(c.scalars(racks.where(Rack.name == name)))
-        code, problem = "NotFound", f"rack {name} is not found"
-        identifier = f"ID:00000000-0000-0000-0000-000000000000 Name:{name} ExternalID:"
-        if len(found) > 1:
-            code, problem = (
-                "InvalidArgument",
-                f'rack name "{name}" matches multiple racks; use rack id',
-            )
-    if len(found) == 1:
-        return found[0]
-    raise FlowError(
-        404 if code == "NotFound" else 400,
-        f"failed to resolve rack target: failed to get rack by identifier {{{identifier}}}: "
-        f"rpc error: code = {code} desc = {problem}",
-    )
-
-
-def mac_address(text: str) -> str | None:
-    """A MAC address as stored (lower case, colons), or None when the text is not one."""
-    mac = text.strip().lower().replace("-", ":")
-    parts = mac.split(":")
-    if len(parts) == 6 and all(
-        len(p) == 2 and all(ch in "0123456789abcdef" for ch in p) for p in parts
-    ):
-        return mac
-    return None
-
-
-def resolve_component(c: Connection, site_id: uuid.UUID, identifier: str) -> Any:
-    """Flow's ResolveComponentIdentifier: the one tray of the Site whose external component id
-    or BMC MAC address is `identifier`."""
-    if not identifier:
-        raise FlowError(400, "component identifier is required")
-    mac = mac_address(identifier)
-    named = Tray.external_id == identifier
-    rows = c.execute(
-        select(Tray.rack_id, Tray.type, Tray.id)
-        .join(Rack, Rack.id == Tray.rack_id)
-        .where(Rack.site_id == site_id, named if mac is None else or_(named, Tray.bmc_mac == mac))
-        .limit(2)
-    ).all()
-    if not rows:
-        raise FlowError(404, f'component identifier "{identifier}" not found')
-    if len(rows) > 1:
-        raise FlowError(412, f'component identifier "{identifier}" is ambiguous')
-    return rows[0]
-
-
-def resolve_rack(c: Connection, site_id: uuid.UUID, external_id: str) -> uuid.UUID:
-    """A Site's rack by the external id production's REST API names it by."""
-    rack = c.scalar(select(Rack.id).where(Rack.site_id == site_id, Rack.external_id == external_id))
-    if rack is None:
-        raise FlowError(404, f"rack with external id {external_id} is not found")
-    return rack
 
 
 def lock_racks(c: Connection, racks: list[uuid.UUID]) -> None:
@@ -345,7 +257,7 @@ def _active_work(c: Connection, rack_id: uuid.UUID) -> list[Work]:
     """What runs on the rack now: its pending and running tasks (waiting ones are not active)."""
     rows = c.execute(
         select(Task.information, Task.attributes).where(
-            Task.rack_id == rack_id, Task.status.in_(RUNNING_STATUSES)
+            Task.rack_id == rack_id, Task.status.in_(flow.RUN_STATUSES)
         )
     )
     return [Work.of(row) for row in rows]

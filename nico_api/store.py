@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from nico_api import manager, models, queries, schemas
+from nico_api import inventory, manager, models, queries, schemas
 from nico_api.auth import Caller
 from nico_api.db import Storage
 from nico_api.submissions import Order
@@ -67,7 +67,7 @@ class Store:
     ) -> tuple[list[schemas.Task], int]:
         """A page of a Site's tasks (queries.task_page's filters), and the filtered set's size;
         a rack named by its external id, a tray by its component id or BMC MAC address, as
-        Flow resolves them (manager.FlowError when it cannot)."""
+        Flow resolves them (flow.FlowError when it cannot)."""
         return await self.storage.run_in_thread(self._task_page, site_id, rack, tray, filters)
 
     def _task_page(
@@ -75,9 +75,9 @@ class Store:
     ) -> tuple[list[schemas.Task], int]:
         with self.storage.connection() as c:
             if rack is not None:
-                filters["rack_id"] = manager.resolve_rack(c, site_id, rack)
+                filters["rack_id"] = inventory.resolve_rack(c, site_id, rack)
             if tray is not None:
-                filters["tray_id"] = manager.resolve_component(c, site_id, tray).id
+                filters["tray_id"] = inventory.resolve_component(c, site_id, tray).id
             page, count = queries.task_page(site_id, **filters)
             rows = list(c.execute(page))
             total = c.execute(count).scalar_one()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nico_api.errors import NICoError
+from nico_api.flow import COMPONENT_TYPES
 from nico_api.manager import Submission, TrayFilter
 from nico_api.validation import PARSE_FAILED
 
@@ -27,7 +28,6 @@ _POWER = {
     "ForceCycle": ("force_restart", "force power cycle"),
     "ACPowerCycle": ("cold_reset", "AC power cycle"),
 }
-TRAY_TYPES = ("Compute", "NVSwitch", "PowerShelf")
 # govalidator's UUID: lower-case hex only.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _AUTHENTICATION_FIELDS = {"shared", "perComponent"}
@@ -200,8 +200,8 @@ def _check_tray_filter(wanted: Any, message: str) -> None:
     blank = {str(i): "cannot be blank" for i, x in enumerate(wanted.get("ids") or []) if x == ""}
     if blank:
         fields["ids"] = blank
-    if wanted.get("type") and wanted["type"] not in TRAY_TYPES:
-        fields["type"] = f"must be one of {', '.join(TRAY_TYPES)}"
+    if wanted.get("type") and wanted["type"] not in COMPONENT_TYPES:
+        fields["type"] = f"must be one of {', '.join(COMPONENT_TYPES)}"
     _raise(fields, message)
     rack = wanted.get("rackId") is not None or wanted.get("rackName") is not None
     if wanted.get("rackId") is not None and wanted.get("rackName") is not None:
