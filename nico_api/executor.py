@@ -14,7 +14,9 @@ import logging
 import random
 import statistics
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,8 +36,10 @@ RUNS = flow.RUN_STATUSES
 # How many due steps one pass reads and writes, and how many one transaction writes.
 BATCH = 500
 STEPS_PER_COMMIT = 50
-# How often waiting tasks are looked at, in polls: a rack freed by a cancel, a queue timeout.
-SWEEP_EVERY = 5
+# How often waiting tasks are looked at: a rack freed by a cancel, a queue timeout.
+SWEEP_SECONDS = 1.0
+# How many step lags are kept for the summary, of each kind.
+LAGS_KEPT = 100_000
 # How long to wait before trying a failing database again.
 RETRY_SECONDS = 1.0
 
@@ -74,23 +78,26 @@ class Executor:
         self.settings = settings
         # How late each step was written after it was due, in seconds, for the starts (due when
         # the task was scheduled, before its request committed) and for the steps after them.
-        self.lags: dict[str, list[float]] = {"start": [], "step": []}
+        # The latest ones only: the process runs for days.
+        self.lags: dict[str, deque[float]] = {
+            kind: deque(maxlen=LAGS_KEPT) for kind in ("start", "step")
+        }
         self.steps = 0
 
     def run(self, stop: threading.Event) -> None:
         """Run due work until `stop` is set; a database that fails is tried again shortly."""
-        polls = 0
+        next_sweep = 0.0
         while not stop.is_set():
             try:
-                if polls % SWEEP_EVERY == 0:
+                if time.monotonic() >= next_sweep:
                     self.sweep()
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
                 while self.run_due() == BATCH and not stop.is_set():
                     pass
                 wait = self._until_next_step()
             except SQLAlchemyError as exc:
                 log.warning("database unavailable", extra={"fields": {"error": str(exc)[:200]}})
                 wait = RETRY_SECONDS
-            polls += 1
             stop.wait(wait)
 
     def _until_next_step(self) -> float:
@@ -180,13 +187,8 @@ class Executor:
         }
         if step == 0:
             plan = self._expand(c, row)
-            values.update(started_at=now, plan=plan, report=None)
-            if not any(stage["steps"] for stage in plan["stages"]):
-                values.update(status="failed", message="rule definition has no steps")
-            else:
-                values["report"] = report.initial(plan["stages"])
-                if report.step_count(values["report"]) == 0:
-                    values.update(status="completed", message=flow.SUCCEEDED_MESSAGE)
+            # A rule applies to some targeted component (manager.submit): the report has work.
+            values.update(started_at=now, plan=plan, report=report.initial(plan["stages"]))
         else:
             outcome = report.advance(row.report, row.plan["stages"], step, now)
             values["report"] = outcome.report
@@ -234,7 +236,7 @@ class Executor:
     def lag_summary(self) -> dict[str, float]:
         """Milliseconds between a step's due time and its write (p50, p99, max), for the
         starts and for the later steps."""
-        summary: dict[str, float] = {"steps": sum(len(lags) for lags in self.lags.values())}
+        summary: dict[str, float] = {"steps": self.steps}
         for kind, lags in self.lags.items():
             if lags:
                 ordered = sorted(lags)

@@ -267,20 +267,20 @@ class NICoBodyValidator(JSONRequestBodyValidator):
     """A JSON body read and validated as production reads it into the request's struct, its
     problems kept for the handler's body step."""
 
+    # The handler is given the body as Go binds it (validation.bound_body), not the original.
+    MUTABLE_VALIDATION = True
+
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         # Parsed, then validated (`_validate`), once per request by this instance.
         self._problems = problems_of(scope)
         text = b"".join([message async for message in stream])
         body = validation.parse_body(text, self._encoding, self._problems)
         if body is validation.UNREADABLE:
-            # The handler is passed an empty object instead, which it never reads: Connexion
-            # would parse the original again, and fail where this did.
-            self.MUTABLE_VALIDATION = True
+            # The handler is passed an empty object instead, which it never reads.
             return {}
-        return body
+        return validation.bound_body(body)
 
     def _validate(self, body: Any) -> None:
-        body = validation.bound_body(body)
         errors = list(self._validator.iter_errors(body))
         required = self._schema.get("required", [])
         validation.keep_body_problems(body, errors, required, self._problems)

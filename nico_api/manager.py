@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from nico_api import flow, inventory
+from nico_api.config import storable
 from nico_api.flow import FlowError
 from nico_api.models import OperationRule, Rack, Task, TaskComponent, Tray
 from nico_api.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
@@ -62,11 +63,14 @@ def submit(
     """Flow's SubmitTask: the ids of the tasks made, one per rack. A rack with a conflicting
     active task queues the new one when `queue_timeout` is given, and refuses it otherwise; a
     rack that refuses is skipped, and a request that made no task fails."""
+    slotted = (request.trays or TrayFilter()).slot_id is not None
+    # Trays by slot are looked up before Flow is asked, and none is answered without it.
+    components = _targets(c, request) if slotted else {}
+    if slotted and not components:
+        return []
     rule = _rule(c, request)
-    components = _targets(c, request)
+    components = components or _targets(c, request)
     if not components:
-        if (request.trays or TrayFilter()).slot_id is not None:
-            return []  # no tray at that slot: production answers before asking Flow
         raise FlowError(500, "no valid racks found for request")
     targeted = {kind for by_type in components.values() for kind in by_type}
     try:
@@ -175,6 +179,9 @@ def _create(
     queue_timeout: float | None,
 ) -> str | None:
     """The rack's new task, pending or queued; None when the rack refuses it."""
+    if not storable(request.description):
+        log.info("flow: a task description the database cannot store", extra={})
+        return None
     operation = Work(request.operation, components)
     waiting = c.scalar(
         select(func.count()).where(Task.rack_id == rack_id, Task.status == "waiting")
@@ -270,11 +277,13 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]
     active = _active_work(c, rack_id)
     promoted = []
     waiting = c.execute(
-        select(Task.id, Task.plan, Task.information, Task.attributes)
+        select(Task.id, Task.plan, Task.information, Task.attributes, Task.queue_expires_at)
         .where(Task.rack_id == rack_id, Task.status == "waiting", RUNNABLE)
         .order_by(Task.created_at, Task.id)
     ).all()
     for task in waiting:
+        if task.queue_expires_at is not None and task.queue_expires_at <= now:
+            continue  # its queue time is up: the sweep ends it
         work = Work.of(task)
         if any(work.conflicts_with(other) for other in active):
             break

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nico_api.flow import first_line
+from nico_api.flow import first_line, truncated
 
 # The steps of each stage that has work: begun, half its components done, ended.
 STEPS_PER_STAGE = 3
@@ -105,7 +105,7 @@ def advance(
             finished_at=at,
         )
         if failures:
-            text = f"component type {each['component_type']} failed: {failures[0]}"
+            text = truncated(f"component type {each['component_type']} failed: {failures[0]}")
             each.update(status="failed", error=text)
             error = error or text
         else:

@@ -5,6 +5,7 @@ be large)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from nico_api import inventory, manager, models, queries, schemas
 from nico_api.auth import Caller
 from nico_api.db import Storage
+from nico_api.errors import StorageDeadlineError
 from nico_api.submissions import Order
 
 
@@ -42,7 +44,7 @@ class Store:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         # Requests being submitted, by workflow id: an identical one joins the first.
-        self._in_flight: dict[str, asyncio.Future[list[str]]] = {}
+        self._in_flight: dict[tuple[uuid.UUID, str], asyncio.Future[list[str]]] = {}
 
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
@@ -101,11 +103,13 @@ class Store:
         submitted (the same workflow id) is joined, and answered as it is answered."""
         if order.workflow_id is None:
             return await self._submit(order, site_id)
-        running = self._in_flight.get(order.workflow_id)
+        # Workflow ids are a Site's own: each Site has its own Flow.
+        key = (site_id, order.workflow_id)
+        running = self._in_flight.get(key)
         if running is None:
             running = asyncio.ensure_future(self._submit(order, site_id))
-            self._in_flight[order.workflow_id] = running
-            running.add_done_callback(lambda _: self._in_flight.pop(order.workflow_id, None))
+            self._in_flight[key] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(running)
 
     async def _submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
@@ -114,8 +118,13 @@ class Store:
     def _submitted(self, submission: manager.Submission) -> list[str]:
         settings = self.storage.settings
         queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
+        deadline = time.monotonic() + settings.db_request_timeout
         with self.storage.connection() as c, c.begin():
-            return manager.submit(c, submission, models.utcnow(), queue)
+            made = manager.submit(c, submission, models.utcnow(), queue)
+            if time.monotonic() > deadline:
+                # The request has been answered 503 already: nothing it asked for is made.
+                raise StorageDeadlineError("the tasks were made after the request's deadline")
+            return made
 
     async def remember_user(self, caller: Caller) -> schemas.User:
         return await self.storage.run_in_thread(self._remember_once_more_on_conflict, caller)

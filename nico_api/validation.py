@@ -159,12 +159,24 @@ def parse_body(text: bytes, encoding: str, problems: RequestProblems) -> Any:
 
 
 def bound_body(body: Any) -> Any:
-    """What Go binds of a JSON body: null as an empty body, and a null field as an absent one."""
+    """What Go binds of a JSON body: null as an empty body, a null field (at any depth) as an
+    absent one, a null in a list of strings as "", and a lone surrogate in text as U+FFFD."""
     if body is None:
         return {}
-    if isinstance(body, dict):
-        return {name: value for name, value in body.items() if value is not None}
-    return body
+    return _bound(body)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bound(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {name: _bound(item) for name, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return ["" if item is None else _bound(item) for item in value]
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    return value
 
 
 def keep_body_problems(

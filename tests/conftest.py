@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, MetaData, make_url, text
+from sqlalchemy import Engine, MetaData, bindparam, make_url, text
 from starlette.testclient import TestClient
 
 from nico_api import fixture
@@ -423,3 +427,47 @@ def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
     with serving(command, env, tmp_path / "server.log", port) as base_url:
         yield base_url
+
+
+@contextmanager
+def racks_held(engine: Engine, *external_ids: str) -> Iterator[None]:
+    """The racks locked by another writer for the block (on SQLite, the whole database), so
+    that requests for them are in flight at once until it ends."""
+    with engine.connect() as holder:
+        if holder.dialect.name == "postgresql":
+            holder.execute(
+                text(
+                    "SELECT id FROM rack WHERE external_id IN :r ORDER BY id FOR UPDATE"
+                ).bindparams(bindparam("r", expanding=True)),
+                {"r": list(external_ids)},
+            )
+        else:
+            holder.execute(
+                text("UPDATE rack SET name = name WHERE external_id IN :r").bindparams(
+                    bindparam("r", expanding=True)
+                ),
+                {"r": list(external_ids)},
+            )
+        try:
+            yield
+        finally:
+            holder.rollback()
+
+
+def in_flight_together(
+    *requests: Callable[[], Any], engine: Engine, racks: Sequence[str]
+) -> list[Any]:
+    """The answers to `requests`, sent at once while `racks` are held, in the order given."""
+    answers: list[Any] = [None] * len(requests)
+
+    def send(i: int) -> None:
+        answers[i] = requests[i]()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    with racks_held(engine, *racks):
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+    for thread in threads:
+        thread.join(20)
+    return answers

@@ -4,21 +4,21 @@ rack queues; and identical requests in flight answered alike."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.db import Storage
+from nico_api.executor import Executor
 from nico_api.framework import NICoApp
-from nico_api.models import Task, TaskComponent, utcnow
-from tests.conftest import Bearer
+from nico_api.models import Task, TaskComponent
+from tests.conftest import Bearer, in_flight_together
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -31,6 +31,7 @@ from tests.demo import (
     OTHER_FREE_RACK,
     RACK,
     RULE,
+    SITE_2_RACK,
     TRAY,
     TRAY_MAC,
     TRAY_RECORD,
@@ -383,27 +384,12 @@ def test_without_queueing_a_busy_rack_refuses(rejecting_app: NICoApp, bearer: Be
 def test_identical_requests_in_flight_get_the_same_tasks(
     client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
-    # The rack is held by another writer, so that both requests are in flight at once.
-    answers: list[Any] = []
-    with storage.engine.connect() as holder:
-        if holder.dialect.name == "postgresql":
-            holder.execute(
-                text("SELECT id FROM rack WHERE external_id = :r FOR UPDATE"), {"r": FREE_RACK}
-            )
-        else:
-            holder.execute(
-                text("UPDATE rack SET name = name WHERE external_id = :r"), {"r": FREE_RACK}
-            )
-        threads = [
-            threading.Thread(target=lambda: answers.append(power(client, bearer(), FREE_RACK)))
-            for _ in range(2)
-        ]
-        for thread in threads:
-            thread.start()
-        threading.Event().wait(0.5)
-        holder.rollback()
-    for thread in threads:
-        thread.join(10)
+    answers = in_flight_together(
+        lambda: power(client, bearer(), FREE_RACK),
+        lambda: power(client, bearer(), FREE_RACK),
+        engine=storage.engine,
+        racks=[FREE_RACK],
+    )
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json()
     # Once answered, the same request is a new one: it queues behind the first.
@@ -411,10 +397,36 @@ def test_identical_requests_in_flight_get_the_same_tasks(
     assert later not in answers[0].json()["taskIds"]
 
 
-def test_different_requests_in_flight_are_not_joined(client: TestClient, bearer: Bearer) -> None:
-    on = power(client, bearer(), FREE_RACK).json()["taskIds"]
-    off = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
-    assert on != off
+def test_different_requests_in_flight_are_not_joined(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    on, off = in_flight_together(
+        lambda: power(client, bearer(), FREE_RACK),
+        lambda: power(client, bearer(), FREE_RACK, "Off"),
+        engine=storage.engine,
+        racks=[FREE_RACK],
+    )
+    assert on.status_code == off.status_code == 200
+    assert on.json() != off.json()
+
+
+def test_the_same_request_at_two_sites_is_two_requests(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    # A batch without a filter has the same workflow id at every Site: each Site has its own.
+    here, there = in_flight_together(
+        lambda: call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE}),
+        lambda: call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2}),
+        engine=storage.engine,
+        racks=[FREE_RACK, SITE_2_RACK],
+    )
+    assert len(here.json()["taskIds"]) == 4 and len(there.json()["taskIds"]) == 2
+    for site, answer in ((ACME_SITE, here), (ACME_SITE_2, there)):
+        for task_id in answer.json()["taskIds"]:
+            got = client.get(
+                f"/v2/org/{ACME}/nico/task/{task_id}", params={"siteId": site}, headers=bearer()
+            )
+            assert got.status_code == 200
 
 
 # The checks, in production's order.
@@ -635,7 +647,7 @@ def test_no_token_is_401_before_anything(client: TestClient) -> None:
 
 
 def test_a_cancelled_waiting_task_is_not_promoted(
-    client: TestClient, bearer: Bearer, storage: Storage
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
 ) -> None:
     (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
     (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
@@ -645,17 +657,18 @@ def test_a_cancelled_waiting_task_is_not_promoted(
     assert cancelled.json()["status"] == "Terminated"
     row = stored(storage, second)
     assert row.queue_expires_at is None and row.due_at is None
-    assert stored(storage, first).due_at is not None
+    flow = Executor(storage, replace(settings, flow_step_seconds=0))
+    for _ in range(12):
+        flow.sweep()
+        flow.run_due()
+    assert stored(storage, first).status == "completed"
+    assert stored(storage, second).status == "terminated"  # never promoted, never run
 
 
 def test_the_busy_demo_rack_queues(client: TestClient, bearer: Bearer, storage: Storage) -> None:
     # R-14 runs the demo's firmware update (a fixture task that never ends).
     (queued,) = power(client, bearer(), RACK).json()["taskIds"]
     assert stored(storage, queued).status == "waiting"
-    with storage.engine.begin() as c:
-        c.execute(
-            update(Task).where(Task.id == uuid.UUID(queued)).values(queue_expires_at=utcnow())
-        )
     assert TRAY_RECORD in {
         c for ids in stored(storage, queued).attributes["components_by_type"].values() for c in ids
     }
@@ -684,3 +697,126 @@ def test_an_empty_rack_name_is_refused_by_flow(client: TestClient, bearer: Beare
 def test_a_slot_beyond_int32_cannot_be_read(client: TestClient, bearer: Bearer) -> None:
     body = {"siteId": ACME_SITE, "version": "1", "filter": {"rackName": "R-15", "slotId": 2**31}}
     assert_error(call(client, bearer(), "tray/firmware", body), 400, "Failed to parse request data")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "rack/a%00b/power",
+            {"state": "On"},
+            "rack with external id a\x00b is not found",
+        ),
+        (
+            "tray/power",
+            {"state": "On", "filter": {"ids": ["a\x00b"]}},
+            'component identifier "a\x00b" not found',
+        ),
+        (
+            "rack/power",
+            {"state": "On", "filter": {"names": ["a\x00b"]}},
+            "rack a\x00b is not found",
+        ),
+    ],
+)
+def test_text_no_database_stores_names_nothing(
+    client: TestClient, bearer: Bearer, path: str, body: dict, message: str
+) -> None:
+    response = call(client, bearer(), path, {"siteId": ACME_SITE, **body})
+    assert response.status_code == 404, response.text
+    assert response.json()["message"].endswith(message)
+
+
+def test_a_description_no_database_stores_makes_no_task(client: TestClient, bearer: Bearer) -> None:
+    # Flow fails to store the task, skips the rack, and made none.
+    body = {"siteId": ACME_SITE, "description": "a\x00b"}
+    response = call(client, bearer(), f"rack/{FREE_RACK}/bringup", body, "POST")
+    assert_error(response, 500, "failed to create any tasks")
+
+
+def test_names_repeated_many_times_are_resolved_once(client: TestClient, bearer: Bearer) -> None:
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"names": ["R-15", "R-02"] * 20_000}}
+    response = call(client, bearer(), "rack/power", body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["taskIds"]) == 2
+
+
+def test_a_tray_of_another_type_is_not_found(client: TestClient, bearer: Bearer) -> None:
+    # The resolver looks among the trays of the requested type only.
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"ids": [TRAY], "type": "NVSwitch"}}
+    assert_error(
+        call(client, bearer(), "tray/power", body),
+        404,
+        f"failed to get component target external_id={TRAY}: rpc error: code = NotFound "
+        f'desc = component identifier "{TRAY}" not found',
+    )
+
+
+def test_an_empty_slot_is_answered_before_the_rule_is_looked_up(
+    client: TestClient, bearer: Bearer
+) -> None:
+    body = {
+        "siteId": ACME_SITE,
+        "version": "1",
+        "ruleId": str(uuid.uuid4()),
+        "filter": {"rackName": "R-15", "slotId": 99},
+    }
+    response = call(client, bearer(), "tray/firmware", body)
+    assert response.status_code == 200 and response.json() == {"taskIds": []}
+
+
+@pytest.mark.parametrize("operation", sorted(TRAY_OPS))
+def test_single_tray_checks_the_caller_before_the_body(
+    client: TestClient, bearer: Bearer, operation: str
+) -> None:
+    path = f"tray/{TRAY}/{operation}"
+    assert_error(
+        call(client, bearer(ACME, "TENANT_ADMIN"), path, "{"),
+        403,
+        "User does not have Provider Admin role with org",
+    )
+    assert_error(
+        call(client, bearer("initech"), path, {}, org="initech"),
+        400,
+        "Failed to retrieve Infrastructure Provider for org",
+    )
+
+
+@pytest.mark.parametrize("operation", sorted(TRAY_OPS))
+def test_tray_batch_checks_the_body_before_the_caller(
+    client: TestClient, bearer: Bearer, operation: str
+) -> None:
+    response = client.patch(
+        f"/v2/org/{ACME}/nico/tray/{operation}",
+        content=b"[",
+        headers={**bearer(ACME, "TENANT_ADMIN"), "content-type": "application/json"},
+    )
+    assert_error(response, 400, "Failed to parse request data")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "invalid"),
+    [
+        ("rack/power", "PATCH", (400, "Failed to validate Site specified in request: invalid ID")),
+        (
+            "rack/firmware",
+            "PATCH",
+            (400, "Failed to validate Site specified in request: invalid ID"),
+        ),
+        ("rack/bringup", "POST", (400, "Failed to validate Site specified in request: invalid ID")),
+        ("tray/power", "PATCH", (500, "Failed to retrieve Site due to DB error")),
+        ("tray/firmware", "PATCH", (500, "Failed to retrieve Site due to DB error")),
+        (f"tray/{TRAY}/firmware", "PATCH", (500, "Failed to retrieve Site due to DB error")),
+    ],
+)
+def test_the_site_checks_of_the_batches(
+    client: TestClient, bearer: Bearer, path: str, method: str, invalid: tuple[int, str]
+) -> None:
+    def site(value: str):
+        return call(client, bearer(), path, {"siteId": value, "state": "On"}, method)
+
+    assert_error(site("nope"), *invalid)
+    assert_error(site(str(uuid.uuid4())), 400, "Site specified in request does not exist")
+    assert_error(
+        site(GLOBEX_SITE), 403, "Site specified in request doesn't belong to current org's Provider"
+    )

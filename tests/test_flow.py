@@ -16,7 +16,7 @@ from nico_api import fixture
 from nico_api.config import Settings
 from nico_api.db import Storage
 from nico_api.executor import Executor
-from nico_api.models import Task, utcnow
+from nico_api.models import Rack, Task, utcnow
 from tests.conftest import Bearer
 from tests.demo import ACME_SITE, FAILING_RACK, FAILING_TRAY, FAILURE, FREE_RACK, RACK
 from tests.test_create_tasks import power, stored, task
@@ -277,3 +277,39 @@ def test_steps_are_due_at_the_configured_pace(
     assert paced.run_due() == 1
     summary = paced.lag_summary()
     assert summary["steps"] == 2 and summary["start_p50_ms"] >= 0 and summary["step_max_ms"] >= 0
+
+
+def test_a_task_past_its_queue_time_is_not_promoted(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    with storage.engine.begin() as c:
+        c.execute(
+            update(Task).where(Task.id == uuid.UUID(second)).values(queue_expires_at=utcnow())
+        )
+    for _ in range(10):
+        step(flow)  # the first task's steps: its end frees the rack
+    assert stored(storage, first).status == "completed"
+    assert stored(storage, second).status == "waiting"
+    flow.sweep()
+    assert task(client, bearer(), second)["message"] == "Expired: queue timeout reached"
+
+
+def test_a_long_failure_is_cut_to_512_bytes(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    with storage.engine.begin() as c:
+        c.execute(update(Rack).where(Rack.external_id == FREE_RACK).values(failure="é" * 600))
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    drive(flow)
+    failed = task(client, bearer(), task_id)
+    stage = failed["report"]["stages"][0]
+    assert failed["status"] == "Failed"
+    for text in (
+        failed["message"],
+        failed["report"]["error"],
+        stage["error"],
+        stage["steps"][0]["error"],
+    ):
+        assert len(text.encode()) <= 512 and text.startswith("component type PowerShelf failed: é")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +20,10 @@ import handlers
 from nico_api import framework, schemas
 from nico_api.app import create_app
 from nico_api.config import Settings
+from nico_api.db import Storage
 from nico_api.errors import NICoError
 from nico_api.framework import NICoApp
+from nico_api.models import Task
 from nico_api.validation import PARSE_FAILED
 from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
@@ -164,6 +167,39 @@ def test_body_validation_is_kept_for_the_handlers_step(
         elsewhere, content=content, headers={**bearer("no-provider-org"), **content_type}
     )
     assert error(response) == (400, "Failed to retrieve Infrastructure Provider for org")
+
+
+def test_handlers_are_given_the_body_as_go_binds_it(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    # MUTABLE_VALIDATION on the body validator: a nested null is an absent field (Go leaves the
+    # pointer nil), a null in a list of strings is "", a lone surrogate in text is U+FFFD.
+    body = (
+        f'{{"siteId": "{ACME_SITE}", "state": "On", "description": null, '
+        '"filter": {"rackName": "R-15", "type": "Compute", "slotId": null, "ids": null}}'
+    )
+    response = client.patch(
+        f"/v2/org/{ACME}/nico/tray/power",
+        content=body.encode(),
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    blank = client.patch(
+        f"/v2/org/{ACME}/nico/tray/power",
+        json={"siteId": ACME_SITE, "state": "On", "filter": {"ids": ["x", None]}},
+        headers=bearer(),
+    )
+    assert blank.json()["data"] == {"ids": {"1": "cannot be blank"}}
+    surrogate = client.post(
+        f"/v2/org/{ACME}/nico/rack/bringup",
+        content=f'{{"siteId": "{ACME_SITE}", "filter": {{"names": ["R-15"]}}, '
+        '"description": "a\\ud800b"}'.encode(),
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+    assert surrogate.status_code == 200, surrogate.text
+    (task_id,) = surrogate.json()["taskIds"]
+    with storage.session() as session:
+        assert session.get(Task, uuid.UUID(task_id)).description == "a\ufffdb"
 
 
 def test_the_request_validation_middleware_is_ours(app: NICoApp) -> None:

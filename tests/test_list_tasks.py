@@ -449,3 +449,8 @@ def test_the_first_of_repeated_keys_is_read(client: TestClient, bearer: Bearer) 
     assert pagination(response)["pageSize"] == 2
     response = client.get(f"/v2/org/{ACME}/nico/task?siteId=&siteId={ACME_SITE}", headers=bearer())
     assert_error(response, 400, "siteId query parameter is required")
+
+
+def test_a_rack_id_no_database_stores_names_nothing(client: TestClient, bearer: Bearer) -> None:
+    response = listing(client, bearer(), f"/v2/org/{ACME}/nico/rack/a%00b/task")
+    assert_error(response, 404, "rack with external id a\x00b is not found")
