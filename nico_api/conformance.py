@@ -254,8 +254,35 @@ def _exercise(
                 report.record(operation.label, failure, response.status_code, _curl(case))
         except Failure as failure:
             report.record(operation.label, failure, response.status_code, _curl(case))
+        if _crashed(response):
+            crash = Crash(operation.label)
+            report.record(operation.label, crash, response.status_code, _curl(case))
 
     check()
+
+
+class Crash(Failure):
+    """A 500 that is not one of the contract's answers: the server failed on its own."""
+
+    code = "NICO500"
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            operation=operation,
+            title="Unexpected server error",
+            message="500 Internal server error: no answer of the contract, the server failed",
+        )
+
+
+def _crashed(response: Any) -> bool:
+    """The envelope a NICo server sends when a request fails with no answer of the contract
+    (whereas a 500 with Flow's words, such as `failed to create any tasks`, is an answer)."""
+    if response.status_code != 500:
+        return False
+    try:
+        return response.json().get("message") == "Internal server error"
+    except ValueError:
+        return True
 
 
 def _valid_as_production_reads_it(case: schemathesis.Case) -> bool:

@@ -3,6 +3,7 @@ openapi.yaml (the same run `nico-api conformance` makes over HTTP)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from connexion import AsyncApp
 
@@ -119,3 +120,24 @@ def test_a_query_production_reads_as_valid_is_no_negative_case(query: dict, vali
         if result.ok().label == "GET /v2/org/{org}/nico/task"
     )
     assert conformance._valid_as_production_reads_it(operation.Case(query=query)) is valid
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "crashed"),
+    [
+        (500, {"source": "nico", "message": "Internal server error", "data": None}, True),
+        (500, {"source": "nico", "message": "failed to create any tasks", "data": None}, False),
+        (404, {"source": "nico", "message": "Internal server error", "data": None}, False),
+        (500, None, True),
+    ],
+)
+def test_a_500_without_an_answer_of_the_contract_is_a_failure(
+    status: int, body: dict | None, crashed: bool
+) -> None:
+    # Server errors are expected of the operations that create tasks (schemathesis.toml), but
+    # only with Flow's words: the server failing on its own is a failure of the run.
+    response = httpx.Response(status, json=body) if body else httpx.Response(status, text="<html>")
+    assert conformance._crashed(response) is crashed
+    report = conformance.Report(target="test")
+    report.record("op", conformance.Crash("op"), status, "curl")
+    assert "NICO500 Unexpected server error: op" in report.summary()
