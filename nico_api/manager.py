@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from nico_api import flow, inventory
 from nico_api.config import storable
@@ -79,16 +79,47 @@ def submit(
         raise FlowError(412, str(exc)) from None
     racks = sorted(components)
     lock_racks(c, racks)
-    created = []
-    for rack_id in racks:
-        task = _create(c, request, rule, rack_id, components[rack_id], now, queue_timeout)
-        if task is None:
-            log.info("flow: rack %s refused a %s task", rack_id, request.operation)
-        else:
-            created.append(task)
-    if not created:
+    if not storable(request.description):
+        # Flow cannot store the task: each rack's creation fails, is logged and skipped.
         raise FlowError(500, "failed to create any tasks")
-    return created
+    active, waiting = _queues(c, racks)
+    tasks = []
+    for rack_id in racks:
+        task = _task(request, rule, rack_id, components[rack_id], now, queue_timeout)
+        work = Work(request.operation, components[rack_id])
+        if not any(work.conflicts_with(other) for other in active.get(rack_id, ())):
+            task.update(
+                _scheduled(rule.id, now),
+                status="pending",
+                message=flow.PENDING_MESSAGE,
+                queue_expires_at=None,
+            )
+        elif queue_timeout is None:
+            log.info("flow: rack %s already has a conflicting task: rack conflict", rack_id)
+            continue
+        elif waiting.get(rack_id, 0) >= flow.QUEUE_LIMIT:
+            log.info(
+                "flow: rack %s waiting queue is full (%d/%d tasks)",
+                rack_id,
+                waiting[rack_id],
+                flow.QUEUE_LIMIT,
+            )
+            continue
+        tasks.append(task)
+    if not tasks:
+        raise FlowError(500, "failed to create any tasks")
+    # One statement for the tasks and one for their components, whatever the batch's size.
+    c.execute(insert(Task), tasks)
+    c.execute(
+        insert(TaskComponent),
+        [
+            {"task_id": task["id"], "component_id": uuid.UUID(component)}
+            for task in tasks
+            for ids in task["attributes"]["components_by_type"].values()
+            for component in ids
+        ],
+    )
+    return [str(task["id"]) for task in tasks]
 
 
 def _rule(c: Connection, request: Submission) -> Rule:
@@ -169,24 +200,16 @@ def lock_racks(c: Connection, racks: list[uuid.UUID]) -> None:
         c.execute(update(Rack).where(Rack.id.in_(racks)).values(updated=Rack.updated))
 
 
-def _create(
-    c: Connection,
+def _task(
     request: Submission,
     rule: Rule,
     rack_id: uuid.UUID,
     components: dict[str, list[str]],
     now: datetime,
     queue_timeout: float | None,
-) -> str | None:
-    """The rack's new task, pending or queued; None when the rack refuses it."""
-    if not storable(request.description):
-        log.info("flow: a task description the database cannot store", extra={})
-        return None
-    operation = Work(request.operation, components)
-    waiting = c.scalar(
-        select(func.count()).where(Task.rack_id == rack_id, Task.status == "waiting")
-    )
-    values: dict[str, Any] = {
+) -> dict[str, Any]:
+    """A rack's new task as Flow stores it, queued until it is found free to run."""
+    return {
         "id": uuid.uuid4(),
         "site_id": request.site_id,
         "rack_id": rack_id,
@@ -195,35 +218,35 @@ def _create(
         "information": {**request.information, "operation": request.operation},
         "attributes": {"components_by_type": components},
         "plan": {"rule_id": None if rule.id is None else str(rule.id), "stages": rule.as_plan()},
+        "status": "waiting",
+        "message": flow.QUEUED_MESSAGE,
+        "applied_rule_id": None,
+        "due_at": None,
+        "queue_expires_at": None
+        if queue_timeout is None
+        else now + timedelta(seconds=queue_timeout),
         "created_at": now,
         "updated_at": now,
     }
-    if not any(operation.conflicts_with(work) for work in _active_work(c, rack_id)):
-        values.update(_scheduled(rule.id, now), status="pending", message=flow.PENDING_MESSAGE)
-    elif queue_timeout is None:
-        log.info("flow: rack %s already has a conflicting task: rack conflict", rack_id)
-        return None
-    elif waiting >= flow.QUEUE_LIMIT:
-        log.info(
-            "flow: rack %s waiting queue is full (%d/%d tasks)", rack_id, waiting, flow.QUEUE_LIMIT
+
+
+def _queues(
+    c: Connection, racks: list[uuid.UUID]
+) -> tuple[dict[uuid.UUID, list[Work]], dict[uuid.UUID, int]]:
+    """What runs on each rack now (its pending and running tasks), and how many wait."""
+    active: dict[uuid.UUID, list[Work]] = defaultdict(list)
+    waiting: dict[uuid.UUID, int] = defaultdict(int)
+    rows = c.execute(
+        select(Task.rack_id, Task.status, Task.information, Task.attributes).where(
+            Task.rack_id.in_(racks), Task.status.in_(flow.ACTIVE_STATUSES)
         )
-        return None
-    else:
-        values.update(
-            status="waiting",
-            message=flow.QUEUED_MESSAGE,
-            queue_expires_at=now + timedelta(seconds=queue_timeout),
-        )
-    c.execute(insert(Task).values(**values))
-    c.execute(
-        insert(TaskComponent),
-        [
-            {"task_id": values["id"], "component_id": uuid.UUID(component)}
-            for ids in components.values()
-            for component in ids
-        ],
     )
-    return str(values["id"])
+    for row in rows:
+        if row.status == "waiting":
+            waiting[row.rack_id] += 1
+        else:
+            active[row.rack_id].append(Work.of(row))
+    return active, waiting
 
 
 @dataclass(frozen=True)
@@ -260,21 +283,11 @@ class Work:
         return {"firmware_update": "firmware", "bring_up": "bring_up"}.get(self.operation, "other")
 
 
-def _active_work(c: Connection, rack_id: uuid.UUID) -> list[Work]:
-    """What runs on the rack now: its pending and running tasks (waiting ones are not active)."""
-    rows = c.execute(
-        select(Task.information, Task.attributes).where(
-            Task.rack_id == rack_id, Task.status.in_(flow.RUN_STATUSES)
-        )
-    )
-    return [Work.of(row) for row in rows]
-
-
 def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
     """Flow's promoter: the rack's waiting tasks scheduled, oldest first, until one conflicts
     with what is active on the rack."""
     lock_racks(c, [rack_id])
-    active = _active_work(c, rack_id)
+    active = _queues(c, [rack_id])[0][rack_id]
     promoted = []
     waiting = c.execute(
         select(Task.id, Task.plan, Task.information, Task.attributes, Task.queue_expires_at)

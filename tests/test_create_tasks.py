@@ -820,3 +820,11 @@ def test_the_site_checks_of_the_batches(
     assert_error(
         site(GLOBEX_SITE), 403, "Site specified in request doesn't belong to current org's Provider"
     )
+
+
+def test_a_task_that_runs_at_once_has_no_queue_time(
+    client: TestClient, bearer: Bearer, storage: Storage
+) -> None:
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    row = stored(storage, task_id)
+    assert (row.status, row.queue_expires_at, row.due_at is not None) == ("pending", None, True)
