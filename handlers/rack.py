@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.task import check_site, provider_admin, provider_site_and_task
+from handlers.checks import provider_admin, provider_and_site, submit
 from nico_api import submissions
 from nico_api.runtime import Runtime
 from nico_api.schemas import TaskIds
-from nico_api.store import Lookup
-from nico_api.submissions import Order
 from nico_api.validation import RequestProblems, check_body_read
 
 Body = dict[str, Any]
@@ -71,18 +69,3 @@ async def bringup_racks(
     order = submissions.bring_up(body, None, "Failed to validate request data")
     found = await provider_and_site(runtime, provider_admin(org, token_info), body)
     return await submit(runtime, found, order)
-
-
-async def provider_and_site(runtime: Runtime, org: str, body: Any) -> Lookup:
-    """The org's provider (checked) and the body's Site, read in one round trip."""
-    site_id = body.get("siteId") if isinstance(body, dict) else None
-    return await provider_site_and_task(runtime.store, org, site_id, None)
-
-
-async def submit(
-    runtime: Runtime, found: Lookup, order: Order, invalid: tuple[int, str] | None = None
-) -> TaskIds:
-    """The Site checked (not whether it runs Flow), then Flow asked."""
-    invalid = invalid or (400, "Failed to validate Site specified in request: invalid ID")
-    site = check_site(found, order.site_id, flow_enabled=False, invalid=invalid)
-    return TaskIds(task_ids=await runtime.store.submit(order, site))

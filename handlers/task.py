@@ -3,14 +3,13 @@ production's order (UPSTREAM.md section 2)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, NamedTuple
 
+from handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
 from nico_api import flow, schemas
 from nico_api.errors import NICoError
 from nico_api.runtime import Runtime
-from nico_api.schemas import UUID_TEXT
-from nico_api.store import Lookup, Store
+from nico_api.store import Store
 from nico_api.validation import RequestProblems, Step, check_body
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
@@ -142,52 +141,12 @@ async def _page(
     return schemas.TaskList(tasks), 200, {"X-Pagination": pagination.model_dump_json()}
 
 
-def provider_admin(org: str, token_info: dict[str, Any]) -> str:
-    """Membership, then the Provider Admin role, in the org as production names it: lower-cased."""
-    org = org.lower()
-    token_info["caller"].require_provider_admin(org)
-    return org
-
-
-async def provider_site_and_task(store: Store, org: str, site_id: Any, task_id: Any) -> Lookup:
-    """The org's provider, the site and the task, read in one round trip; the provider checked."""
-    found = await store.lookup(org, _uuid(site_id), _uuid(task_id))
-    if found.provider_id is None:
-        raise NICoError(400, "Failed to retrieve Infrastructure Provider for org")
-    return found
-
-
 def _check_task_id(id_: str) -> None:
-    if _uuid(id_) is None:
+    if as_uuid(id_) is None:
         raise NICoError(400, "Invalid Task ID specified in URL")
-
-
-def check_site(
-    found: Lookup,
-    site_id: Any,
-    flow_enabled: bool = True,
-    invalid: tuple[int, str] = (400, "Failed to validate Site specified in request: invalid ID"),
-) -> uuid.UUID:
-    """The Site's checks; its id once they pass. The operations that create tasks do not check
-    for Flow, and the tray ones answer a Site id that is not a UUID as a database error."""
-    if _uuid(site_id) is None:
-        raise NICoError(*invalid)
-    if found.site is None:
-        raise NICoError(400, "Site specified in request does not exist")
-    if found.site.infrastructure_provider_id != found.provider_id:
-        raise NICoError(403, "Site specified in request doesn't belong to current org's Provider")
-    if flow_enabled and not found.site.flow_enabled:
-        raise NICoError(412, "Site does not have NICo Flow enabled")
-    return found.site.id
 
 
 def _task(task: schemas.Task | None) -> schemas.Task:
     if task is None:
         raise NICoError(404, "Task not found")
     return task
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    return uuid.UUID(value) if isinstance(value, str) and UUID_TEXT.fullmatch(value) else None

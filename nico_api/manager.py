@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,7 +54,7 @@ class Submission:
     rack: str | None = None
     rack_names: tuple[str, ...] | None = None
     tray: str | None = None
-    trays: TrayFilter | None = field(default=None)
+    trays: TrayFilter | None = None
 
 
 def submit(

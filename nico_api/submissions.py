@@ -31,6 +31,11 @@ _POWER = {
 # govalidator's UUID: lower-case hex only.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _AUTHENTICATION_FIELDS = {"shared", "perComponent"}
+# The request's flags, by the names Flow stores them under.
+FLAG_NAMES = {
+    "overrideReadinessCheck": "override_readiness_check",
+    "overrideVersionCheck": "override_version_check",
+}
 _PER_COMPONENT_FIELDS = {"compute", "nvswitch", "powershelf"}
 
 
@@ -185,9 +190,7 @@ def _raise(fields: dict[str, Any], message: str) -> None:
 
 def _flags(body: dict[str, Any], *names: str) -> dict[str, Any]:
     """The request's flags that are set, as Flow stores them (snake_case, only when true)."""
-    snake = {"overrideReadinessCheck": "override_readiness_check"}
-    snake["overrideVersionCheck"] = "override_version_check"
-    return {snake[name]: True for name in names if body.get(name)}
+    return {FLAG_NAMES[name]: True for name in names if body.get(name)}
 
 
 def _check_tray_filter(wanted: Any, message: str) -> None:
