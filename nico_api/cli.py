@@ -188,6 +188,7 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
         task_ids=args.task_id or (),
         rack_ids=args.rack_id or (),
         tray_ids=args.tray_id or (),
+        cancel_task_ids=args.cancel_task_id or (),
     )
     schema = conformance.load_schema(base_url=args.base_url.rstrip("/"), spec=args.spec)
     try:
@@ -286,13 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     check_api.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
     check_api.add_argument("--token", required=True, help="a bearer token for the server")
     check_api.add_argument("--site-id", required=True, help="a Site with tasks the token may read")
-    check_api.add_argument("--task-id", action="append", help="a Task at that Site; repeatable")
+    check_api.add_argument(
+        "--task-id", action="append", help="a Task at that Site, only read; repeatable"
+    )
     check_api.add_argument("--rack-id", action="append", help="a Rack at that Site; repeatable")
     check_api.add_argument("--tray-id", action="append", help="a Tray at that Site; repeatable")
     check_api.add_argument(
         "--allow-writes",
         action="store_true",
-        help="also run the operations that create tasks (they act on racks and trays)",
+        help="also run the operations that change records: cancel, and those that create tasks",
+    )
+    check_api.add_argument(
+        "--cancel-task-id",
+        action="append",
+        help="a Task at that Site that a run with --allow-writes may cancel; repeatable",
     )
     check_api.add_argument("--org", help="the org of the paths; default: the token's org claim")
     check_api.add_argument("--max-examples", type=_positive, default=100, help="per operation")

@@ -34,6 +34,8 @@ class KnownValues:
     task_ids: Sequence[str] = ()
     rack_ids: Sequence[str] = ()
     tray_ids: Sequence[str] = ()
+    # The only tasks a run that may write cancels (never the tasks it reads).
+    cancel_task_ids: Sequence[str] = ()
 
     def for_operation(self, operation: APIOperation) -> list[dict[str, Any]]:
         """Keyword arguments for as_strategy that name real records of this operation."""
@@ -48,7 +50,9 @@ class KnownValues:
             fixed["body"] = _least_body(operation, self.site_id)
         if "id" in path_names:
             ids = self.task_ids
-            if "/rack/{id}" in operation.path:
+            if operation.path.endswith("/cancel"):
+                ids = self.cancel_task_ids
+            elif "/rack/{id}" in operation.path:
                 ids = self.rack_ids
             elif "/tray/{id}" in operation.path:
                 ids = self.tray_ids
@@ -73,11 +77,10 @@ def _least_body(operation: APIOperation, site_id: str) -> dict[str, Any]:
     return body
 
 
-def creates_tasks(operation: APIOperation) -> bool:
-    """An operation that makes NICo Flow act on racks or trays."""
-    return operation.method.upper() in ("PATCH", "POST") and bool(
-        {"Rack", "Tray"} & set(operation.definition.raw.get("tags", []))
-    )
+def writes(operation: APIOperation) -> bool:
+    """An operation that changes the target's records: a cancel, or one that makes NICo Flow
+    act on racks or trays."""
+    return operation.method.upper() not in ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Report:
     operations: list[str] = field(default_factory=list)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: dict[tuple[str, str], FailureExample] = field(default_factory=dict)
-    # Operations left out: they would make Flow act on the target's racks and trays.
+    # Operations left out: they would change the target's records.
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -136,8 +139,8 @@ class Report:
         ]
         if self.skipped:
             lines.append(
-                f"  skipped:    {len(self.skipped)} operations that create tasks "
-                "(they act on racks and trays; --allow-writes runs them)"
+                f"  skipped:    {len(self.skipped)} operations that change records (cancel, and "
+                "those that act on racks and trays; --allow-writes runs them)"
             )
         for example in self.failures.values():
             lines += [
@@ -201,13 +204,14 @@ def run(
     allow_writes: bool = False,
 ) -> Report:
     """Exercise every operation of `schema` (or those labelled in `only`) against its target;
-    the operations that make Flow act on racks and trays only when writes are allowed."""
+    the operations that change records (cancel, and those that make Flow act on racks and
+    trays) only when writes are allowed."""
     report = Report(target=target)
     for result in schema.get_all_operations():
         operation = result.ok()
         if only is not None and operation.label not in only:
             continue
-        if creates_tasks(operation) and not allow_writes:
+        if writes(operation) and not allow_writes:
             report.skipped.append(operation.label)
             continue
         report.operations.append(operation.label)

@@ -8,8 +8,17 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from sqlalchemy import MetaData, create_engine, select
 
-from tests.demo import ACME, ACME_SITE, FAILED_TASK, FREE_RACK, RUNNING_TASK, TRAY
+from tests.demo import (
+    ACME,
+    ACME_SITE,
+    FAILED_TASK,
+    FREE_RACK,
+    PENDING_TASK,
+    RUNNING_TASK,
+    TRAY,
+)
 from tests.processes import BIN, free_port, run, serving
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
@@ -58,6 +67,8 @@ def test_conformance_passes_against_this_server(
         25,
         junit,
         "--allow-writes",
+        "--cancel-task-id",
+        PENDING_TASK,
         "--rack-id",
         FREE_RACK,
         "--tray-id",
@@ -72,6 +83,45 @@ def test_conformance_passes_against_this_server(
     assert "GET /v2/org/{org}/nico/task/{id}: 25 requests" in result.stderr  # progress
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("tests") == "21" and suite.get("failures") == "0"
+
+
+def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_path: Path) -> None:
+    # Read-only unless asked: against production it must not cancel tasks or power racks.
+    # (The caller's own user record is remembered by any request, as production does.)
+    before = stored_rows(env["NICO_DATABASE_URL"])
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    result = conformance(
+        env,
+        server,
+        token,
+        [RUNNING_TASK, PENDING_TASK],
+        15,
+        tmp_path / "c.xml",
+        "--rack-id",
+        FREE_RACK,
+        "--tray-id",
+        TRAY,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped:    12 operations that change records" in result.stdout
+    assert "POST" not in result.stderr and "PATCH" not in result.stderr
+    assert stored_rows(env["NICO_DATABASE_URL"]) == before
+
+
+def stored_rows(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table but the callers' user records, in a stable order."""
+    engine = create_engine(url)
+    try:
+        tables = MetaData()
+        tables.reflect(engine)
+        with engine.connect() as c:
+            return {
+                name: sorted(map(tuple, c.execute(select(table))), key=repr)
+                for name, table in tables.tables.items()
+                if name != "user"
+            }
+    finally:
+        engine.dispose()
 
 
 def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
