@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ class Settings:
     flow_seed: int = 0
     # What a rack with a conflicting active task does with a new one: queue it, or refuse it.
     flow_conflicts: str = "queue"
+    # The origins whose pages may call the API from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -74,6 +77,7 @@ class Settings:
             validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
             auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
             flow_conflicts=conflicts,
+            cors_origins=_origins(env.get("NICO_CORS_ORIGINS", "")),
             **{
                 name: _number(env, f"NICO_{name.upper()}", getattr(cls, name), least)
                 for name, least in _LEAST.items()
@@ -136,6 +140,20 @@ class InvalidInputError(ValueError):
 
 class SettingsError(InvalidInputError):
     """An environment variable holds a value the service cannot use."""
+
+
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """NICO_CORS_ORIGINS: comma-separated origins (`https://app.example:8443`), or `*`."""
+    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"NICO_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example:8443"
+            )
+    return origins
 
 
 def _number(env: Mapping[str, str], name: str, default: N, minimum: float) -> N:

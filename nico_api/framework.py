@@ -40,6 +40,7 @@ from pydantic import BaseModel
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import handlers
@@ -87,6 +88,18 @@ def build_app(runtime: Runtime) -> NICoApp:
         pythonic_params=True,
     )
     errors.install(app)
+    if settings.cors_origins:
+        # Outermost: preflights are answered before routing and security, and every answer
+        # (errors included) carries the CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Pagination", "X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(NoSlashRedirect, position=MiddlewarePosition.BEFORE_ROUTING)
     app.add_middleware(
         edge.BodyLimit,

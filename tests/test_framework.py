@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 import handlers
 from nico_api import framework, schemas
 from nico_api.app import create_app
-from nico_api.config import Settings
+from nico_api.config import Settings, SettingsError
 from nico_api.db import Storage
 from nico_api.errors import NICoError
 from nico_api.framework import NICoApp
@@ -251,3 +252,71 @@ def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) 
             task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()
         )
     assert response.status_code == 200
+
+
+@pytest.fixture
+def cors_app(settings: Settings, app: NICoApp) -> Iterator[NICoApp]:
+    """An app whose API a page at https://console.example may call from a browser."""
+    allowed = create_app(replace(settings, cors_origins=("https://console.example",)))
+    yield allowed
+    allowed.runtime.close()
+
+
+def test_cors_answers_preflights_for_the_configured_origins(
+    cors_app: NICoApp, client: TestClient, bearer: Bearer
+) -> None:
+    # add_middleware(CORSMiddleware, BEFORE_EXCEPTION): a preflight needs no token.
+    preflight = {
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    with cors_app.test_client() as cors:
+        allowed = cors.options(
+            task_path(RUNNING_TASK), headers={"Origin": "https://console.example", **preflight}
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://console.example"
+        assert "PATCH" in allowed.headers["access-control-allow-methods"]
+        other = cors.options(
+            task_path(RUNNING_TASK), headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+        got = cors.get(
+            task_path(RUNNING_TASK),
+            params={"siteId": ACME_SITE},
+            headers={"Origin": "https://console.example", **bearer()},
+        )
+        assert got.status_code == 200
+        assert got.headers["access-control-allow-origin"] == "https://console.example"
+        assert "X-Pagination" in got.headers["access-control-expose-headers"]
+        # An error carries the headers too, so that the page can read the envelope.
+        refused = cors.get(task_path(RUNNING_TASK), headers={"Origin": "https://console.example"})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "https://console.example"
+    # None configured (the default): no CORS headers, and a preflight is 405.
+    plain = client.options(
+        task_path(RUNNING_TASK), headers={"Origin": "https://console.example", **preflight}
+    )
+    assert plain.status_code == 405 and "access-control-allow-origin" not in plain.headers
+
+
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        ("", ()),
+        (
+            "https://a.example, http://b.example:8080/",
+            ("https://a.example", "http://b.example:8080"),
+        ),
+        ("*", ("*",)),
+    ],
+)
+def test_cors_origins_are_read_from_the_environment(value: str, origins: tuple) -> None:
+    assert Settings.from_env({"NICO_CORS_ORIGINS": value}).cors_origins == origins
+
+
+def test_a_cors_origin_that_is_not_one_is_refused() -> None:
+    with pytest.raises(
+        SettingsError, match=r"NICO_CORS_ORIGINS: 'console\.example' is not an origin"
+    ):
+        Settings.from_env({"NICO_CORS_ORIGINS": "console.example"})

@@ -1,0 +1,117 @@
+"""A browser client on another origin: a page served from one loopback port calls the API on
+another with a bearer token, in headless Chromium, as a web console would."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.demo import ACME, ACME_SITE, RUNNING_TASK
+from tests.processes import free_port, run
+
+# Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAGE = """<!doctype html><html><body><pre id="out">waiting</pre><script>
+const api = "{api}", headers = {{Authorization: "Bearer {token}"}};
+const out = document.getElementById("out");
+(async () => {{
+  try {{
+    const task = await fetch(api + "/v2/org/{org}/nico/task/{task}?siteId={site}", {{headers}});
+    const body = await task.json();
+    const list = await fetch(api + "/v2/org/{org}/nico/task?siteId={site}", {{headers}});
+    out.textContent = "status=" + body.status + " pagination=" + list.headers.get("X-Pagination");
+  }} catch (error) {{
+    out.textContent = "blocked: " + error;
+  }}
+}})();
+</script></body></html>"""
+
+
+@pytest.fixture
+def allowed_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def env(env: dict[str, str], allowed_port: int) -> dict[str, str]:
+    """The server lets pages from one loopback origin call it."""
+    return {**env, "NICO_CORS_ORIGINS": f"http://127.0.0.1:{allowed_port}"}
+
+
+@pytest.fixture
+def page(server: str, env: dict[str, str], tmp_path: Path) -> Path:
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    folder = tmp_path / "site"
+    folder.mkdir()
+    text = PAGE.format(api=server, token=token, org=ACME, task=RUNNING_TASK, site=ACME_SITE)
+    (folder / "index.html").write_text(text)
+    return folder
+
+
+@pytest.fixture
+def serve_page(page: Path) -> Iterator[Callable[[int], str]]:
+    """Serves the page from a given loopback port until the test ends."""
+    servers = []
+
+    def at(port: int) -> str:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page))
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{port}/index.html"
+
+    yield at
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def rendered(url: str, profile: Path) -> str:
+    result = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser here (Debian package chromium)")
+def test_a_page_on_an_allowed_origin_calls_the_api_with_a_token(
+    serve_page: Callable[[int], str], allowed_port: int, tmp_path: Path
+) -> None:
+    dom = rendered(serve_page(allowed_port), tmp_path / "profile")
+    assert "status=Running" in dom, dom[-2000:]
+    assert 'pagination={"pageNumber":1,"pageSize":20,"total":7,"orderBy":null}' in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser here (Debian package chromium)")
+def test_a_page_on_another_origin_is_blocked_by_the_browser(
+    serve_page: Callable[[int], str], tmp_path: Path
+) -> None:
+    dom = rendered(serve_page(free_port()), tmp_path / "profile")
+    assert "blocked: TypeError" in dom, dom[-2000:]
