@@ -13,8 +13,9 @@ DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
 # A demo rack that nothing runs on (R-15 at sjc-dc1): power it on and watch its task.
 DEMO_RACK := 1de9d021-b858-4b75-acf1-687eb024bfc7
 
-# Redocly's OpenAPI linter, pinned; run with the machine's Node.js.
+# Redocly's and Spectral's OpenAPI linters, pinned; run with the machine's Node.js.
 REDOCLY := npx --yes @redocly/cli@2.77.0
+SPECTRAL := npx --yes @stoplight/spectral-cli@6.16.3
 
 # Test processes in parallel: many tests wait on servers, subprocesses and timeouts.
 TEST_WORKERS ?= 3
@@ -51,6 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(REDOCLY) lint openapi.yaml --config redocly.yaml
+	$(SPECTRAL) lint openapi.yaml --ruleset .spectral.yaml --fail-severity warn
 
 test: $(STAMP)
 	$(BIN)/ruff check .
