@@ -32,7 +32,6 @@ from nico_api.models import Rack, Task, Tray, utcnow
 
 log = logging.getLogger("nico_api.flow")
 
-RUNS = flow.RUN_STATUSES
 # How many due steps one pass reads and writes, and how many one transaction writes.
 BATCH = 500
 STEPS_PER_COMMIT = 50
@@ -55,7 +54,7 @@ ADVANCE = (
     .where(
         Task.id == bindparam("task_id", type_=Uuid()),
         Task.progress == bindparam("step"),
-        Task.status.in_(RUNS),
+        Task.status.in_(flow.RUN_STATUSES),
     )
     .values(**_WRITTEN)
 )
@@ -104,7 +103,7 @@ class Executor:
         """Seconds until the next step is due, at most a poll interval: a task created
         meanwhile is seen within the interval."""
         with self.storage.connection() as c:
-            due = c.scalar(select(func.min(Task.due_at)).where(Task.status.in_(RUNS)))
+            due = c.scalar(select(func.min(Task.due_at)).where(Task.status.in_(flow.RUN_STATUSES)))
         poll = self.settings.flow_poll_seconds
         if due is None:
             return poll
@@ -144,7 +143,7 @@ class Executor:
                     Task.attributes,
                     Task.due_at,
                 )
-                .where(Task.due_at <= now, Task.status.in_(RUNS))
+                .where(Task.due_at <= now, Task.status.in_(flow.RUN_STATUSES))
                 .order_by(Task.due_at, Task.id)
                 .limit(BATCH)
             ).all()

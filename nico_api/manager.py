@@ -63,13 +63,15 @@ def submit(
     """Flow's SubmitTask: the ids of the tasks made, one per rack. A rack with a conflicting
     active task queues the new one when `queue_timeout` is given, and refuses it otherwise; a
     rack that refuses is skipped, and a request that made no task fails."""
-    slotted = (request.trays or TrayFilter()).slot_id is not None
-    # Trays by slot are looked up before Flow is asked, and none is answered without it.
-    components = _targets(c, request) if slotted else {}
-    if slotted and not components:
-        return []
-    rule = _rule(c, request)
-    components = components or _targets(c, request)
+    if (request.trays or TrayFilter()).slot_id is not None:
+        # Trays by slot are looked up before Flow is asked, and none is answered without it.
+        components = _targets(c, request)
+        if not components:
+            return []
+        rule = _rule(c, request)
+    else:
+        rule = _rule(c, request)
+        components = _targets(c, request)
     if not components:
         raise FlowError(500, "no valid racks found for request")
     targeted = {kind for by_type in components.values() for kind in by_type}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK
-from tests.processes import free_port, run
+from tests.processes import CHROMIUM, free_port, headless_dom, run
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGE = """<!doctype html><html><body><pre id="out">waiting</pre><script>
 const api = "{api}", headers = {{Authorization: "Bearer {token}"}};
 const out = document.getElementById("out");
@@ -75,36 +72,11 @@ def serve_page(page: Path) -> Iterator[Callable[[int], str]]:
         httpd.server_close()
 
 
-def rendered(url: str, profile: Path) -> str:
-    result = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser here (Debian package chromium)")
 def test_a_page_on_an_allowed_origin_calls_the_api_with_a_token(
     serve_page: Callable[[int], str], allowed_port: int, tmp_path: Path
 ) -> None:
-    dom = rendered(serve_page(allowed_port), tmp_path / "profile")
+    dom = headless_dom(serve_page(allowed_port), tmp_path / "profile", 15000)
     assert "status=Running" in dom, dom[-2000:]
     assert 'pagination={"pageNumber":1,"pageSize":20,"total":7,"orderBy":null}' in dom
 
@@ -113,5 +85,5 @@ def test_a_page_on_an_allowed_origin_calls_the_api_with_a_token(
 def test_a_page_on_another_origin_is_blocked_by_the_browser(
     serve_page: Callable[[int], str], tmp_path: Path
 ) -> None:
-    dom = rendered(serve_page(free_port()), tmp_path / "profile")
+    dom = headless_dom(serve_page(free_port()), tmp_path / "profile", 15000)
     assert "blocked: TypeError" in dom, dom[-2000:]
