@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nico_api.config import SPEC_PATH, InvalidInputError, Settings
+from nico_api.contract import TARGETS
 
 if TYPE_CHECKING:
     from nico_api.db import Storage
@@ -179,7 +180,11 @@ def _auth_whoami(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
-    from nico_api import conformance
+    from xml.etree import ElementTree
+
+    import httpx
+
+    from nico_api import conformance, contract
 
     org = args.org or _unverified_claim(args.token, "org")
     known = conformance.KnownValues(
@@ -205,9 +210,36 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
         print(f"error: cannot reach {args.base_url}: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
+    suites = [report.junit()]
+    ok = report.ok
+    if args.contract:
+        caller = contract.Caller(
+            org=org or "",
+            token=args.token,
+            site_id=args.site_id,
+            task_ids=args.task_id or (),
+            rack_ids=args.rack_id or (),
+            tray_ids=args.tray_id or (),
+            cancel_task_ids=args.cancel_task_id or (),
+            allow_writes=args.allow_writes,
+            tenant_token=args.tenant_token,
+            other_org=args.other_org,
+            non_flow_site_id=args.non_flow_site_id,
+        )
+        with httpx.Client(base_url=args.base_url.rstrip("/"), timeout=30) as client:
+            checked = contract.run(client, caller, args.target)
+        print()
+        print(checked.summary())
+        suites.append(checked.junit())
+        ok = ok and checked.ok
     if args.junit is not None:
-        args.junit.write_text(report.junit(), encoding="utf-8")
-    return 0 if report.ok else 1
+        junit = ElementTree.Element("testsuites")
+        junit.extend(suites)
+        args.junit.write_text(
+            ElementTree.tostring(junit, encoding="unicode", xml_declaration=True),
+            encoding="utf-8",
+        )
+    return 0 if ok else 1
 
 
 def _unverified_claim(token: str, name: str) -> str | None:
@@ -301,6 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--cancel-task-id",
         action="append",
         help="a Task at that Site that a run with --allow-writes may cancel; repeatable",
+    )
+    check_api.add_argument(
+        "--contract",
+        action="store_true",
+        help="also check production's behaviour row by row (UPSTREAM.md section 2): "
+        "statuses, messages and the order of the checks",
+    )
+    check_api.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=TARGETS[0],
+        help="whose answers --contract expects: production reports the README's differences "
+        "from production as known, not as failures",
+    )
+    check_api.add_argument(
+        "--tenant-token", help="--contract: a token of the org without the Provider Admin role"
+    )
+    check_api.add_argument("--other-org", help="--contract: an org the token is not a member of")
+    check_api.add_argument(
+        "--non-flow-site-id", help="--contract: a Site of the org without NICo Flow"
     )
     check_api.add_argument("--org", help="the org of the paths; default: the token's org claim")
     check_api.add_argument("--max-examples", type=_positive, default=100, help="per operation")

@@ -154,7 +154,7 @@ class Report:
         lines.append("PASSED" if self.ok else "FAILED")
         return "\n".join(lines)
 
-    def junit(self) -> str:
+    def junit(self) -> ElementTree.Element:
         suite = ElementTree.Element(
             "testsuite",
             name="nico-conformance",
@@ -172,7 +172,7 @@ class Report:
                 failure.text = f"{example.message}\n\nReproduce with:\n{example.curl}"
             requests = sum(n for (op, _), n in self.statuses.items() if op == operation)
             ElementTree.SubElement(case, "system-out").text = f"{requests} requests"
-        return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)
+        return suite
 
 
 def _by_status(statuses: Counter[tuple[str, int]]) -> Counter[int]:

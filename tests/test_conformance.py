@@ -10,11 +10,14 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import MetaData, create_engine, select
 
+from nico_api import contract
 from tests.demo import (
     ACME,
+    ACME_LAB_SITE,
     ACME_SITE,
     FAILED_TASK,
     FREE_RACK,
+    GLOBEX,
     PENDING_TASK,
     RUNNING_TASK,
     TRAY,
@@ -54,6 +57,21 @@ def conformance(
     )
 
 
+def contract_options(env: dict[str, str]) -> list[str]:
+    """What `--contract` needs to make every check: a tenant's token, another org, a Site
+    without Flow."""
+    tenant = run(env, "token", "--org", ACME, "--role", "TENANT_ADMIN").stdout.strip()
+    return [
+        "--contract",
+        "--tenant-token",
+        tenant,
+        "--other-org",
+        GLOBEX,
+        "--non-flow-site-id",
+        ACME_LAB_SITE,
+    ]
+
+
 def test_conformance_passes_against_this_server(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -66,6 +84,7 @@ def test_conformance_passes_against_this_server(
         [RUNNING_TASK, FAILED_TASK],
         25,
         junit,
+        *contract_options(env),
         "--allow-writes",
         "--cancel-task-id",
         PENDING_TASK,
@@ -81,8 +100,14 @@ def test_conformance_passes_against_this_server(
     two_hundreds = int(requests_line.split("200: ")[1].split(",")[0].rstrip(")"))
     assert two_hundreds > 0
     assert "GET /v2/org/{org}/nico/task/{id}: 25 requests" in result.stderr  # progress
-    suite = ElementTree.parse(junit).getroot()
-    assert suite.get("tests") == "21" and suite.get("failures") == "0"
+    schema, rows = ElementTree.parse(junit).getroot()
+    assert schema.get("tests") == "21" and schema.get("failures") == "0"
+    # Every row of the contract ran and passed: none lacked an option.
+    every = len(contract.checks(contract.Caller("o", "t", "s")))
+    assert f"checks:     {every} ({every} passed, 0 failed" in result.stdout
+    assert rows.get("tests") == str(every) and rows.get("failures") == "0"
+    assert "pass: cancel-task 2.3 #14: the same task again" in result.stdout
+    assert "pass: get-task 2.2 #6 before #8" in result.stdout
 
 
 def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_path: Path) -> None:
@@ -101,10 +126,15 @@ def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_pat
         FREE_RACK,
         "--tray-id",
         TRAY,
+        "--cancel-task-id",
+        PENDING_TASK,
+        *contract_options(env),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped:    12 operations that change records" in result.stdout
     assert "POST" not in result.stderr and "PATCH" not in result.stderr
+    # The contract's cancels name only random ids; the named task needs --allow-writes.
+    assert "not run:    2 need --allow-writes" in result.stdout
     assert stored_rows(env["NICO_DATABASE_URL"]) == before
 
 
@@ -140,10 +170,79 @@ def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
     assert "curl -X GET" in result.stdout
     failed = {
         case.get("name")
-        for case in ElementTree.parse(junit).getroot()
+        for case in ElementTree.parse(junit).getroot()[0]
         if case.find("failure") is not None
     }
     assert {"GET /v2/org/{org}/nico/task/{id}", "GET /healthz"} <= failed
+
+
+@pytest.mark.parametrize("target", contract.TARGETS)
+def test_contract_names_a_wrong_message_and_a_wrong_order(
+    env: dict[str, str], tmp_path: Path, target: str
+) -> None:
+    # The real server, with a message reworded, the task id checked before the caller, and
+    # production's 500 for a missing task (a known difference when production is the target).
+    port = free_port()
+    command = [
+        str(BIN / "uvicorn"),
+        "--factory",
+        "tests.misordered_server:app",
+        "--port",
+        str(port),
+    ]
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run(env, "db", "seed", "--demo")
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    junit = tmp_path / "contract.xml"
+    with serving(command, env, tmp_path / "misordered.log", port) as base_url:
+        result = conformance(
+            env,
+            base_url,
+            token,
+            [RUNNING_TASK],
+            1,
+            junit,
+            *contract_options(env),
+            "--target",
+            target,
+        )
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    wrong_message = out.split("fail: get-all-tasks 2.4 #9: a Site that does not exist\n")[1]
+    assert wrong_message.startswith(
+        '    expected: 400 "Site specified in request does not exist" data null\n'
+        '    got:      400 "Site does not exist"\n'
+    )
+    wrong_order = out.split(
+        "fail: get-task 2.2 #6 before #8: a task id that is not a UUID, without the role\n"
+    )[1]
+    assert wrong_order.startswith(
+        '    expected: 403 "User does not have Provider Admin role with org" data null\n'
+        '    got:      400 "Invalid Task ID specified in URL"\n'
+    )
+    # The deprecated path of the same operation is not misordered.
+    assert "pass: get-rack-task 2.2 #6 before #8" in out
+    missing = "get-task 2.2 #16: a task that does not exist at the Site"
+    if target == "production":
+        assert f"known difference: {missing}" in out
+        assert f"README difference: {contract.NO_TASK_DIFFERENCE}" in out
+    else:
+        assert f"fail: {missing}" in out
+    cases = {case.get("name"): case for case in ElementTree.parse(junit).getroot()[1]}
+    failure = cases["get-task 2.2 #6 before #8: a task id that is not a UUID, without the role"]
+    assert failure.find("failure") is not None
+    assert "got: 400" in failure.find("failure").text
+    assert (cases[missing].find("skipped") is not None) == (target == "production")
+
+
+def test_every_known_difference_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = readme.split("## Differences from production")[1].split("\n## ")[0]
+    wheres = {line.split(" | ")[0].removeprefix("| ") for line in rows.splitlines()}
+    named = {
+        row.difference.where for op in contract.OPERATIONS for row in op.rows if row.difference
+    }
+    assert named and named <= wheres
 
 
 def test_conformance_says_when_the_server_cannot_be_reached(tmp_path: Path) -> None:

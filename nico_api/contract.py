@@ -1,0 +1,642 @@
+"""Production's behaviour, row by row: the checks of UPSTREAM.md section 2 for each Task
+operation, sent to any server over HTTP, each answer compared with production's.
+
+The expected messages are written out here, from UPSTREAM.md, and never taken from the
+server's code, so that a wrong message or a wrong order in the server fails a check. Every
+request that could change a record names a random task id no record has, except the cancels of
+the tasks the caller names for them when writes are allowed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+if TYPE_CHECKING:
+    import httpx
+
+# Production's messages (UPSTREAM.md section 2).
+UNKNOWN_PARAMETER = "Unknown query parameter specified in request: foo"
+SITE_ID_REQUIRED = "siteId query parameter is required"
+NOT_A_MEMBER = "Failed to validate membership for org: {org}"
+NOT_PROVIDER_ADMIN = "User does not have Provider Admin role with org"
+INVALID_TASK_ID = "Invalid Task ID specified in URL"
+INVALID_SITE_ID = "Failed to validate Site specified in request: invalid ID"
+NO_SITE = "Site specified in request does not exist"
+NO_FLOW = "Site does not have NICo Flow enabled"
+NO_TASK = "Task not found"
+UNREADABLE = "Failed to parse request data"
+CANCEL_INVALID = "Failed to validate cancel task request data"
+PAGING_UNREADABLE = "Failed to parse request pagination data"
+PAGING_INVALID = "Failed to validate pagination request data"
+NO_COMPONENT = 'component identifier "{id}" not found'
+NO_RACK = "rack with external id {id} is not found"
+NOT_CANCELLABLE = "task cannot be cancelled: task {} has status {}"
+# This server's one message per authentication failure (the contract's rows 1-3).
+NO_HEADER = "Request is missing authorization header"
+BAD_HEADER = "Invalid Authorization header format"
+BAD_TOKEN = "Invalid authorization token in request"
+
+# The README's "Differences from production" rows that these checks meet, by their "where".
+AUTH_DIFFERENCE = "authentication failures"
+OTHER_ORG_DIFFERENCE = "an org that the token does not name"
+NO_TASK_DIFFERENCE = "a task id that names no task at the Site (get, cancel)"
+NO_RACK_DIFFERENCE = "an unknown rack in the rack list"
+
+TARGETS = ("nico-task-api", "production")
+
+
+class _Any:
+    """A part of an answer that is not compared."""
+
+    def __repr__(self) -> str:
+        return "any"
+
+
+ANY: Any = _Any()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    message: str = ANY
+    data: Any = ANY
+
+    def given_by(self, response: Response) -> bool:
+        return (
+            response.status == self.status
+            and (self.message is ANY or response.message == self.message)
+            and (self.data is ANY or response.data == self.data)
+        )
+
+    def __str__(self) -> str:
+        text = str(self.status)
+        if self.message is not ANY:
+            text += f" {json.dumps(self.message)}"
+        if self.data is not ANY:
+            text += f" data {json.dumps(self.data)}"
+        return text
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    message: Any
+    data: Any
+    body: Any
+    headers: httpx.Headers
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Response:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text[:200]
+        envelope = body if isinstance(body, dict) else {}
+        return cls(
+            response.status_code,
+            envelope.get("message", ANY),
+            envelope.get("data", ANY),
+            body,
+            response.headers,
+        )
+
+    def __str__(self) -> str:
+        if self.message is ANY:
+            return f"{self.status} {json.dumps(self.body)[:200]}"
+        data = "" if self.data is None or self.data is ANY else f" data {json.dumps(self.data)}"
+        return f"{self.status} {json.dumps(self.message)}{data}"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A README row: production's answer, as far as it is known."""
+
+    where: str
+    production: Answer
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of UPSTREAM.md section 2, as a request that differs from a good one.
+
+    `row` is the row's number in the operation's table, or "#a before #b" for two failing
+    checks of which the earlier must answer; list rows name their steps ({query}, {no_site}, ...)
+    because the site-wide list numbers them apart from the rack and tray lists."""
+
+    row: str
+    condition: str
+    status: int
+    message: str = ANY
+    data: Any = None
+    token: str = "admin"  # admin, tenant, none, not bearer, not a token
+    org: str = "caller"  # caller, other, upper
+    record: str = "unknown"  # the task, rack or tray: unknown, not a uuid, known, urn, cancel
+    site: str = "known"  # known, missing, empty, not a uuid, unknown, non-flow
+    query: tuple[tuple[str, str], ...] = ()  # after siteId
+    body: str | dict[str, Any] | None = None  # raw text, or fields over {"siteId": ...}
+    difference: Difference | None = None
+    verify: str = ""  # task, cancelled, page: further checks of a success
+
+
+FOO = (("foo", "1"),)
+NOT_BOOLEAN = (("activeOnly", "yes"),)
+AUTH_DIFFERS = Difference(AUTH_DIFFERENCE, Answer(401))
+ORG_DIFFERS = Difference(OTHER_ORG_DIFFERENCE, Answer(403))
+TASK_DIFFERS = Difference(NO_TASK_DIFFERENCE, Answer(500))
+AUTH_ROW = "2.1 auth"
+
+# Every operation: what the auth middleware answers before the handler (UPSTREAM.md 2.1).
+AUTH_ROWS = (
+    Row(AUTH_ROW, "no Authorization header", 401, NO_HEADER, token="none",
+        difference=AUTH_DIFFERS),
+    Row(AUTH_ROW, "an Authorization header that is not Bearer", 401, BAD_HEADER,
+        token="not bearer", difference=AUTH_DIFFERS),
+    Row(AUTH_ROW, "a bearer value that is not a token", 401, BAD_TOKEN, token="not a token",
+        difference=AUTH_DIFFERS),
+)  # fmt: skip
+
+# get-task and its deprecated path (2.2).
+TASK_READ_ROWS = (
+    Row("2.2 #1", "a query parameter other than siteId", 400, UNKNOWN_PARAMETER, query=FOO),
+    Row("2.2 #3", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
+    Row("2.2 #3", "siteId empty", 400, SITE_ID_REQUIRED, site="empty"),
+    Row("2.2 #5", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+        difference=ORG_DIFFERS),
+    Row("2.2 #6", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+        token="tenant"),
+    Row("2.2 #8", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
+    Row("2.2 #9", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
+    Row("2.2 #10", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("2.2 #13", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("2.2 #16", "a task that does not exist at the Site", 404, NO_TASK,
+        difference=TASK_DIFFERS),
+    Row("2.2 #17", "a task of the Site", 200, record="known", verify="task"),
+    Row("2.1", "the task id as urn:uuid (Go's uuid.Parse)", 200, record="urn", verify="task"),
+    Row("2.1", "the org in upper case (read in lower case)", 200, org="upper", record="known",
+        verify="task"),
+    Row("2.2 #1 before #3", "an unknown parameter, no siteId", 400, UNKNOWN_PARAMETER,
+        site="missing", query=FOO),
+    Row("2.2 #1 before #6", "an unknown parameter, without the role", 400, UNKNOWN_PARAMETER,
+        token="tenant", query=FOO),
+    Row("2.2 #3 before #5", "no siteId, in another org", 400, SITE_ID_REQUIRED,
+        org="other", site="missing"),
+    Row("2.2 #5 before #8", "a task id that is not a UUID, in another org", 403, NOT_A_MEMBER,
+        org="other", record="not a uuid", difference=ORG_DIFFERS),
+    Row("2.2 #6 before #8", "a task id that is not a UUID, without the role", 403,
+        NOT_PROVIDER_ADMIN, token="tenant", record="not a uuid"),
+    Row("2.2 #8 before #9", "neither the task id nor siteId a UUID", 400, INVALID_TASK_ID,
+        record="not a uuid", site="not a uuid"),
+    Row("2.2 #13 before #16", "a task that does not exist, at a Site without Flow", 412,
+        NO_FLOW, site="non-flow"),
+)  # fmt: skip
+
+# cancel-task and its deprecated path (2.3): the body, not the query, names the Site.
+CANCEL_ROWS = (
+    Row("2.3 #2", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+        difference=ORG_DIFFERS),
+    Row("2.3 #3", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+        token="tenant"),
+    Row("2.3 #5", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
+    Row("2.3 #6", "a body that is not JSON", 400, UNREADABLE, body="{"),
+    Row("2.3 #6", "a siteId that is not a string", 400, UNREADABLE, body={"siteId": 5}),
+    Row("2.3 #7", "a body without siteId", 400, CANCEL_INVALID, {}, site="missing"),
+    Row("2.3 #7", "an empty siteId", 400, CANCEL_INVALID, {}, site="empty"),
+    Row("2.3 #8", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
+    Row("2.3 #9", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("2.3 #9", "a Site that does not exist, and fields the handler ignores", 400, NO_SITE,
+        site="unknown", body={"reason": "x"}),
+    Row("2.3 #12", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("2.3 #13", "a task that does not exist at the Site", 404, NO_TASK,
+        difference=TASK_DIFFERS),
+    Row("2.3", "query parameters are not checked", 400, INVALID_TASK_ID, record="not a uuid",
+        query=FOO),
+    Row("2.3 #2 before #6", "a body that is not JSON, in another org", 403, NOT_A_MEMBER,
+        org="other", body="{", difference=ORG_DIFFERS),
+    Row("2.3 #3 before #5", "a task id that is not a UUID, without the role", 403,
+        NOT_PROVIDER_ADMIN, token="tenant", record="not a uuid"),
+    Row("2.3 #5 before #6", "a task id that is not a UUID, a body that is not JSON", 400,
+        INVALID_TASK_ID, record="not a uuid", body="{"),
+    Row("2.3 #12 before #13", "a task that does not exist, at a Site without Flow", 412,
+        NO_FLOW, site="non-flow"),
+)  # fmt: skip
+
+# Writes: a task the caller named to cancel, cancelled as its state allows, then again.
+CANCEL_WRITE_ROWS = (
+    Row("2.3 #14", "a task of the Site", 202, record="cancel", verify="cancelled"),
+    Row("2.3 #14", "the same task again", 202, record="cancel", verify="cancelled"),
+)
+
+# The three lists (2.4 and 2.5), their steps numbered per table below.
+LIST_ROWS = (
+    Row("#{query}", "a query parameter the list does not have", 400, UNKNOWN_PARAMETER,
+        query=FOO),
+    Row("#{bind}", "activeOnly that is not a boolean", 400, UNREADABLE, query=NOT_BOOLEAN),
+    Row("#{site_id}", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
+    Row("#{member}", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+        difference=ORG_DIFFERS),
+    Row("#{role}", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+        token="tenant"),
+    Row("#{invalid_site}", "a siteId that is not a UUID", 400, INVALID_SITE_ID,
+        site="not a uuid"),
+    Row("#{no_site}", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("#{flow}", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("#{paging_bind}", "pageSize that is not an integer", 400, PAGING_UNREADABLE,
+        query=(("pageSize", "abc"),)),
+    Row("#{paging}", "pageSize=101", 400, PAGING_INVALID,
+        {"PageSize": "must be less than or equal to: 100"}, query=(("pageSize", "101"),)),
+    Row("#{paging}", "pageNumber=-1", 400, PAGING_INVALID,
+        {"PageNumber": "must be greater than 0"}, query=(("pageNumber", "-1"),)),
+    Row("#{paging}", "orderBy=created", 400, PAGING_INVALID,
+        {"OrderByStr": "must be in the format of field_ASC or field_DESC"},
+        query=(("orderBy", "created"),)),
+    Row("#{paging}", "orderBy=CREATED_DESC (no field is sortable)", 400, PAGING_INVALID, {},
+        query=(("orderBy", "CREATED_DESC"),)),
+    Row("#{ok}", "the Site's tasks", 200, record="known", verify="page"),
+    Row("#{ok}", "pageSize=0 (the default, 20)", 200, record="known",
+        query=(("pageSize", "0"),), verify="page"),
+    Row("#{ok}", "pageSize=5 and activeOnly=1 (Go's ParseBool)", 200, record="known",
+        query=(("pageSize", "5"), ("activeOnly", "1")), verify="page"),
+    Row("#{ok}", "the org in upper case (read in lower case)", 200, org="upper",
+        record="known", verify="page"),
+    Row("#{query} before #{bind}", "an unknown parameter, activeOnly not a boolean", 400,
+        UNKNOWN_PARAMETER, query=(*NOT_BOOLEAN, *FOO)),
+    Row("#{bind} before #{site_id}", "activeOnly not a boolean, no siteId", 400, UNREADABLE,
+        site="missing", query=NOT_BOOLEAN),
+    Row("#{no_site} before #{paging}", "a Site that does not exist, pageSize=101", 400, NO_SITE,
+        site="unknown", query=(("pageSize", "101"),)),
+    Row("#{flow} before #{paging_bind}", "a Site without Flow, pageSize not an integer", 412,
+        NO_FLOW, site="non-flow", query=(("pageSize", "abc"),)),
+)  # fmt: skip
+
+# The site-wide list checks the caller's membership and role before its query (2.4).
+SITE_WIDE_ROWS = (
+    Row("#{member} before #{query}", "an unknown parameter, in another org", 403,
+        NOT_A_MEMBER, org="other", query=FOO, difference=ORG_DIFFERS),
+    Row("#{role} before #{query}", "an unknown parameter, without the role", 403,
+        NOT_PROVIDER_ADMIN, token="tenant", query=FOO),
+)  # fmt: skip
+
+# The rack and tray lists check the query first, and Flow resolves the id last (2.5).
+COMPONENT_ROWS = (
+    Row("#{query} before #{member}", "an unknown parameter, in another org", 400,
+        UNKNOWN_PARAMETER, org="other", query=FOO),
+    Row("#{site_id} before #{role}", "no siteId, without the role", 400, SITE_ID_REQUIRED,
+        token="tenant", site="missing"),
+    Row("#{no_site} before #{found}", "a Site that does not exist, an id that names nothing",
+        400, NO_SITE, site="unknown"),
+)  # fmt: skip
+MISSING_RACK = Row("#{found}", "a rack id that names no rack", 404, NO_RACK,
+                   difference=Difference(NO_RACK_DIFFERENCE, Answer(404)))  # fmt: skip
+MISSING_TRAY = Row("#{found}", "a tray id that names no tray", 404, NO_COMPONENT)
+
+# Each list's steps, numbered as its table numbers them.
+SITE_WIDE_STEPS = dict(
+    member=2, role=3, query=4, bind=5, site_id=6, invalid_site=8, no_site=9, flow=12,
+    paging_bind=13, paging=14, found=16, ok=18,
+)  # fmt: skip
+COMPONENT_STEPS = dict(
+    query=1, bind=2, site_id=3, member=5, role=5, invalid_site=7, no_site=7, flow=8,
+    paging_bind=9, paging=9, found=11, ok=13,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operation under test: its path, whose {id} a row's record fills, and its rows."""
+
+    operation_id: str
+    method: str
+    path: str
+    rows: tuple[Row, ...]
+    section: str = ""  # prefixed to list rows' numbers
+    steps: dict[str, Any] = field(default_factory=dict)
+    records: str = "task"  # task, rack or tray: what {id} names
+
+
+OPERATIONS = (
+    Operation("get-task", "GET", "task/{id}", AUTH_ROWS + TASK_READ_ROWS),
+    Operation("get-rack-task", "GET", "rack/task/{id}", AUTH_ROWS + TASK_READ_ROWS),
+    Operation("cancel-task", "POST", "task/{id}/cancel",
+              AUTH_ROWS + CANCEL_ROWS + CANCEL_WRITE_ROWS),
+    Operation("cancel-rack-task", "POST", "rack/task/{id}/cancel", AUTH_ROWS + CANCEL_ROWS),
+    Operation("get-all-tasks", "GET", "task", AUTH_ROWS + LIST_ROWS + SITE_WIDE_ROWS, "2.4",
+              SITE_WIDE_STEPS),
+    Operation("get-rack-tasks", "GET", "rack/{id}/task",
+              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_RACK,), "2.5", COMPONENT_STEPS,
+              "rack"),
+    Operation("get-tray-tasks", "GET", "tray/{id}/task",
+              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_TRAY,), "2.5", COMPONENT_STEPS,
+              "tray"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    authorization: str | None = None
+    body: bytes | None = None
+
+    def send(self, client: httpx.Client) -> Response:
+        headers = {"Authorization": self.authorization} if self.authorization else {}
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+        url = self.path + _query_text(self.query)
+        return Response.of(client.request(self.method, url, headers=headers, content=self.body))
+
+    def curl(self, base_url: str) -> str:
+        parts = [f"curl -X {self.method}"]
+        if self.authorization is not None:
+            shown = "Bearer $TOKEN" if self.authorization.startswith("Bearer ") else ""
+            parts.append(f"-H 'Authorization: {shown or self.authorization}'")
+        if self.body is not None:
+            parts.append(f"-H 'Content-Type: application/json' -d '{self.body.decode()}'")
+        parts.append(f"'{base_url}{self.path}{_query_text(self.query)}'")
+        return " ".join(parts)
+
+
+def _query_text(query: Sequence[tuple[str, str]]) -> str:
+    if not query:
+        return ""
+    return "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the caller gives: a check that needs more is reported as not run."""
+
+    org: str
+    token: str
+    site_id: str
+    task_ids: Sequence[str] = ()
+    rack_ids: Sequence[str] = ()
+    tray_ids: Sequence[str] = ()
+    cancel_task_ids: Sequence[str] = ()
+    allow_writes: bool = False
+    tenant_token: str | None = None
+    other_org: str | None = None
+    non_flow_site_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A row made into a request for one caller; `needs` names what a check that cannot be
+    made lacks."""
+
+    operation: Operation
+    row: Row
+    request: Request | None
+    expected: Answer
+    record: str = ""
+    needs: str = ""
+
+    @property
+    def name(self) -> str:
+        number = self.row.row.format(**self.operation.steps)
+        if number.startswith("#"):
+            number = f"{self.operation.section} {number}"
+        return f"{self.operation.operation_id} {number}: {self.row.condition}"
+
+
+class _Values:
+    """One run's values: the caller's records, and random ids that no record has."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+        self.unknown_task = str(uuid.uuid4())
+        self.unknown_site = str(uuid.uuid4())
+        self.unknown_component = f"unknown-{self.unknown_task[:8]}"
+
+    def token(self, which: str) -> tuple[str | None, str]:
+        tokens = {
+            "admin": self.caller.token,
+            "tenant": self.caller.tenant_token,
+            "not a token": "not-a-token",
+        }
+        if which == "none":
+            return None, ""
+        if which == "not bearer":
+            return f"Token {self.caller.token}", ""
+        token = tokens[which]
+        return (f"Bearer {token}", "") if token else (None, "--tenant-token")
+
+    def org(self, which: str) -> tuple[str, str]:
+        org = {
+            "caller": self.caller.org,
+            "other": self.caller.other_org or "",
+            "upper": self.caller.org.upper(),
+        }[which]
+        return org, "" if org else "--other-org"
+
+    def site(self, which: str) -> tuple[str | None, str]:
+        site = {
+            "known": self.caller.site_id,
+            "missing": None,
+            "empty": "",
+            "not a uuid": "not-a-site-id",
+            "unknown": self.unknown_site,
+            "non-flow": self.caller.non_flow_site_id,
+        }[which]
+        return site, "--non-flow-site-id" if which == "non-flow" and not site else ""
+
+    def record(self, kind: str, which: str) -> tuple[str, str]:
+        c = self.caller
+        if which == "unknown":
+            return (self.unknown_task if kind == "task" else self.unknown_component), ""
+        if which == "not a uuid":
+            return "not-a-task-id", ""
+        if which == "cancel":
+            if not c.cancel_task_ids:
+                return "", "--cancel-task-id"
+            return c.cancel_task_ids[0], "" if c.allow_writes else "--allow-writes"
+        known = {"task": c.task_ids, "rack": c.rack_ids, "tray": c.tray_ids}[kind]
+        if not known:
+            return "", f"--{kind}-id"
+        return (f"urn:uuid:{known[0]}" if which == "urn" else known[0]), ""
+
+
+def checks(caller: Caller) -> list[Check]:
+    values = _Values(caller)
+    return [_check(values, operation, row) for operation in OPERATIONS for row in operation.rows]
+
+
+def _check(values: _Values, operation: Operation, row: Row) -> Check:
+    authorization, need_token = values.token(row.token)
+    org, need_org = values.org(row.org)
+    site, need_site = values.site(row.site)
+    record, need_record = values.record(operation.records, row.record)
+    # A list's {id} only matters to the rows that reach the rack or tray, or succeed.
+    if "{id}" not in operation.path or row.record == "unknown":
+        need_record = ""
+    message = row.message
+    if message is not ANY:
+        message = message.format(org=org.lower(), id=record)
+    expected = Answer(row.status, message, row.data if message is not ANY else ANY)
+    path = f"/v2/org/{quote(org, safe='')}/nico/" + operation.path.replace("{id}", record)
+    query: tuple[tuple[str, str], ...] = row.query
+    body = None
+    if operation.method == "GET":
+        query = ((("siteId", site),) if site is not None else ()) + row.query
+    elif isinstance(row.body, str):
+        body = row.body.encode()
+    else:
+        fields = {} if site is None else {"siteId": site}
+        body = json.dumps({**fields, **(row.body or {})}).encode()
+    needs = need_token or need_org or need_site or need_record
+    request = None if needs else Request(operation.method, path, query, authorization, body)
+    return Check(operation, row, request, expected, record, needs)
+
+
+def _cancel_answer(client: httpx.Client, check: Check, caller: Caller) -> Answer:
+    """Flow's answer by the task's state, read just before: a finished task is not cancelled."""
+    read = client.get(
+        f"/v2/org/{quote(caller.org, safe='')}/nico/task/{check.record}",
+        params={"siteId": caller.site_id},
+        headers={"Authorization": f"Bearer {caller.token}"},
+    )
+    finished = {"Succeeded": "completed", "Failed": "failed"}.get(read.json().get("status"))
+    if finished:
+        return Answer(412, NOT_CANCELLABLE.format(check.record, finished), None)
+    return check.expected
+
+
+def _verify(check: Check, response: Response) -> str | None:
+    """The further checks of a success: the task named, or a page as its query asks."""
+    body = response.body
+    if check.row.verify in ("task", "cancelled"):
+        task = check.record.removeprefix("urn:uuid:")
+        if not isinstance(body, dict) or body.get("id") != task:
+            return f"the task's id is not {task}"
+        if check.row.verify == "cancelled" and body.get("status") != "Terminated":
+            return f"the cancelled task's status is {body.get('status')!r}, not 'Terminated'"
+    if check.row.verify == "page":
+        query = dict(check.row.query)
+        size = int(query.get("pageSize", "0")) or 20
+        try:
+            header = json.loads(response.headers.get("X-Pagination", ""))
+        except ValueError:
+            return "no X-Pagination header of JSON"
+        want = {"pageNumber": 1, "pageSize": size, "orderBy": None}
+        if {k: header.get(k) for k in want} != want or not isinstance(header.get("total"), int):
+            return f"X-Pagination is {json.dumps(header)}, not {json.dumps(want)} with a total"
+        if not isinstance(body, list) or len(body) > size:
+            return f"the body is not a list of at most {size} tasks"
+        if any("report" in task for task in body):
+            return "a task has a report, which only includeReport=true asks for"
+        statuses = {task.get("status") for task in body}
+        if "activeOnly" in query and statuses - {"Pending", "Running"}:
+            return f"activeOnly=1 listed tasks that are {sorted(statuses)}"
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: Check
+    verdict: str  # pass, fail, known difference, not run
+    expected: str = ""
+    got: str = ""
+    curl: str = ""
+
+
+@dataclass
+class ContractReport:
+    target: str
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(o.verdict == "fail" for o in self.outcomes)
+
+    def summary(self) -> str:
+        counts = Counter(o.verdict for o in self.outcomes)
+        needed = Counter(o.check.needs for o in self.outcomes if o.verdict == "not run")
+        lines = [
+            f"Contract checks (UPSTREAM.md section 2), as {self.target} answers them",
+            f"  checks:     {len(self.outcomes)} ({counts['pass']} passed, {counts['fail']} "
+            f"failed, {counts['known difference']} known differences, {counts['not run']} "
+            "not run)",
+            *(f"  not run:    {n} need {option}" for option, n in sorted(needed.items())),
+            "",
+        ]
+        for outcome in self.outcomes:
+            if outcome.verdict == "not run":
+                continue
+            lines.append(f"{outcome.verdict}: {outcome.check.name}")
+            lines.append(f"    expected: {outcome.expected}")
+            if outcome.verdict != "pass":
+                lines.append(f"    got:      {outcome.got}")
+                lines.append(f"    reproduce: {outcome.curl}")
+            if outcome.verdict == "known difference":
+                lines.append(f"    README difference: {outcome.check.row.difference.where}")
+        return "\n".join(lines)
+
+    def junit(self) -> ElementTree.Element:
+        suite = ElementTree.Element(
+            "testsuite",
+            name="nico-contract",
+            tests=str(len(self.outcomes)),
+            failures=str(sum(o.verdict == "fail" for o in self.outcomes)),
+            skipped=str(sum(o.verdict in ("not run", "known difference") for o in self.outcomes)),
+        )
+        for outcome in self.outcomes:
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=outcome.check.operation.operation_id,
+                name=outcome.check.name,
+            )
+            told = f"expected: {outcome.expected}\ngot: {outcome.got}\n{outcome.curl}"
+            if outcome.verdict == "fail":
+                failure = ElementTree.SubElement(
+                    case, "failure", type="contract", message=f"expected {outcome.expected}"
+                )
+                failure.text = told
+            elif outcome.verdict == "not run":
+                ElementTree.SubElement(case, "skipped", message=f"needs {outcome.check.needs}")
+            elif outcome.verdict == "known difference":
+                where = outcome.check.row.difference.where
+                skipped = ElementTree.SubElement(
+                    case, "skipped", message=f"known difference: {where}"
+                )
+                skipped.text = told
+            else:
+                ElementTree.SubElement(case, "system-out").text = told
+        return suite
+
+
+def run(client: httpx.Client, caller: Caller, target: str = TARGETS[0]) -> ContractReport:
+    """Every check against the server `client` talks to; with target production, the README's
+    differences are known answers, not failures."""
+    report = ContractReport(target)
+    for check in checks(caller):
+        report.outcomes.append(_outcome(client, check, caller, target))
+    return report
+
+
+def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) -> Outcome:
+    if check.request is None:
+        return Outcome(check, "not run")
+    expected = check.expected
+    if check.row.record == "cancel":
+        expected = _cancel_answer(client, check, caller)
+    response = check.request.send(client)
+    answered = expected.given_by(response)
+    problem = _verify(check, response) if answered and expected.status < 400 else None
+    difference = check.row.difference
+    if answered and problem is None:
+        verdict = "pass"
+    elif target == "production" and difference and difference.production.given_by(response):
+        verdict = "known difference"
+    else:
+        verdict = "fail"
+    got = f"{response}; {problem}" if problem else str(response)
+    return Outcome(
+        check, verdict, str(expected), got, check.request.curl(str(client.base_url).rstrip("/"))
+    )
