@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from connexion import request
+from starlette.responses import Response
+
 from nico_api.config import SPEC_PATH
+from nico_api.document import Document
 from nico_api.validation import RequestProblems, Step
 
-_DOCUMENT = SPEC_PATH.read_bytes()
+_DOCUMENT = Document.read(SPEC_PATH)
 
 
-def get_openapi(problems: RequestProblems) -> tuple[bytes, int, dict[str, str]]:
+def get_openapi(problems: RequestProblems) -> Response:
     problems.check(Step.QUERY)
-    return _DOCUMENT, 200, {"Content-Type": "application/yaml"}
+    body, media_type = _DOCUMENT.for_accept(request.headers.get("accept"))
+    return Response(body, media_type=media_type, headers={"Vary": "Accept"})

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -103,11 +104,29 @@ def test_an_empty_database_is_migrated_by_db_upgrade(engine: Engine) -> None:
     assert _differences(engine) == []
 
 
-def test_the_spec_is_served_byte_for_byte(client: TestClient) -> None:
-    response = client.get("/v2/openapi.yaml")
+@pytest.mark.parametrize(
+    "accept",
+    ["application/yaml", "application/json;q=0.5, */*", "application/yaml, application/json;q=0.9"],
+)
+def test_the_spec_is_served_byte_for_byte_to_a_client_that_prefers_yaml(
+    client: TestClient, accept: str
+) -> None:
+    response = client.get("/v2/openapi.yaml", headers={"Accept": accept})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/yaml"
+    assert response.headers["vary"] == "Accept"
     assert response.content == SPEC_PATH.read_bytes()
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "text/html", "application/*"])
+def test_the_spec_is_served_as_json_otherwise(client: TestClient, accept: str | None) -> None:
+    # JSON is YAML too: every consumer reads it, and so do mock servers such as Prism.
+    response = client.get("/v2/openapi.yaml", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["vary"] == "Accept"
+    assert response.json() == yaml.safe_load(SPEC_PATH.read_bytes())
+    assert yaml.safe_load(response.content) == response.json()
 
 
 def test_documentation_page_is_served(client: TestClient) -> None:
