@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, select
 
 from nico_api import contract
+from nico_api.config import SPEC_PATH
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -243,6 +246,69 @@ def test_every_known_difference_is_in_the_readme() -> None:
         row.difference.where for op in contract.OPERATIONS for row in op.rows if row.difference
     }
     assert named and named <= wheres
+
+
+def test_a_plain_schemathesis_run_finds_only_business_rules(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    # From a folder without this project's settings, as a consumer would run it.
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    reports = tmp_path / "reports"
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            str(SPEC_PATH),
+            "--url",
+            server,
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            "15",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(reports),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    [junit] = reports.iterdir()
+    texts = [f.text or "" for f in ElementTree.parse(junit).iter("failure")]
+    found = [finding for text in texts for finding in FINDING.findall(text)]
+    # Every case that failed says why, and each reason is one of the README's.
+    assert len(found) >= len(texts) and "Tested: 21" in result.stdout, result.stdout
+    allowed = business_rules()
+    unexplained = [
+        (check, status, body)
+        for check, status, body in found
+        if not any(
+            (check, int(status)) == (rule_check, rule_status)
+            and rule.fullmatch(json.loads(body)["message"])
+            for rule_check, rule_status, rule in allowed
+        )
+    ]
+    assert unexplained == [], result.stdout
+
+
+# A schemathesis finding: its check, then the response's status and body.
+FINDING = re.compile(r"- (ST\d+) [^\n]*\n(?:.*\n)*?\[(\d{3})\] [^\n]*:\n\n    `(.*)`")
+
+
+def business_rules() -> list[tuple[str, int, re.Pattern[str]]]:
+    """The README's list of what a plain schemathesis run reports: check, status, message
+    (where "…" stands for any text)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Plain schemathesis, with no project configuration")[1]
+    rules = []
+    for line in section.split("\n\n")[2].splitlines()[2:]:
+        check, status, message, _why = line.strip("|").split(" | ")
+        pattern = ".*".join(re.escape(part) for part in message.strip().split("…"))
+        rules.append((check.strip(), int(status), re.compile(pattern)))
+    return rules
 
 
 def test_conformance_says_when_the_server_cannot_be_reached(tmp_path: Path) -> None:
