@@ -193,6 +193,7 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
         task_ids=args.task_id or (),
         rack_ids=args.rack_id or (),
         tray_ids=args.tray_id or (),
+        rack_names=args.rack_name or (),
         cancel_task_ids=args.cancel_task_id or (),
     )
     schema = conformance.load_schema(base_url=args.base_url.rstrip("/"), spec=args.spec)
@@ -322,8 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
     check_api.add_argument(
         "--task-id", action="append", help="a Task at that Site, only read; repeatable"
     )
-    check_api.add_argument("--rack-id", action="append", help="a Rack at that Site; repeatable")
-    check_api.add_argument("--tray-id", action="append", help="a Tray at that Site; repeatable")
+    check_api.add_argument(
+        "--rack-id",
+        action="append",
+        help="a Rack at that Site (its id): read, and with --allow-writes the only Rack the "
+        "operations on one Rack act on (and the tray batches, without --tray-id); repeatable",
+    )
+    check_api.add_argument(
+        "--rack-name",
+        action="append",
+        help="with --allow-writes: a Rack at that Site, by name, the only Racks the batch "
+        "operations on Racks act on; repeatable",
+    )
+    check_api.add_argument(
+        "--tray-id",
+        action="append",
+        help="a Tray at that Site: read, and with --allow-writes the only Tray the operations "
+        "on Trays act on; repeatable",
+    )
     check_api.add_argument(
         "--allow-writes",
         action="store_true",

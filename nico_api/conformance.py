@@ -34,8 +34,27 @@ class KnownValues:
     task_ids: Sequence[str] = ()
     rack_ids: Sequence[str] = ()
     tray_ids: Sequence[str] = ()
+    rack_names: Sequence[str] = ()
     # The only tasks a run that may write cancels (never the tasks it reads).
     cancel_task_ids: Sequence[str] = ()
+
+    def aim(self, operation: APIOperation) -> Aim | str:
+        """For an operation that changes records: how every request it sends is pointed at
+        the records named on the command line; or, when none is named, what it needs."""
+        path = operation.path
+        if path.endswith("/cancel"):
+            return Aim(ids=self.cancel_task_ids) if self.cancel_task_ids else "--cancel-task-id"
+        if "/rack/{id}/" in path:
+            return Aim(ids=self.rack_ids) if self.rack_ids else "--rack-id"
+        if "/tray/{id}/" in path:
+            return Aim(ids=self.tray_ids) if self.tray_ids else "--tray-id"
+        if "/rack/" in path:
+            return (
+                Aim(filter={"names": list(self.rack_names)}) if self.rack_names else "--rack-name"
+            )
+        if self.tray_ids:
+            return Aim(filter={"ids": list(self.tray_ids)})
+        return Aim(filter={"rackId": self.rack_ids[0]}) if self.rack_ids else "--tray-id"
 
     def for_operation(self, operation: APIOperation) -> list[dict[str, Any]]:
         """Keyword arguments for as_strategy that name real records of this operation."""
@@ -63,6 +82,22 @@ class KnownValues:
         return [fixed] if fixed else []
 
 
+@dataclass(frozen=True)
+class Aim:
+    """The records a request that changes them may name: path ids, or a batch filter."""
+
+    ids: Sequence[str] = ()
+    filter: dict[str, Any] | None = None
+
+    def __call__(self, case: schemathesis.Case) -> schemathesis.Case:
+        if self.ids and case.path_parameters and case.path_parameters.get("id") not in self.ids:
+            case.path_parameters["id"] = self.ids[0]
+        if self.filter is not None and isinstance(case.body, dict):
+            # Without a filter a batch acts on every rack or tray of the Site.
+            case.body["filter"] = dict(self.filter)
+        return case
+
+
 def _least_body(operation: APIOperation, site_id: str) -> dict[str, Any]:
     """The body with only its required fields: the Site, and the first value of each enum."""
     schema = operation.body[0].resolved_schema
@@ -75,6 +110,9 @@ def _least_body(operation: APIOperation, site_id: str) -> dict[str, Any]:
             field = bundled.get(field.get("$ref", "").rpartition("/")[2], field)
         body[name] = site_id if name == "siteId" else field["enum"][0]
     return body
+
+
+READ_ONLY = "cancel, and those that act on racks and trays; --allow-writes runs them"
 
 
 def writes(operation: APIOperation) -> bool:
@@ -100,8 +138,8 @@ class Report:
     operations: list[str] = field(default_factory=list)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: dict[tuple[str, str], FailureExample] = field(default_factory=dict)
-    # Operations left out: they would change the target's records.
-    skipped: list[str] = field(default_factory=list)
+    # Operations left out, and why: the records they would change were not named.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -137,11 +175,8 @@ class Report:
             f"  requests:   {self.requests} ({by_status or 'none'})",
             f"  failures:   {sum(f.count for f in self.failures.values())}",
         ]
-        if self.skipped:
-            lines.append(
-                f"  skipped:    {len(self.skipped)} operations that change records (cancel, and "
-                "those that act on racks and trays; --allow-writes runs them)"
-            )
+        for reason, n in sorted(Counter(self.skipped.values()).items()):
+            lines.append(f"  skipped:    {n} operations that change records ({reason})")
         for example in self.failures.values():
             lines += [
                 "",
@@ -202,21 +237,29 @@ def run(
     progress: Callable[[str], None] = lambda _line: None,
     only: Collection[str] | None = None,
     allow_writes: bool = False,
+    confine_writes: bool = True,
 ) -> Report:
     """Exercise every operation of `schema` (or those labelled in `only`) against its target;
     the operations that change records (cancel, and those that make Flow act on racks and
-    trays) only when writes are allowed."""
+    trays) only when writes are allowed, and then only on the records `known` names, unless
+    the target's records are all the run's to change (`confine_writes=False`: a test's own)."""
     report = Report(target=target)
     for result in schema.get_all_operations():
         operation = result.ok()
         if only is not None and operation.label not in only:
             continue
-        if writes(operation) and not allow_writes:
-            report.skipped.append(operation.label)
+        aim = known.aim(operation) if writes(operation) else None
+        if aim is not None and not allow_writes:
+            report.skipped[operation.label] = READ_ONLY
+            continue
+        if not confine_writes:
+            aim = None
+        elif isinstance(aim, str):
+            report.skipped[operation.label] = f"no record named to change: {aim}"
             continue
         report.operations.append(operation.label)
         progress(f"{operation.label} ...")
-        _exercise(operation, dict(headers), known, max_examples, report)
+        _exercise(operation, dict(headers), known, max_examples, report, aim)
         sent = sum(n for (op, _), n in report.statuses.items() if op == operation.label)
         failed = sum(1 for op, _ in report.failures if op == operation.label)
         progress(f"{operation.label}: {sent} requests, {failed} kinds of failure")
@@ -229,15 +272,25 @@ def _exercise(
     known: KnownValues,
     max_examples: int,
     report: Report,
+    aim: Aim | None,
 ) -> None:
     # Generated valid and invalid requests, and requests that name real records.
-    strategies = [
+    valid = [
         operation.as_strategy(GenerationMode.POSITIVE),
-        operation.as_strategy(GenerationMode.NEGATIVE).filter(
-            lambda case: not _valid_as_production_reads_it(case)
-        ),
         *(operation.as_strategy(**fixed) for fixed in known.for_operation(operation)),
     ]
+    invalid = operation.as_strategy(GenerationMode.NEGATIVE).filter(
+        lambda case: not _valid_as_production_reads_it(case)
+    )
+    if aim is None:
+        strategies = [*valid, invalid]
+    else:
+        # A request that changes records names only those named on the command line. Invalid
+        # ones are sent only to cancel (with random task ids): a server that wrongly took an
+        # invalid request to power or update would act on racks nobody named.
+        strategies = [strategy.map(aim) for strategy in valid]
+        if operation.path.endswith("/cancel"):
+            strategies.append(invalid)
 
     @given(case=st.one_of(strategies))
     @settings(

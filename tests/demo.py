@@ -27,6 +27,7 @@ COMPUTE_ONLY_RULE = "0b7c5d8e-3f21-4a96-b8d4-5e6f7a8b9c0d"  # sjc-dc1's power on
 RACK = "22104159-0ef7-4f6d-8547-bdc30973c666"  # R-14
 RACK_RECORD = "34aec697-9431-4100-913c-72012c5c696b"  # R-14 as Flow stores it
 FREE_RACK = "1de9d021-b858-4b75-acf1-687eb024bfc7"  # R-15: nothing runs on it
+FREE_RACK_RECORD = "25ae67f1-9bdc-4ecd-8490-bfb84d284d92"  # R-15 as Flow stores it
 FAILING_RACK = "e08a07cd-900f-4257-9c29-122cb73d60d3"  # R-09: a compute tray fails
 FAILING_TRAY = "a8cb3ff1-fa0d-4da4-9300-226524922adf"  # that tray, at slot 22
 FAILURE = "BMC did not answer after power on"

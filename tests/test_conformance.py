@@ -6,11 +6,12 @@ import json
 import os
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy import MetaData, create_engine, select, text
 
 from nico_api import contract
 from nico_api.config import SPEC_PATH
@@ -20,10 +21,13 @@ from tests.demo import (
     ACME_SITE,
     FAILED_TASK,
     FREE_RACK,
+    FREE_RACK_RECORD,
     GLOBEX,
     PENDING_TASK,
+    RACK_RECORD,
     RUNNING_TASK,
     TRAY,
+    TRAY_RECORD,
 )
 from tests.processes import BIN, free_port, run, serving
 
@@ -80,6 +84,8 @@ def test_conformance_passes_against_this_server(
 ) -> None:
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
     junit = tmp_path / "conformance.xml"
+    before = stored_rows(env["NICO_DATABASE_URL"])
+    task_targets_before = task_targets(env["NICO_DATABASE_URL"])
     result = conformance(
         env,
         server,
@@ -88,6 +94,8 @@ def test_conformance_passes_against_this_server(
         25,
         junit,
         *contract_options(env),
+        "--rack-name",
+        "R-15",
         "--allow-writes",
         "--cancel-task-id",
         PENDING_TASK,
@@ -111,6 +119,21 @@ def test_conformance_passes_against_this_server(
     assert rows.get("tests") == str(every) and rows.get("failures") == "0"
     assert "pass: cancel-task 2.3 #14: the same task again" in result.stdout
     assert "pass: get-task 2.2 #6 before #8" in result.stdout
+    # Writes touched only the records named: the task to cancel, R-15, and R-14's tray.
+    made = {
+        task: target
+        for task, target in task_targets(env["NICO_DATABASE_URL"]).items()
+        if task not in task_targets_before
+    }
+    assert len(made) > 10
+    assert {rack for rack, _ in made.values()} == {FREE_RACK_RECORD, RACK_RECORD}
+    assert {tray for rack, trays in made.values() if rack == RACK_RECORD for tray in trays} == {
+        TRAY_RECORD
+    }
+    after = stored_rows(env["NICO_DATABASE_URL"])
+    kept = set(map(repr, after["task"]))
+    changed = [uuid.UUID(str(row[0])) for row in before["task"] if repr(row) not in kept]
+    assert changed == [uuid.UUID(PENDING_TASK)]
 
 
 def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_path: Path) -> None:
@@ -139,6 +162,24 @@ def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_pat
     # The contract's cancels name only random ids; the named task needs --allow-writes.
     assert "not run:    2 need --allow-writes" in result.stdout
     assert stored_rows(env["NICO_DATABASE_URL"]) == before
+
+
+def task_targets(url: str) -> dict[str, tuple[str, set[str]]]:
+    """Each stored task's rack and components, by task id."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            tasks = {
+                str(uuid.UUID(str(task))): (str(uuid.UUID(str(rack))) if rack else "", set())
+                for task, rack in c.execute(text("SELECT id, rack_id FROM task"))
+            }
+            for task, component in c.execute(
+                text("SELECT task_id, component_id FROM task_component")
+            ):
+                tasks[str(uuid.UUID(str(task)))][1].add(str(uuid.UUID(str(component))))
+            return tasks
+    finally:
+        engine.dispose()
 
 
 def stored_rows(url: str) -> dict[str, list[tuple]]:
