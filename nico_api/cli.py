@@ -227,8 +227,12 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
             other_org=args.other_org,
             non_flow_site_id=args.non_flow_site_id,
         )
-        with httpx.Client(base_url=args.base_url.rstrip("/"), timeout=30) as client:
-            checked = contract.run(client, caller, args.target)
+        try:
+            with httpx.Client(base_url=args.base_url.rstrip("/"), timeout=30) as client:
+                checked = contract.run(client, caller, args.target)
+        except httpx.TransportError as exc:
+            print(f"error: cannot reach {args.base_url}: {exc}", file=sys.stderr)
+            return 2
         print()
         print(checked.summary())
         suites.append(checked.junit())

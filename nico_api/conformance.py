@@ -52,6 +52,8 @@ class KnownValues:
             return (
                 Aim(filter={"names": list(self.rack_names)}) if self.rack_names else "--rack-name"
             )
+        if "/tray/" not in path:
+            return "a way to name its records (this run knows none)"
         if self.tray_ids:
             return Aim(filter={"ids": list(self.tray_ids)})
         return Aim(filter={"rackId": self.rack_ids[0]}) if self.rack_ids else "--tray-id"
@@ -285,9 +287,7 @@ def _exercise(
     if aim is None:
         strategies = [*valid, invalid]
     else:
-        # A request that changes records names only those named on the command line. Invalid
-        # ones are sent only to cancel (with random task ids): a server that wrongly took an
-        # invalid request to power or update would act on racks nobody named.
+        # Invalid requests only to cancel (random ids): one wrongly taken would act on racks.
         strategies = [strategy.map(aim) for strategy in valid]
         if operation.path.endswith("/cancel"):
             strategies.append(invalid)

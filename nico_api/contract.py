@@ -1,10 +1,12 @@
 """Production's behaviour, row by row: the checks of UPSTREAM.md section 2 for each Task
 operation, sent to any server over HTTP, each answer compared with production's.
 
-The expected messages are written out here, from UPSTREAM.md, and never taken from the
-server's code, so that a wrong message or a wrong order in the server fails a check. Every
-request that could change a record names a random task id no record has, except the cancels of
-the tasks the caller names for them when writes are allowed."""
+The expected answers are written out here, never taken from the server's code, so that a wrong
+message or a wrong order in the server fails a check. They are production's (UPSTREAM.md),
+except where this server deliberately differs (the README's differences): there a row expects
+this server's answer and names production's as a known difference. Every request that could
+change a record names a random task id no record has, except the cancels of the tasks the
+caller names for them when writes are allowed."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from xml.etree import ElementTree
 
 if TYPE_CHECKING:
@@ -185,7 +187,7 @@ TASK_READ_ROWS = (
     Row("2.2 #1 before #6", "an unknown parameter, without the role", 400, UNKNOWN_PARAMETER,
         token="tenant", query=FOO),
     Row("2.2 #3 before #5", "no siteId, in another org", 400, SITE_ID_REQUIRED,
-        org="other", site="missing"),
+        org="other", site="missing", difference=ORG_DIFFERS),
     Row("2.2 #5 before #8", "a task id that is not a UUID, in another org", 403, NOT_A_MEMBER,
         org="other", record="not a uuid", difference=ORG_DIFFERS),
     Row("2.2 #6 before #8", "a task id that is not a UUID, without the role", 403,
@@ -285,7 +287,7 @@ SITE_WIDE_ROWS = (
 # The rack and tray lists check the query first, and Flow resolves the id last (2.5).
 COMPONENT_ROWS = (
     Row("#{query} before #{member}", "an unknown parameter, in another org", 400,
-        UNKNOWN_PARAMETER, org="other", query=FOO),
+        UNKNOWN_PARAMETER, org="other", query=FOO, difference=ORG_DIFFERS),
     Row("#{site_id} before #{role}", "no siteId, without the role", 400, SITE_ID_REQUIRED,
         token="tenant", site="missing"),
     Row("#{no_site} before #{found}", "a Site that does not exist, an id that names nothing",
@@ -343,6 +345,8 @@ class Request:
     query: tuple[tuple[str, str], ...] = ()
     authorization: str | None = None
     body: bytes | None = None
+    # The header as a reproducing command shows it: tokens by name, never their value.
+    shown: str | None = None
 
     def send(self, client: httpx.Client) -> Response:
         headers = {"Authorization": self.authorization} if self.authorization else {}
@@ -353,9 +357,8 @@ class Request:
 
     def curl(self, base_url: str) -> str:
         parts = [f"curl -X {self.method}"]
-        if self.authorization is not None:
-            shown = "Bearer $TOKEN" if self.authorization.startswith("Bearer ") else ""
-            parts.append(f"-H 'Authorization: {shown or self.authorization}'")
+        if self.shown is not None:
+            parts.append(f"-H 'Authorization: {self.shown}'")
         if self.body is not None:
             parts.append(f"-H 'Content-Type: application/json' -d '{self.body.decode()}'")
         parts.append(f"'{base_url}{self.path}{_query_text(self.query)}'")
@@ -363,9 +366,7 @@ class Request:
 
 
 def _query_text(query: Sequence[tuple[str, str]]) -> str:
-    if not query:
-        return ""
-    return "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
+    return "?" + urlencode(query, quote_via=quote) if query else ""
 
 
 @dataclass(frozen=True)
@@ -414,18 +415,20 @@ class _Values:
         self.unknown_site = str(uuid.uuid4())
         self.unknown_component = f"unknown-{self.unknown_task[:8]}"
 
-    def token(self, which: str) -> tuple[str | None, str]:
-        tokens = {
-            "admin": self.caller.token,
-            "tenant": self.caller.tenant_token,
-            "not a token": "not-a-token",
-        }
+    def token(self, which: str) -> tuple[str | None, str | None, str]:
+        """The Authorization header as sent and as shown, or what it needs."""
         if which == "none":
-            return None, ""
-        if which == "not bearer":
-            return f"Token {self.caller.token}", ""
-        token = tokens[which]
-        return (f"Bearer {token}", "") if token else (None, "--tenant-token")
+            return None, None, ""
+        if which == "tenant" and not self.caller.tenant_token:
+            return None, None, "--tenant-token"
+        token, name = {
+            "admin": (self.caller.token, "$TOKEN"),
+            "tenant": (self.caller.tenant_token, "$TENANT_TOKEN"),
+            "not bearer": (self.caller.token, "$TOKEN"),
+            "not a token": ("not-a-token", "not-a-token"),
+        }[which]
+        scheme = "Token" if which == "not bearer" else "Bearer"
+        return f"{scheme} {token}", f"{scheme} {name}", ""
 
     def org(self, which: str) -> tuple[str, str]:
         org = {
@@ -433,7 +436,7 @@ class _Values:
             "other": self.caller.other_org or "",
             "upper": self.caller.org.upper(),
         }[which]
-        return org, "" if org else "--other-org"
+        return org, "" if org else ("--other-org" if which == "other" else "--org")
 
     def site(self, which: str) -> tuple[str | None, str]:
         site = {
@@ -468,7 +471,7 @@ def checks(caller: Caller) -> list[Check]:
 
 
 def _check(values: _Values, operation: Operation, row: Row) -> Check:
-    authorization, need_token = values.token(row.token)
+    authorization, shown, need_token = values.token(row.token)
     org, need_org = values.org(row.org)
     site, need_site = values.site(row.site)
     record, need_record = values.record(operation.records, row.record)
@@ -490,18 +493,21 @@ def _check(values: _Values, operation: Operation, row: Row) -> Check:
         fields = {} if site is None else {"siteId": site}
         body = json.dumps({**fields, **(row.body or {})}).encode()
     needs = need_token or need_org or need_site or need_record
-    request = None if needs else Request(operation.method, path, query, authorization, body)
+    request = None
+    if not needs:
+        request = Request(operation.method, path, query, authorization, body, shown)
     return Check(operation, row, request, expected, record, needs)
 
 
-def _cancel_answer(client: httpx.Client, check: Check, caller: Caller) -> Answer:
-    """Flow's answer by the task's state, read just before: a finished task is not cancelled."""
-    read = client.get(
-        f"/v2/org/{quote(caller.org, safe='')}/nico/task/{check.record}",
-        params={"siteId": caller.site_id},
-        headers={"Authorization": f"Bearer {caller.token}"},
-    )
-    finished = {"Succeeded": "completed", "Failed": "failed"}.get(read.json().get("status"))
+def _cancel_answer(client: httpx.Client, check: Check, caller: Caller) -> Answer | Response:
+    """Flow's answer by the task's state, read just before (a finished task is not cancelled);
+    or the read's answer when the task could not be read."""
+    assert check.request is not None
+    read = replace(check.request, method="GET", query=(("siteId", caller.site_id),), body=None)
+    read = replace(read, path=read.path.removesuffix("/cancel")).send(client)
+    if read.status != 200 or not isinstance(read.body, dict):
+        return read
+    finished = {"Succeeded": "completed", "Failed": "failed"}.get(read.body.get("status"))
     if finished:
         return Answer(412, NOT_CANCELLABLE.format(check.record, finished), None)
     return check.expected
@@ -522,11 +528,13 @@ def _verify(check: Check, response: Response) -> str | None:
         try:
             header = json.loads(response.headers.get("X-Pagination", ""))
         except ValueError:
-            return "no X-Pagination header of JSON"
+            header = None
+        if not isinstance(header, dict):
+            return "no X-Pagination header of a JSON object"
         want = {"pageNumber": 1, "pageSize": size, "orderBy": None}
         if {k: header.get(k) for k in want} != want or not isinstance(header.get("total"), int):
             return f"X-Pagination is {json.dumps(header)}, not {json.dumps(want)} with a total"
-        if not isinstance(body, list) or len(body) > size:
+        if not isinstance(body, list) or len(body) > size or not all(map(_is_object, body)):
             return f"the body is not a list of at most {size} tasks"
         if any("report" in task for task in body):
             return "a task has a report, which only includeReport=true asks for"
@@ -534,6 +542,10 @@ def _verify(check: Check, response: Response) -> str | None:
         if "activeOnly" in query and statuses - {"Pending", "Running"}:
             return f"activeOnly=1 listed tasks that are {sorted(statuses)}"
     return None
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
 
 
 @dataclass(frozen=True)
@@ -626,6 +638,11 @@ def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) ->
     expected = check.expected
     if check.row.record == "cancel":
         expected = _cancel_answer(client, check, caller)
+        if isinstance(expected, Response):
+            curl = check.request.curl(str(client.base_url).rstrip("/"))
+            return Outcome(
+                check, "fail", "the task readable before its cancel", str(expected), curl
+            )
     response = check.request.send(client)
     answered = expected.given_by(response)
     problem = _verify(check, response) if answered and expected.status < 400 else None

@@ -8,12 +8,12 @@ import json
 import re
 from typing import Any
 
+from handlers.checks import as_uuid
 from nico_api.app import create_app
 from nico_api.errors import envelope_body
 
 Scope = dict[str, Any]
 TASK_READ = re.compile(r"/v2/org/[^/]+/nico/task/(?P<id>[^/]+)")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 REWORDED = {"Site specified in request does not exist": "Site does not exist"}
 
 
@@ -25,7 +25,7 @@ def app() -> Any:
             await inner(scope, receive, send)
             return
         read = TASK_READ.fullmatch(scope.get("path", ""))
-        if read and scope["method"] == "GET" and not UUID.fullmatch(read["id"]):
+        if read and scope["method"] == "GET" and as_uuid(read["id"]) is None:
             # The task id checked before the caller's membership and role.
             await _answer(send, 400, "Invalid Task ID specified in URL")
             return
