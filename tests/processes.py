@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,15 +39,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: Sequence[str], env: Mapping[str, str], log: Path, port: int) -> Iterator[str]:
-    """Run a server until the block ends; yields its base URL once it answers."""
+def serving(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log: Path,
+    port: int,
+    start_timeout: float = 30,
+    process_group: bool = False,
+) -> Iterator[str]:
+    """Run a server until the block ends (with `process_group`, its children too, for a
+    launcher such as npx); yields its base URL once it answers."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            list(command), env=dict(env), stdout=out, stderr=subprocess.STDOUT
+            list(command),
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=process_group,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + start_timeout
             while True:
                 try:
                     httpx.get(base_url + "/healthz", timeout=1)
@@ -56,7 +70,10 @@ def serving(command: Sequence[str], env: Mapping[str, str], log: Path, port: int
                     time.sleep(0.2)
             yield base_url
         finally:
-            process.terminate()
+            if process_group:
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.terminate()
             process.wait(timeout=15)
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +13,7 @@ import pytest
 import yaml
 
 from nico_api.config import SPEC_PATH
-from tests.processes import free_port
+from tests.processes import free_port, serving
 
 pytestmark = pytest.mark.slow
 
@@ -74,30 +71,11 @@ def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if npx is None:
         pytest.skip("no npx here: Prism runs on Node.js (Debian package nodejs, with npm)")
     port = free_port()
+    command = [npx, "--yes", PRISM, "mock", "--port", str(port), str(SPEC_PATH)]
     log = tmp_path_factory.mktemp("prism") / "prism.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [npx, "--yes", PRISM, "mock", "--port", str(port), str(SPEC_PATH)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        # The first run downloads Prism.
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                httpx.get(base_url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "Prism did not start"
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
+    # The first run downloads Prism; npx starts it as a child.
+    with serving(command, os.environ, log, port, start_timeout=300, process_group=True) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
