@@ -215,13 +215,8 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
     ok = report.ok
     if args.contract:
         caller = contract.Caller(
-            org=org or "",
             token=args.token,
-            site_id=args.site_id,
-            task_ids=args.task_id or (),
-            rack_ids=args.rack_id or (),
-            tray_ids=args.tray_id or (),
-            cancel_task_ids=args.cancel_task_id or (),
+            known=known,
             allow_writes=args.allow_writes,
             tenant_token=args.tenant_token,
             other_org=args.other_org,

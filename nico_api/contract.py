@@ -22,6 +22,8 @@ from xml.etree import ElementTree
 if TYPE_CHECKING:
     import httpx
 
+    from nico_api.conformance import KnownValues
+
 # Production's messages (UPSTREAM.md section 2).
 UNKNOWN_PARAMETER = "Unknown query parameter specified in request: foo"
 SITE_ID_REQUIRED = "siteId query parameter is required"
@@ -371,15 +373,11 @@ def _query_text(query: Sequence[tuple[str, str]]) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """What the caller gives: a check that needs more is reported as not run."""
+    """What the caller gives: its tokens and the records conformance knows (`known`); a check
+    that needs more is reported as not run."""
 
-    org: str
     token: str
-    site_id: str
-    task_ids: Sequence[str] = ()
-    rack_ids: Sequence[str] = ()
-    tray_ids: Sequence[str] = ()
-    cancel_task_ids: Sequence[str] = ()
+    known: KnownValues
     allow_writes: bool = False
     tenant_token: str | None = None
     other_org: str | None = None
@@ -432,15 +430,15 @@ class _Values:
 
     def org(self, which: str) -> tuple[str, str]:
         org = {
-            "caller": self.caller.org,
+            "caller": self.caller.known.org or "",
             "other": self.caller.other_org or "",
-            "upper": self.caller.org.upper(),
+            "upper": (self.caller.known.org or "").upper(),
         }[which]
         return org, "" if org else ("--other-org" if which == "other" else "--org")
 
     def site(self, which: str) -> tuple[str | None, str]:
         site = {
-            "known": self.caller.site_id,
+            "known": self.caller.known.site_id,
             "missing": None,
             "empty": "",
             "not a uuid": "not-a-site-id",
@@ -450,7 +448,7 @@ class _Values:
         return site, "--non-flow-site-id" if which == "non-flow" and not site else ""
 
     def record(self, kind: str, which: str) -> tuple[str, str]:
-        c = self.caller
+        c = self.caller.known
         if which == "unknown":
             return (self.unknown_task if kind == "task" else self.unknown_component), ""
         if which == "not a uuid":
@@ -458,7 +456,7 @@ class _Values:
         if which == "cancel":
             if not c.cancel_task_ids:
                 return "", "--cancel-task-id"
-            return c.cancel_task_ids[0], "" if c.allow_writes else "--allow-writes"
+            return c.cancel_task_ids[0], "" if self.caller.allow_writes else "--allow-writes"
         known = {"task": c.task_ids, "rack": c.rack_ids, "tray": c.tray_ids}[kind]
         if not known:
             return "", f"--{kind}-id"
@@ -503,7 +501,8 @@ def _cancel_answer(client: httpx.Client, check: Check, caller: Caller) -> Answer
     """Flow's answer by the task's state, read just before (a finished task is not cancelled);
     or the read's answer when the task could not be read."""
     assert check.request is not None
-    read = replace(check.request, method="GET", query=(("siteId", caller.site_id),), body=None)
+    site = (("siteId", caller.known.site_id or ""),)
+    read = replace(check.request, method="GET", query=site, body=None)
     read = replace(read, path=read.path.removesuffix("/cancel")).send(client)
     if read.status != 200 or not isinstance(read.body, dict):
         return read

@@ -46,5 +46,7 @@ def _quality(accept: str | None, media_type: str) -> float:
                         quality = float(value)
                     except ValueError:
                         quality = 0.0
+                    # RFC 9110 allows 0 to 1; anything else (NaN too) refuses the type.
+                    quality = quality if 0 <= quality <= 1 else 0.0
             best = (specificity, quality)
     return best[1]

@@ -106,7 +106,13 @@ def test_an_empty_database_is_migrated_by_db_upgrade(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     "accept",
-    ["application/yaml", "application/json;q=0.5, */*", "application/yaml, application/json;q=0.9"],
+    [
+        "application/yaml",
+        "application/json;q=0.5, */*",
+        "application/yaml, application/json;q=0.9",
+        "APPLICATION/YAML",
+        "application/json;q=2, application/yaml;q=0.5",
+    ],
 )
 def test_the_spec_is_served_byte_for_byte_to_a_client_that_prefers_yaml(
     client: TestClient, accept: str
