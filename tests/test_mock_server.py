@@ -87,9 +87,13 @@ def test_prism_mocks_the_operation_from_its_examples(
     prism: str, method: str, path: str, operation: dict[str, Any]
 ) -> None:
     request = request_from_examples(path, operation)
+    request["headers"]["Prefer"] = "example=demo"
     response = httpx.request(method, prism + request.pop("url"), timeout=30, **request)
     success = min(status for status in operation["responses"] if status.startswith("2"))
     assert response.status_code == int(success), response.text
     # Prism names any way the request or its own answer departs from the spec.
     assert "sl-violations" not in response.headers, response.headers["sl-violations"]
     assert response.headers["content-type"].startswith("application/json")
+    # The named example the request asked for, as Microcks pairs it too.
+    media = resolved(operation["responses"][success])["content"]["application/json"]
+    assert response.json() == media["examples"]["demo"]["value"]

@@ -44,7 +44,7 @@ def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
     for name, response in components["responses"].items():
         yield from _media_examples(f"responses/{name}", response["content"]["application/json"])
     for name, parameter in components["parameters"].items():
-        yield f"parameters/{name}", parameter["schema"], parameter["example"]
+        yield from _media_examples(f"parameters/{name}", parameter)
     for name, header in components["headers"].items():
         yield f"headers/{name}", header["schema"], header["example"]
     for name, schema in components["schemas"].items():
@@ -124,3 +124,27 @@ def test_no_unused_components() -> None:
                 assert any(name in r for r in SPEC["security"]), name
             else:
                 assert f"'#/components/{kind}/{name}'" in text, f"{kind}/{name} is never used"
+
+
+def _resolved(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = SPEC
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+@pytest.mark.parametrize(("path", "method", "operation"), list(_operations()))
+def test_operation_has_a_named_example_to_mock_from(
+    path: str, method: str, operation: dict[str, Any]
+) -> None:
+    # Microcks pairs a request's parameters and body with a response by example name.
+    success = min(status for status in operation["responses"] if status.startswith("2"))
+    content = _resolved(operation["responses"][success])["content"]
+    assert all("demo" in media.get("examples", {}) for media in content.values()), success
+    for parameter in map(_resolved, operation.get("parameters", [])):
+        if parameter["in"] == "path" or parameter.get("required"):
+            assert "demo" in parameter.get("examples", {}), parameter["name"]
+    if "requestBody" in operation:
+        assert "demo" in operation["requestBody"]["content"]["application/json"]["examples"]
