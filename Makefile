@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.serve-installed
+DEV_STAMP := $(VENV)/.dev-installed
+UV_LOCK := --universal --python-version 3.11 --generate-hashes --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
@@ -20,20 +22,41 @@ SPECTRAL := npx --yes @stoplight/spectral-cli@6.16.3
 # Test processes in parallel: many tests wait on servers, subprocesses and timeouts.
 TEST_WORKERS ?= 3
 
-.PHONY: run test test-fast lint bench install clean
+.PHONY: run test test-fast lint bench install lock wheel-check clean
 
-install: $(STAMP)
+# Installs come from the hashed lock files in requirements/ (`make lock` renews them): serving
+# needs serve.txt alone; the tests, linters and lock tool need dev.txt.
+install: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 
-run: $(STAMP)
+$(SERVE_STAMP): requirements/serve.txt requirements/build.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/build.txt -r requirements/serve.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DEV_STAMP): requirements/dev.txt requirements/build.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/build.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@ $(SERVE_STAMP)
+
+# Renew the lock files from pyproject.toml's ranges (LOCK_ARGS="--upgrade" for the newest).
+lock: $(DEV_STAMP)
+	$(BIN)/uv pip compile pyproject.toml $(UV_LOCK) $(LOCK_ARGS) --extra dev -o requirements/dev.txt
+	@# Serving's versions are the ones tested: a subset of dev.txt.
+	$(BIN)/uv pip compile pyproject.toml $(UV_LOCK) -c requirements/dev.txt -o requirements/serve.txt
+	$(BIN)/uv pip compile requirements/build.in $(UV_LOCK) $(LOCK_ARGS) -o requirements/build.txt
+
+# The wheel, installed from serve.txt into a new virtualenv outside the checkout, serving the
+# demo and migrating PostgreSQL (NICO_TEST_DATABASE_URL's server).
+wheel-check: $(DEV_STAMP)
+	bash .ci/wheel-check
+
+run: $(SERVE_STAMP)
 	$(BIN)/nico-api db init
 	$(BIN)/nico-api db seed --demo
-	@token=$$($(BIN)/nico-api token --org $(DEMO_ORG) --role PROVIDER_ADMIN --ttl 86400) && \
+	@token=$$($(BIN)/nico-api token --org $(DEMO_ORG) --role PROVIDER_ADMIN --ttl 86400 --create-key) && \
 	echo && echo "Try it (the token is valid for 24 hours):" && echo && \
 	echo "  TOKEN='$$token'" && echo && \
 	echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" \\" && \
@@ -48,24 +71,24 @@ run: $(STAMP)
 	trap 'kill $$flow 2>/dev/null; wait $$flow 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/nico-api serve --host $(HOST) --port $(PORT)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(REDOCLY) lint openapi.yaml --config redocly.yaml
 	$(SPECTRAL) lint openapi.yaml --ruleset .spectral.yaml --fail-severity warn
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The tests that start no process, server or database instance: a quick check while editing.
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -m "not slow"
 
 # The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once);
 # BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look at the first alone.
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import handlers
+from nico_api import handlers
 from nico_api.app import tune_process
 from nico_api.config import Settings
 from nico_api.errors import NICoError

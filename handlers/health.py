@@ -1,8 +1,11 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the metrics."""
 
 from __future__ import annotations
 
-from nico_api import schemas
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from nico_api import metrics, schemas
 from nico_api.runtime import Runtime
 from nico_api.validation import RequestProblems, Step
 
@@ -17,3 +20,11 @@ async def get_readiness(problems: RequestProblems, runtime: Runtime) -> schemas.
     # A database that does not answer raises a storage error: the 503 envelope.
     await runtime.store.ping()
     return schemas.Health()
+
+
+def get_metrics(problems: RequestProblems, runtime: Runtime) -> Response:
+    problems.check(Step.QUERY)
+    # Switched off, or served on a port of their own: no such path here.
+    if runtime.metrics is None or runtime.settings.metrics_port is not None:
+        raise HTTPException(404)
+    return Response(runtime.metrics.exposition(), media_type=metrics.CONTENT_TYPE)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
+from nico_api.handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
+
 from nico_api import flow, schemas
 from nico_api.errors import NICoError
 from nico_api.runtime import Runtime

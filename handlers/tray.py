@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.checks import provider_admin, provider_and_site, submit
+from nico_api.handlers.checks import provider_admin, provider_and_site, submit
+
 from nico_api import submissions
 from nico_api.runtime import Runtime
 from nico_api.schemas import TaskIds

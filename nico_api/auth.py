@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -105,7 +106,12 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class _TrustedIssuer:
-    def __init__(self, config: IssuerConfig, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: IssuerConfig,
+        clock: Callable[[], float],
+        on_key_set_fetch: Callable[[str, bool], None] | None,
+    ) -> None:
         self.config = config
         self.key_set = (
             KeySet(
@@ -113,6 +119,9 @@ class _TrustedIssuer:
                 config.jwks_timeout,
                 clock=clock,
                 lifetime=(config.jwks_min_lifetime, config.jwks_max_lifetime),
+                on_fetch=(
+                    functools.partial(on_key_set_fetch, config.name) if on_key_set_fetch else None
+                ),
             )
             if config.jwks
             else None
@@ -152,9 +161,12 @@ class Authenticator:
         *,
         clock: Callable[[], float] = time.monotonic,
         cache_size: int = 10_000,
+        on_key_set_fetch: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.config = config
-        self._issuers = {i.issuer: _TrustedIssuer(i, clock) for i in config.issuers}
+        self._issuers = {
+            i.issuer: _TrustedIssuer(i, clock, on_key_set_fetch) for i in config.issuers
+        }
         self._static_orgs = config.static_orgs()
         # Verified tokens, each until its own expiry: a client sends the same token many times.
         self._verified: OrderedDict[str, tuple[float, Caller]] = OrderedDict()

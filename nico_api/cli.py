@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,24 +29,74 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from nico_api import auth, logs
     from nico_api.edge import BoundedHttpProtocol
 
+    if args.reload and args.workers > 1:
+        raise InvalidInputError("--reload runs one worker: leave out --workers")
     logging.config.dictConfig(logs.config(args.log_level))
     # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
     auth.auth_config_for(settings)
-    # Each worker builds its own app from the same environment.
-    uvicorn.run(
-        "nico_api.app:serving_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        log_config=logs.config(args.log_level),
-        access_log=False,
-        # Bounded request heads and idle connections, and protocol errors in the envelope.
-        http=BoundedHttpProtocol,
-        timeout_keep_alive=settings.keepalive_timeout,
-    )
+    with _metrics_for_workers(settings, args.host):
+        # Each worker builds its own app from the same environment.
+        uvicorn.run(
+            "nico_api.app:serving_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            log_config=logs.config(args.log_level),
+            access_log=False,
+            # Bounded request heads and idle connections, and protocol errors in the envelope.
+            http=BoundedHttpProtocol,
+            timeout_keep_alive=settings.keepalive_timeout,
+            reload=args.reload,
+            # The package's code and the spec it serves (the handlers live apart in a checkout).
+            reload_dirs=_source_dirs() if args.reload else None,
+            reload_includes=["*.py", "*.yaml"] if args.reload else None,
+        )
     return 0
+
+
+@contextmanager
+def _metrics_for_workers(settings: Settings, host: str) -> Iterator[None]:
+    """A folder of this server's own, in which every worker writes its figures for /metrics (or
+    for the metrics port, served here), removed when the server stops."""
+    import os
+    import shutil
+    import tempfile
+
+    if not settings.metrics:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="nico-metrics-")
+    # Set before prometheus-client is first imported: it reads the folder once, at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        if settings.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            from nico_api import metrics
+
+            server, _thread = start_http_server(
+                settings.metrics_port, addr=host, registry=metrics.workers_registry()
+            )
+            try:
+                yield
+            finally:
+                server.shutdown()
+        else:
+            yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _source_dirs() -> list[str]:
+    import importlib.util
+
+    dirs = []
+    for package in ("nico_api", "nico_api.handlers"):
+        spec = importlib.util.find_spec(package)
+        dirs += list(spec.submodule_search_locations or []) if spec else []
+    return dirs
 
 
 def _flow(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,10 +113,18 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for stopping in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stopping, lambda *_: stop.set())
+    metrics = None
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from nico_api.metrics import FlowMetrics
+
+        metrics = FlowMetrics()
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
     with _storage(settings) as storage:
         try:
             with only_flow_process(storage):
-                executor = Executor(storage, settings)
+                executor = Executor(storage, settings, metrics)
                 log.info(
                     "flow started",
                     extra={
@@ -131,7 +188,24 @@ def _db_recount(_args: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from nico_api.dev_issuer import DevIssuer
 
-    print(DevIssuer(settings).issue(args.org, args.role, args.ttl))
+    key = settings.dev_key_path
+    existed = key.exists()
+    if not existed and not args.create_key:
+        raise InvalidInputError(
+            f"no development signing key in the instance folder {settings.instance_dir} "
+            f"({key.name}): a server started with NICO_INSTANCE_DIR={settings.instance_dir} "
+            "makes one, or add --create-key"
+        )
+    issuer = DevIssuer(settings)
+    made = "made the" if not existed else "signed with the"
+    print(f"{made} development key {issuer.key_id} in {key}", file=sys.stderr)
+    if settings.auth_config is not None:
+        print(
+            f"warning: NICO_AUTH_CONFIG is set ({settings.auth_config}): a server with it "
+            "trusts only its configured issuers and refuses this token",
+            file=sys.stderr,
+        )
+    print(issuer.issue(args.org, args.role, args.ttl))
     return 0
 
 
@@ -139,7 +213,7 @@ def _auth_config(args: argparse.Namespace, settings: Settings) -> AuthConfig:
     from nico_api import auth
 
     if args.config is not None:
-        settings = replace(settings, auth_config=args.config)
+        settings = settings.model_copy(update={"auth_config": args.config})
     return auth.auth_config_for(settings)
 
 
@@ -184,7 +258,17 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
 
     import httpx
 
-    from nico_api import conformance, contract
+    from nico_api import contract
+
+    try:
+        from nico_api import conformance
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("schemathesis", "hypothesis"):
+            raise
+        raise InvalidInputError(
+            f"nico-api conformance needs {exc.name}, which comes with the conformance extra: "
+            "pip install 'nico-task-api[conformance]'"
+        ) from None
 
     org = args.org or _unverified_claim(args.token, "org")
     known = conformance.KnownValues(
@@ -268,25 +352,53 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nico-api", description="A NICo Task API server and its tools."
+        prog="nico-api",
+        description="A NICo Task API server, its simulated NICo Flow, and their tools. Settings "
+        "come from NICO_* environment variables and a .env file in the working directory.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the API with uvicorn")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=_positive, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve = commands.add_parser(
+        "serve", help="serve the API with uvicorn", description="Serve the API with uvicorn."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (%(default)s)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="worker processes (%(default)s)"
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart when the code or the spec changes (one worker)",
+    )
+    serve.add_argument("--log-level", default="info", choices=_LOG_LEVELS, help=_LOG_LEVEL)
     serve.set_defaults(run=_serve)
 
     flow = commands.add_parser(
-        "flow", help="run the simulated NICo Flow: execute the tasks in the database"
+        "flow",
+        help="run the simulated NICo Flow: execute the tasks in the database",
+        description="Run the simulated NICo Flow: execute the tasks in the database, one step "
+        "every NICO_FLOW_STEP_SECONDS. One Flow process per database.",
     )
-    flow.add_argument("--log-level", default="info")
+    flow.add_argument("--log-level", default="info", choices=_LOG_LEVELS, help=_LOG_LEVEL)
+    flow.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (tasks by status, step lag) on this port; default: none",
+    )
+    flow.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics port (%(default)s)"
+    )
     flow.set_defaults(run=_flow)
 
-    database = commands.add_parser("db", help="prepare and fill the database")
-    db_commands = database.add_subparsers(dest="db_command", required=True)
+    database = commands.add_parser(
+        "db",
+        help="prepare and fill the database",
+        description="Prepare and fill the database of NICO_DATABASE_URL (default: the embedded "
+        "SQLite file in the instance folder).",
+    )
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_commands.add_parser("init", help="create the schema (same as upgrade)").set_defaults(
         run=_db_upgrade
     )
@@ -303,18 +415,28 @@ def build_parser() -> argparse.ArgumentParser:
         "recount", help="count the task lists' totals afresh from the stored tasks"
     ).set_defaults(run=_db_recount)
 
-    auth_parser = commands.add_parser("auth", help="check the auth configuration and tokens")
-    auth_commands = auth_parser.add_subparsers(dest="auth_command", required=True)
+    auth_parser = commands.add_parser(
+        "auth",
+        help="check the auth configuration and tokens",
+        description="Check the auth configuration (NICO_AUTH_CONFIG) and what it grants tokens.",
+    )
+    auth_commands = auth_parser.add_subparsers(
+        dest="auth_command", required=True, metavar="COMMAND"
+    )
+    config_help = "an auth configuration file (default: $NICO_AUTH_CONFIG, else development)"
     check = auth_commands.add_parser("check", help="validate an auth configuration file")
-    check.add_argument("--config", type=Path, help="default: $NICO_AUTH_CONFIG, else development")
+    check.add_argument("--config", type=Path, help=config_help)
     check.set_defaults(run=_auth_check)
     whoami = auth_commands.add_parser("whoami", help="what the server would grant a token")
-    whoami.add_argument("token")
-    whoami.add_argument("--config", type=Path, help="default: $NICO_AUTH_CONFIG, else development")
+    whoami.add_argument("token", help="a bearer token, without 'Bearer '")
+    whoami.add_argument("--config", type=Path, help=config_help)
     whoami.set_defaults(run=_auth_whoami)
 
     check_api = commands.add_parser(
-        "conformance", help="check a running server against openapi.yaml"
+        "conformance",
+        help="check a running server against openapi.yaml",
+        description="Check a running server against openapi.yaml with schemathesis (the "
+        "conformance extra), read-only unless --allow-writes.",
     )
     check_api.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
     check_api.add_argument("--token", required=True, help="a bearer token for the server")
@@ -371,17 +493,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--non-flow-site-id", help="--contract: a Site of the org without NICo Flow"
     )
     check_api.add_argument("--org", help="the org of the paths; default: the token's org claim")
-    check_api.add_argument("--max-examples", type=_positive, default=100, help="per operation")
+    check_api.add_argument(
+        "--max-examples", type=_positive, default=100, help="per operation (%(default)s)"
+    )
     check_api.add_argument("--junit", type=Path, help="write a JUnit XML report here")
-    check_api.add_argument("--spec", type=Path, default=SPEC_PATH, help="default: openapi.yaml")
+    check_api.add_argument(
+        "--spec", type=Path, default=SPEC_PATH, help="default: the openapi.yaml it serves"
+    )
     check_api.set_defaults(run=_conformance)
 
-    token = commands.add_parser("token", help="print a development token")
-    token.add_argument("--org", required=True)
-    token.add_argument("--role", action="append", required=True, help="repeat for more roles")
-    token.add_argument("--ttl", type=_positive, default=3600, help="lifetime in seconds")
+    token = commands.add_parser(
+        "token",
+        help="print a development token",
+        description="Print a token signed with the development key in the instance folder "
+        "(NICO_INSTANCE_DIR), which a server without NICO_AUTH_CONFIG trusts. It names the key "
+        "on standard error; it makes one only with --create-key.",
+    )
+    token.add_argument("--org", required=True, help="the org the token is a member of")
+    token.add_argument(
+        "--role", action="append", required=True, help="a role in that org; repeat for more"
+    )
+    token.add_argument(
+        "--ttl", type=_positive, default=3600, help="lifetime in seconds (%(default)s)"
+    )
+    token.add_argument(
+        "--create-key",
+        action="store_true",
+        help="make the development key if the instance folder has none",
+    )
     token.set_defaults(run=_token)
     return parser
+
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_LOG_LEVEL = "how much to log (%(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nico-task-api")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

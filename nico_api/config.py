@@ -1,58 +1,62 @@
-"""Settings, read once from the environment; and how a file the service reads is faulted."""
+"""Settings, read once from the environment and a `.env` file; and how a file the service reads
+is faulted."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Annotated, Any, Literal
 
-if TYPE_CHECKING:
-    from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-N = TypeVar("N", int, float)
+# The spec travels inside the package (in the repository, a link to the top-level openapi.yaml).
+SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SPEC_PATH = PROJECT_ROOT / "openapi.yaml"
-
-_TRUE = {"1", "true", "yes", "on"}
+PREFIX = "NICO_"
+Seconds = Annotated[float, Field(ge=0.001)]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where the service keeps its state and how strictly it checks itself."""
+class Settings(BaseModel):
+    """Where the service keeps its state and how strictly it checks itself. Each field is read
+    from NICO_<NAME> (`Settings.from_env`)."""
 
-    instance_dir: Path
-    database_url: str
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instance_dir: Path = Path("instance")
+    # Default: the embedded SQLite file in the instance folder.
+    database_url: str = ""
     validate_responses: bool = False
     auth_config: Path | None = None
     # Storage: a bounded pool and bounded waits, so an ailing database means a quick 503.
-    db_pool_size: int = 4
-    db_max_overflow: int = 0
-    db_pool_timeout: float = 5.0
-    db_connect_timeout: float = 5.0
-    db_statement_timeout: float = 5.0
+    db_pool_size: int = Field(4, ge=1)
+    db_max_overflow: int = Field(0, ge=0)
+    db_pool_timeout: Seconds = 5.0
+    db_connect_timeout: Seconds = 5.0
+    db_statement_timeout: Seconds = 5.0
     # A request's whole database work, answered 503 past it even if the database never answers.
-    db_request_timeout: float = 10.0
+    db_request_timeout: Seconds = 10.0
     # The HTTP edge: what a client can make the server read, and how long a request's head
     # (request line and headers) may take to arrive, idle connections included.
-    max_body_bytes: int = 1 << 20
-    max_header_bytes: int = 64 << 10
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 5.0
+    max_body_bytes: int = Field(1 << 20, ge=1)
+    max_header_bytes: int = Field(64 << 10, ge=1024)
+    header_timeout: Seconds = 10.0
+    keepalive_timeout: Seconds = 5.0
     # The simulated NICo Flow: how long each step of a task takes, how often it looks for due
     # work, how long a task may wait in its rack's queue, and how often a component fails.
-    flow_step_seconds: float = 2.0
-    flow_poll_seconds: float = 0.2
-    flow_queue_timeout: float = 3600.0
-    flow_failure_rate: float = 0.0
-    flow_seed: int = 0
+    flow_step_seconds: float = Field(2.0, ge=0)
+    flow_poll_seconds: Seconds = 0.2
+    flow_queue_timeout: float = Field(3600.0, ge=0)
+    flow_failure_rate: float = Field(0.0, ge=0, le=1)
+    flow_seed: int = Field(0, ge=0)
     # What a rack with a conflicting active task does with a new one: queue it, or refuse it.
-    flow_conflicts: str = "queue"
+    flow_conflicts: Literal["queue", "reject"] = "queue"
     # The origins whose pages may call the API from a browser (CORS); none by default.
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Prometheus metrics: on /metrics of the API's port, on a port of their own, or off.
+    metrics: bool = True
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -62,27 +66,73 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        rate = env.get("NICO_FLOW_FAILURE_RATE")
-        if rate and _number(env, "NICO_FLOW_FAILURE_RATE", 0.0, 0) > 1:
-            raise SettingsError(f"NICO_FLOW_FAILURE_RATE must be at most 1, not {rate!r}")
-        conflicts = env.get("NICO_FLOW_CONFLICTS") or "queue"
-        if conflicts not in ("queue", "reject"):
-            raise SettingsError(f"NICO_FLOW_CONFLICTS must be queue or reject, not {conflicts!r}")
-        instance_dir = Path(env.get("NICO_INSTANCE_DIR", "instance")).resolve()
-        database_url = env.get("NICO_DATABASE_URL") or f"sqlite:///{instance_dir / 'nico.db'}"
-        return cls(
-            instance_dir=instance_dir,
-            database_url=database_url,
-            validate_responses=env.get("NICO_VALIDATE_RESPONSES", "").lower() in _TRUE,
-            auth_config=Path(env["NICO_AUTH_CONFIG"]) if env.get("NICO_AUTH_CONFIG") else None,
-            flow_conflicts=conflicts,
-            cors_origins=_origins(env.get("NICO_CORS_ORIGINS", "")),
-            **{
-                name: _number(env, f"NICO_{name.upper()}", getattr(cls, name), least)
-                for name, least in _LEAST.items()
-            },
-        )
+        """The process's settings: NICO_* variables, then `.env` in the working directory; or,
+        given `environ`, that mapping alone. An unusable value raises SettingsError naming it."""
+        try:
+            if environ is None:
+                return Environment()
+            return cls.model_validate(
+                {
+                    name.removeprefix(PREFIX).lower(): value
+                    for name, value in environ.items()
+                    if name.startswith(PREFIX)
+                    and value
+                    and name.removeprefix(PREFIX).lower() in cls.model_fields
+                }
+            )
+        except ValidationError as exc:
+            raise SettingsError(_problems(exc)) from None
+
+    @field_validator("instance_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        # postgres:// and postgresql:// (as Heroku, libpq and most tools write them) use psycopg.
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme in ("postgres", "postgresql"):
+            return f"postgresql+psycopg://{rest}"
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """NICO_CORS_ORIGINS: comma-separated origins (`https://app.example:8443`), or `*`."""
+        if isinstance(value, str):
+            value = [origin for origin in value.split(",") if origin.strip()]
+        origins = tuple(str(origin).strip().rstrip("/") for origin in value)
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example:8443")
+        return origins
+
+    @model_validator(mode="after")
+    def _embedded_database(self) -> Settings:
+        if not self.database_url:
+            # Frozen: the one derived default is set once, here.
+            object.__setattr__(self, "database_url", f"sqlite:///{self.instance_dir / 'nico.db'}")
+        return self
+
+
+class Environment(BaseSettings, Settings):
+    """Settings as a process finds them: NICO_* environment variables first, then `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+
+def _problems(exc: ValidationError) -> str:
+    """`NICO_DB_POOL_SIZE: Input should be greater than or equal to 1, not '0'`, one per setting."""
+    problems = []
+    for error in exc.errors():
+        name = PREFIX + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}, not {error['input']!r}")
+    return "; ".join(problems)
 
 
 def document_problems(exc: ValidationError, document: dict[str, Any], label: str) -> str:
@@ -100,26 +150,6 @@ def document_problems(exc: ValidationError, document: dict[str, Any], label: str
             where += f" field '{field}'"
         problems.append(f"{where}: {error['msg']}")
     return "; ".join(problems)
-
-
-# The numeric settings, each read from NICO_<NAME> and no smaller than its least value.
-_LEAST: dict[str, float] = {
-    "db_pool_size": 1,
-    "db_max_overflow": 0,
-    "db_pool_timeout": 0.001,
-    "db_connect_timeout": 0.001,
-    "db_statement_timeout": 0.001,
-    "db_request_timeout": 0.001,
-    "max_body_bytes": 1,
-    "max_header_bytes": 1024,
-    "header_timeout": 0.001,
-    "keepalive_timeout": 0.001,
-    "flow_step_seconds": 0,
-    "flow_poll_seconds": 0.001,
-    "flow_queue_timeout": 0,
-    "flow_failure_rate": 0,
-    "flow_seed": 0,
-}
 
 
 def storable(text: str) -> bool:
@@ -143,29 +173,3 @@ class SettingsError(InvalidInputError):
 
 
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
-
-
-def _origins(text: str) -> tuple[str, ...]:
-    """NICO_CORS_ORIGINS: comma-separated origins (`https://app.example:8443`), or `*`."""
-    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
-    for origin in origins:
-        if origin != "*" and not _ORIGIN.fullmatch(origin):
-            raise SettingsError(
-                f"NICO_CORS_ORIGINS: {origin!r} is not an origin such as https://app.example:8443"
-            )
-    return origins
-
-
-def _number(env: Mapping[str, str], name: str, default: N, minimum: float) -> N:
-    """The setting's value in the environment, of its default's type; the default when unset."""
-    text = env.get(name)
-    if not text:
-        return default
-    kind = type(default)
-    try:
-        value = kind(text)
-    except ValueError:
-        raise SettingsError(f"{name} must be a {kind.__name__}, not {text!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum:g}, not {text!r}")
-    return value

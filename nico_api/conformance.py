@@ -19,10 +19,10 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import APIOperation, BaseSchema
 
-from nico_api.config import PROJECT_ROOT, SPEC_PATH
+from nico_api.config import SPEC_PATH
 from nico_api.validation import go_value
 
-CONFIG_PATH = PROJECT_ROOT / "schemathesis.toml"
+CONFIG_PATH = SPEC_PATH.with_name("schemathesis.toml")
 
 
 @dataclass(frozen=True)

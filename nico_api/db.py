@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from nico_api import queries
 from nico_api.config import Settings
 from nico_api.errors import StorageDeadlineError
+
+if TYPE_CHECKING:
+    from nico_api.metrics import ServiceMetrics
 
 T = TypeVar("T")
 
@@ -78,8 +81,11 @@ class Storage:
     """One application's database: its engine and pool, its sessions, and how many of its
     requests may use the database at once."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.db_capacity.set(max(1, settings.db_pool_size + settings.db_max_overflow))
         self.engine = engine_for(settings)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
@@ -97,10 +103,17 @@ class Storage:
         if slots is None:
             capacity = max(1, settings.db_pool_size + settings.db_max_overflow)
             slots = self._slots.setdefault(loop, anyio.CapacityLimiter(capacity))
+        metrics = self.metrics
+        if metrics is not None and slots.available_tokens == 0:
+            metrics.db_waits.inc()
         with anyio.move_on_after(settings.db_pool_timeout) as waiting:
             await slots.acquire()
         if waiting.cancelled_caught:
+            if metrics is not None:
+                metrics.db_timeouts.inc()
             raise PoolTimeoutError("no database connection became free within the pool timeout")
+        if metrics is not None:
+            metrics.db_in_use.inc()
         try:
             # A database that stops answering (frozen, or behind a black hole) holds the worker
             # thread until TCP gives up; the request is answered at its deadline all the same.
@@ -114,6 +127,8 @@ class Storage:
             ) from None
         finally:
             slots.release()
+            if metrics is not None:
+                metrics.db_in_use.dec()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Uuid, bindparam, func, make_url, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +29,9 @@ from nico_api import flow, manager, report
 from nico_api.config import Settings
 from nico_api.db import Storage
 from nico_api.models import Rack, Task, Tray, utcnow
+
+if TYPE_CHECKING:
+    from nico_api.metrics import FlowMetrics
 
 log = logging.getLogger("nico_api.flow")
 
@@ -72,9 +75,12 @@ class AlreadyRunningError(RuntimeError):
 
 
 class Executor:
-    def __init__(self, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self, storage: Storage, settings: Settings, metrics: FlowMetrics | None = None
+    ) -> None:
         self.storage = storage
         self.settings = settings
+        self.metrics = metrics
         # How late each step was written after it was due, in seconds, for the starts (due when
         # the task was scheduled, before its request committed) and for the steps after them.
         # The latest ones only: the process runs for days.
@@ -121,6 +127,14 @@ class Executor:
             racks = manager.racks_to_promote(c)
         for rack in racks:
             self._promote(rack, now)
+        if self.metrics is not None:
+            with self.storage.connection() as c:
+                counts = c.execute(
+                    select(Task.status, func.count())
+                    .where(Task.status.in_(flow.ACTIVE_STATUSES))
+                    .group_by(Task.status)
+                ).all()
+            self.metrics.holding(counts, flow.ACTIVE_STATUSES)
 
     def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
         with self.storage.connection() as c, c.begin():
@@ -162,7 +176,10 @@ class Executor:
                     continue  # cancelled, or written already
                 self.steps += 1
                 kind = "start" if row.progress == 0 else "step"
-                self.lags[kind].append((written - row.due_at).total_seconds())
+                lag = (written - row.due_at).total_seconds()
+                self.lags[kind].append(lag)
+                if self.metrics is not None:
+                    self.metrics.stepped(kind, lag)
                 log.debug(
                     "step written", extra={"fields": {"task": str(row.id), "step": row.progress}}
                 )

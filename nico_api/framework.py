@@ -43,8 +43,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import handlers
-from nico_api import edge, errors, logs, validation
+from nico_api import edge, errors, handlers, logs, validation
 from nico_api.config import SPEC_PATH
 from nico_api.errors import NICoError
 from nico_api.runtime import Runtime
@@ -111,6 +110,7 @@ def build_app(runtime: Runtime) -> NICoApp:
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         path_templates=logs.path_templates(SPEC_PATH),
         operation_of=operation_id,
+        observe=runtime.metrics.request if runtime.metrics else None,
     )
     # Above the error handlers, so that every layer below (security included) finds it.
     app.add_middleware(

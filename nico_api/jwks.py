@@ -49,8 +49,11 @@ class KeySet:
         *,
         clock: Callable[[], float] = time.monotonic,
         lifetime: tuple[float, float] = (60.0, 3600.0),
+        on_fetch: Callable[[bool], None] | None = None,
     ) -> None:
         self.source = source
+        # Told of each fetch's outcome (True: fetched), for the metrics.
+        self._on_fetch = on_fetch
         self.timeout = timeout
         self.lifetime = lifetime
         self._clock = clock
@@ -112,8 +115,12 @@ class KeySet:
             self._last_failed = True
             state = "keeping the cached key set" if self._keys else "no key set yet"
             log.warning("key set %s could not be fetched (%s): %r", self.source, state, exc)
+            if self._on_fetch is not None:
+                self._on_fetch(False)
             return
         self._last_failed = False
+        if self._on_fetch is not None:
+            self._on_fetch(True)
         shortest, longest = self.lifetime
         wanted = DEFAULT_LIFETIME if max_age is None else max_age
         self._expires = self._last_attempt + min(max(wanted, shortest), longest)

@@ -24,18 +24,21 @@ _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 class AccessLog:
-    """ASGI middleware: tags each response with X-Request-ID and logs the request as JSON."""
+    """ASGI middleware: tags each response with X-Request-ID, logs the request as JSON, and
+    hands its operation, status and duration to `observe` (the metrics), if given."""
 
     def __init__(
         self,
         app: ASGIApp,
         path_templates: Mapping[str, str],
         operation_of: Callable[[Scope], str | None],
+        observe: Callable[[str | None, int, float], None] | None = None,
     ) -> None:
         self.app = app
         self.path_templates = path_templates
         # The operationId routing chose, read from the scope once the request is answered.
         self.operation_of = operation_of
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,6 +61,9 @@ class AccessLog:
             await self.app(scope, receive, send_with_id)
         finally:
             operation = self.operation_of(scope)
+            seconds = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(operation, status, seconds)
             access_log.info(
                 "request",
                 extra={
@@ -66,7 +72,7 @@ class AccessLog:
                         "path": self.path_templates.get(operation, "(no route)"),
                         "operation": operation,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(seconds * 1000, 3),
                         "request_id": request_id,
                     }
                 },

@@ -380,7 +380,9 @@ def bearer(issuer: DevIssuer) -> Bearer:
 
 @pytest.fixture
 def env(settings: Settings, storage: Storage) -> dict[str, str]:
-    """The environment of a nico-api process that uses this test's (empty, migrated) database."""
+    """The environment of a nico-api process that uses this test's (empty, migrated) database,
+    and whose instance folder has its development key, as a served instance has."""
+    DevIssuer(settings)
     return {
         **os.environ,
         "NICO_INSTANCE_DIR": str(settings.instance_dir),

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Any
 
-from handlers.checks import as_uuid
+from nico_api.handlers.checks import as_uuid
+
 from nico_api.app import create_app
 from nico_api.errors import envelope_body
 

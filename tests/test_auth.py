@@ -12,7 +12,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,7 @@ def served_app(
 ) -> Iterator[NICoApp]:
     # The app of this module trusts the test identity provider only.
     config = write_config(tmp_path_factory.mktemp("auth"), issuer_config(trusted_idp.url))
-    app = create_app(replace(settings, auth_config=config))
+    app = create_app(settings.model_copy(update={"auth_config": config}))
     yield app
     app.runtime.close()
 
@@ -532,7 +531,7 @@ def scoped_client(
     settings: Settings, tmp_path: Path, idp: KeySetServer, **overrides: Any
 ) -> TestClient:
     config = write_config(tmp_path, issuer_config(idp.url, **overrides))
-    return create_app(replace(settings, auth_config=config)).test_client()
+    return create_app(settings.model_copy(update={"auth_config": config})).test_client()
 
 
 @pytest.mark.parametrize(

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import pytest
 
-from nico_api import auth
+import nico_api
+from nico_api import auth, cli, handlers
 from nico_api.config import Settings
+from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
-from tests.processes import free_port, run
+from tests.processes import NICO_API, free_port, run, serving
 
 
 def test_served_over_http_with_a_cli_token(demo_server: str, env: dict[str, str]) -> None:
@@ -64,6 +71,20 @@ def test_serve_with_worker_processes_logs_json(
 
 
 def test_token_command_issues_a_token_the_server_accepts(cli_env: dict[str, str]) -> None:
+    instance = Path(cli_env["NICO_INSTANCE_DIR"])
+    key = instance / "dev-issuer-key.pem"
+    # No key in the instance folder: refused, naming the folder, and nothing is made.
+    refused = run(cli_env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN")
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert f"no development signing key in the instance folder {instance}" in refused.stderr
+    assert "--create-key" in refused.stderr
+    assert not key.exists()
+
+    made = run(cli_env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN", "--create-key")
+    assert made.returncode == 0, made.stderr
+    assert "made the development key" in made.stderr and str(key) in made.stderr
+
     result = run(
         cli_env,
         "token",
@@ -78,10 +99,109 @@ def test_token_command_issues_a_token_the_server_accepts(cli_env: dict[str, str]
     )
     assert result.returncode == 0, result.stderr
     settings = Settings.from_env(cli_env)
+    issuer = DevIssuer(settings)
+    assert result.stderr == f"signed with the development key {issuer.key_id} in {key}\n"
     authenticator = auth.Authenticator(auth.auth_config_for(settings))
     caller = asyncio.run(authenticator.verify(result.stdout.strip()))
     assert caller.roles_by_org == {ACME: frozenset({"NICO_PROVIDER_ADMIN", "TENANT_ADMIN"})}
-    assert (settings.instance_dir / "dev-issuer-key.pem").stat().st_mode & 0o077 == 0
+    assert key.stat().st_mode & 0o077 == 0
+
+
+def test_a_token_from_another_folder_uses_the_instance_of_its_settings(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The instance folder comes from NICO_INSTANCE_DIR, not the working directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [NICO_API, "token", "--org", ACME, "--role", "PROVIDER_ADMIN"],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert env["NICO_INSTANCE_DIR"] in result.stderr
+    assert not (elsewhere / "instance").exists()
+
+
+def test_version_is_the_package_version(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"nico-api {version('nico-task-api')}"
+
+
+def test_python_dash_m_runs_the_command_line(cli_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nico_api", "db", "--help"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "usage: nico-api db" in result.stdout
+    assert "apply the schema migrations" in result.stdout
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_command_and_option_has_help() -> None:
+    undocumented = []
+    for prog, parser in _parsers(cli.build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                undocumented += [
+                    f"{prog} {choice.dest}" for choice in action._choices_actions if not choice.help
+                ]
+            elif not action.help:
+                undocumented.append(f"{prog} {action.dest}")
+    assert undocumented == []
+
+
+def test_serve_reload_watches_the_code_and_the_spec(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    command = [NICO_API, "serve", "--port", str(port), "--reload"]
+    with serving(command, cli_env, tmp_path / "server.log", port) as base_url:
+        assert httpx.get(base_url + "/healthz").status_code == 200
+    log = (tmp_path / "server.log").read_text()
+    watched = next(line for line in log.splitlines() if "Will watch for changes" in line)
+    package = Path(nico_api.__file__).parent
+    assert str(package) in watched
+    # In a checkout the handlers live apart from the package: both are watched.
+    assert str(Path(handlers.__file__).parent) in watched
+
+
+def test_serve_refuses_reload_with_workers(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "serve", "--reload", "--workers", "2")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --reload runs one worker: leave out --workers"
+
+
+def test_conformance_without_its_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in an install without [conformance]: schemathesis cannot be imported.
+    monkeypatch.setitem(sys.modules, "schemathesis", None)
+    monkeypatch.delitem(sys.modules, "nico_api.conformance", raising=False)
+    monkeypatch.delattr(nico_api, "conformance", raising=False)
+    status = cli.main(
+        ["conformance", "--base-url", "http://127.0.0.1:9", "--token", "t", "--site-id", "s"]
+    )
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "error: nico-api conformance needs schemathesis, which comes with the conformance "
+        "extra: pip install 'nico-task-api[conformance]'\n"
+    )
 
 
 def test_db_load_rejects_a_bad_file_with_a_message(env: dict[str, str], tmp_path: Path) -> None:
@@ -182,7 +302,9 @@ def test_auth_check_without_a_file_shows_the_development_issuer(cli_env: dict[st
 
 
 def test_auth_whoami(cli_env: dict[str, str]) -> None:
-    token = run(cli_env, "token", "--org", ACME, "--role", "NICO_PROVIDER_ADMIN").stdout.strip()
+    token = run(
+        cli_env, "token", "--org", ACME, "--role", "NICO_PROVIDER_ADMIN", "--create-key"
+    ).stdout.strip()
     result = run(cli_env, "auth", "whoami", token)
     assert result.returncode == 0, result.stderr
     assert f"org {ACME}: NICO_PROVIDER_ADMIN" in result.stdout

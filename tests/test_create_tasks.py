@@ -5,7 +5,6 @@ rack queues; and identical requests in flight answered alike."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -367,7 +366,7 @@ def test_trays_that_do_not_overlap_run_side_by_side(
 @pytest.fixture
 def rejecting_app(settings: Settings, app: NICoApp) -> NICoApp:
     """An app whose Flow refuses a task on a busy rack, as production's REST API asks it to."""
-    app = create_app(replace(settings, flow_conflicts="reject"))
+    app = create_app(settings.model_copy(update={"flow_conflicts": "reject"}))
     yield app
     app.runtime.close()
 
@@ -657,7 +656,7 @@ def test_a_cancelled_waiting_task_is_not_promoted(
     assert cancelled.json()["status"] == "Terminated"
     row = stored(storage, second)
     assert row.queue_expires_at is None and row.due_at is None
-    flow = Executor(storage, replace(settings, flow_step_seconds=0))
+    flow = Executor(storage, settings.model_copy(update={"flow_step_seconds": 0}))
     for _ in range(12):
         flow.sweep()
         flow.run_due()

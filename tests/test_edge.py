@@ -37,11 +37,12 @@ def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     }
     assert run(env, "db", "init").returncode == 0
     assert run(env, "db", "seed", "--demo").returncode == 0
-    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+    token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN", "--create-key")
+    assert token.returncode == 0, token.stderr
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port)]
     with serving(command, env, folder / "server.log", port) as base_url:
-        yield base_url, port, token
+        yield base_url, port, token.stdout.strip()
 
 
 def connect(port: int) -> socket.socket:

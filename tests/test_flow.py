@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -27,7 +26,7 @@ SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 @pytest.fixture
 def flow(storage: Storage, settings: Settings) -> Executor:
     """A Flow executor over the test's database whose steps are due at once."""
-    return Executor(storage, replace(settings, flow_step_seconds=0))
+    return Executor(storage, settings.model_copy(update={"flow_step_seconds": 0}))
 
 
 def drive(flow: Executor, steps: int = 100) -> None:
@@ -124,7 +123,9 @@ def test_a_declared_failure_fails_the_stage_and_the_task(
 def test_a_seeded_failure_rate_fails_tasks(
     client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
 ) -> None:
-    always = Executor(storage, replace(settings, flow_step_seconds=0, flow_failure_rate=1.0))
+    always = Executor(
+        storage, settings.model_copy(update={"flow_step_seconds": 0, "flow_failure_rate": 1.0})
+    )
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
     drive(always)
     failed = task(client, bearer(), task_id)
@@ -236,8 +237,8 @@ def test_each_step_is_written_once_by_two_executors(
 ) -> None:
     # Two executors read the same due steps: the one that writes a step first wins it.
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
-    one = Executor(storage, replace(settings, flow_step_seconds=0))
-    two = Executor(storage, replace(settings, flow_step_seconds=0))
+    one = Executor(storage, settings.model_copy(update={"flow_step_seconds": 0}))
+    two = Executor(storage, settings.model_copy(update={"flow_step_seconds": 0}))
     with storage.connection() as c:
         due = c.execute(select(Task).where(Task.id == uuid.UUID(task_id))).one()
     for executor in (one, two):
@@ -253,11 +254,11 @@ def test_an_executor_started_afresh_continues_from_the_stored_state(
     client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
 ) -> None:
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
-    first = Executor(storage, replace(settings, flow_step_seconds=0))
+    first = Executor(storage, settings.model_copy(update={"flow_step_seconds": 0}))
     for _ in range(4):
         step(first)
     report = task(client, bearer(), task_id)["report"]
-    drive(Executor(storage, replace(settings, flow_step_seconds=0)))
+    drive(Executor(storage, settings.model_copy(update={"flow_step_seconds": 0})))
     done = task(client, bearer(), task_id)
     assert done["status"] == "Succeeded"
     assert done["report"]["stages"][0]["startedAt"] == report["stages"][0]["startedAt"]
@@ -266,7 +267,7 @@ def test_an_executor_started_afresh_continues_from_the_stored_state(
 def test_steps_are_due_at_the_configured_pace(
     client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
 ) -> None:
-    paced = Executor(storage, replace(settings, flow_step_seconds=30))
+    paced = Executor(storage, settings.model_copy(update={"flow_step_seconds": 30}))
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
     assert paced.run_due() == 1
     assert paced.run_due() == 0  # the next step is 30 s away

@@ -8,7 +8,6 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from starlette.testclient import TestClient
 
-import handlers
-from nico_api import framework, schemas
+from nico_api import framework, handlers, schemas
 from nico_api.app import create_app
 from nico_api.config import Settings, SettingsError
 from nico_api.db import Storage
@@ -64,7 +62,7 @@ def test_two_apps_in_one_process_each_serve_their_own_runtime(
 ) -> None:
     # The request context carries each app's runtime to security and handlers; nothing global.
     empty = tmp_path / "empty.db"
-    other = create_app(replace(settings, database_url=f"sqlite:///{empty}"))
+    other = create_app(settings.model_copy(update={"database_url": f"sqlite:///{empty}"}))
     other.runtime.storage.upgrade()
     params = {"siteId": ACME_SITE}
     with app.test_client() as first, other.test_client() as second:
@@ -257,7 +255,7 @@ def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) 
 @pytest.fixture
 def cors_app(settings: Settings, app: NICoApp) -> Iterator[NICoApp]:
     """An app whose API a page at https://console.example may call from a browser."""
-    allowed = create_app(replace(settings, cors_origins=("https://console.example",)))
+    allowed = create_app(settings.model_copy(update={"cors_origins": ("https://console.example",)}))
     yield allowed
     allowed.runtime.close()
 

@@ -9,7 +9,6 @@ import re
 import sqlite3
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import jwt
@@ -481,7 +480,9 @@ def test_row13_task_at_another_site_of_the_same_provider(
 def test_row14_storage_unreachable(settings: Settings, bearer: Bearer) -> None:
     # Nothing listens on port 1: the connection is refused at once.
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
-    with create_app(replace(settings, database_url=unreachable)).test_client() as client:
+    with create_app(
+        settings.model_copy(update={"database_url": unreachable})
+    ).test_client() as client:
         response = get(client, RUNNING_TASK, bearer())
     assert_error(response, 503, "Task storage is temporarily unavailable")
     assert response.headers["retry-after"] == "5"

@@ -283,6 +283,8 @@ def test_flow_killed_mid_stage_and_started_again_finishes_every_task_once(
         flow.start()
     finals = {t: client.poll(t, finished, timeout=60)[-1] for t in ids}
     finals |= {t: client.poll(t, finished, timeout=60, site=ACME_SITE_2)[-1] for t in other_site}
+    # The tasks can finish before the last start has logged; it is stopped once it has.
+    flow.wait_started(5)
     flow.stop()
     written = Counter(
         (line["task"], line["step"]) for line in flow.lines() if line["message"] == "step written"

@@ -1,0 +1,7 @@
+"""`python -m nico_api`: the `nico-api` command line."""
+
+import sys
+
+from nico_api.cli import main
+
+sys.exit(main())
