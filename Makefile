@@ -91,6 +91,7 @@ test-fast: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.inprocess
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.flow)
 

@@ -1,4 +1,5 @@
-"""`make bench`: the service and a bare-Starlette baseline, side by side, under wrk.
+"""`make bench`: the service and the limit app (bench/baseline.py: Python doing the same work with
+nothing else), side by side, under wrk.
 
 For each backend (SQLite, PostgreSQL), task count and worker count, both apps are started with
 uvicorn on loopback and driven with the same wrk script; the table goes to bench/results/.
@@ -240,9 +241,9 @@ def table(results: list[Result]) -> str:
         "| RSS MB/worker | RSS growth MB | statuses | errors |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    baseline = {(r.backend, r.tasks, r.workers): r.rps for r in results if r.app == "baseline"}
+    limit = {(r.backend, r.tasks, r.workers): r.rps for r in results if r.app == "limit"}
     for r in results:
-        base = baseline.get((r.backend, r.tasks, r.workers))
+        base = limit.get((r.backend, r.tasks, r.workers))
         ratio = f"{r.rps / base:.2f}" if r.app == "nico" and base else ""
         statuses = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
         rss = "/".join(f"{m:.0f}" for m in r.rss_mb)
@@ -309,10 +310,10 @@ def prepare_case(backend: str, tasks: int, instance: Path) -> Case:
 
 
 def measure_case(case: Case, args: argparse.Namespace) -> list[Result]:
-    """The service and the baseline with each worker count, then a page of the task list."""
+    """The limit and the service with each worker count, then a page of the task list."""
     results = []
     for workers in (int(n) for n in args.workers.split(",")):
-        for app in ("baseline", "nico"):
+        for app in ("limit", "nico"):
             result = measure(
                 app,
                 case.backend,
@@ -352,8 +353,8 @@ def report(
         f"wrk: 1 thread, {args.connections} connections, {args.seconds}s per run after a "
         "2 s warm-up; the second of two consecutive runs is reported. Requests: random "
         "existing tasks, 5% unknown tasks (404), 5% another org's caller (403). ratio = "
-        "service / baseline throughput for the same backend, tasks and workers. The service "
-        "writes its JSON access log (level info); the baseline logs nothing.",
+        "service / limit throughput for the same backend, tasks and workers. The service "
+        "writes its JSON access log (level info) and counts its metrics; the limit does neither.",
         "",
         table(results),
         "",

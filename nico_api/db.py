@@ -87,6 +87,7 @@ class Storage:
         if metrics is not None:
             metrics.db_capacity.set(max(1, settings.db_pool_size + settings.db_max_overflow))
         self.engine = engine_for(settings)
+        self._reads_autocommit = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
@@ -134,6 +135,16 @@ class Storage:
     def connection(self) -> Iterator[Connection]:
         """A plain connection, for the request path's Core statements."""
         with self.engine.connect() as c:
+            yield c
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads alone, outside a transaction: on PostgreSQL no BEGIN and
+        ROLLBACK round trips around them (each statement sees its own snapshot, as in READ
+        COMMITTED); SQLite's driver begins no transaction for a read anyway."""
+        with self.engine.connect() as c:
+            if self._reads_autocommit:
+                c = c.execution_options(isolation_level="AUTOCOMMIT")
             yield c
 
     @contextmanager

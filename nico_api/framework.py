@@ -11,13 +11,19 @@ changes, so that a Connexion upgrade fails a test instead of changing an answer 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import connexion
+from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
+from connexion.context import receive as context_receive
+from connexion.context import scope as context_scope
 from connexion.datastructures import MediaTypeDict
+from connexion.decorators import StarletteDecorator
+from connexion.decorators.parameter import AsyncParameterDecorator, pythonic
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import MiddlewarePosition
@@ -32,6 +38,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
 from connexion.uri_parsing import OpenAPIURIParser
+from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from connexion.validators.parameter import draft4_format_checker
 from jsonschema import Draft4Validator
@@ -120,11 +127,66 @@ def build_app(runtime: Runtime) -> NICoApp:
 
 
 class NICoApp(connexion.AsyncApp):
-    """Connexion's app, holding the runtime it serves over."""
+    """Connexion's app, holding the runtime it serves over; its operations are decorated once
+    (`_OnceDecoratedApp`)."""
 
     def __init__(self, runtime: Runtime, **options: Any) -> None:
         super().__init__(__name__, **options)
         self.runtime = runtime
+        # No extension point chooses the app at the end of the middleware stack: set it, as
+        # AsyncApp does, before any API is added (tests/test_framework.py checks it serves).
+        self._middleware_app = self.middleware.app = _OnceDecoratedApp()
+
+
+class _OnceDecorator(StarletteDecorator):
+    """Connexion's decorator, building the decorated handler (its signature read, its parameter
+    and response wrappers made) once per operation, not on every request."""
+
+    @property
+    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
+        return _ParameterDecorator
+
+    def __call__(self, function: Any) -> Any:
+        decorated = self.decorate(function)
+
+        @functools.wraps(function)
+        async def wrapper(*_args: Any, **_kwargs: Any) -> Any:
+            request = self.framework.get_request(
+                uri_parser=self.uri_parser, scope=context_scope, receive=context_receive
+            )
+            return await decorated(request)
+
+        return wrapper
+
+
+class _ParameterDecorator(AsyncParameterDecorator):
+    """Connexion's parameter decorator, each parameter name's Python form worked out once."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.sanitize_fn = _pythonic
+
+
+# The spec's names and a client's query keys: a bounded memo, as clients choose the keys.
+_pythonic = functools.lru_cache(maxsize=1024)(pythonic)
+
+
+class _OnceDecoratedOperation(AsyncOperation):
+    @functools.cached_property
+    def fn(self) -> Any:  # type: ignore[override]
+        decorator = _OnceDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        return decorator(self._fn)
+
+
+class _OnceDecoratedApi(AsyncApi):
+    def make_operation(self, operation: Any) -> AsyncOperation:
+        return _OnceDecoratedOperation.from_operation(
+            operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
+
+
+class _OnceDecoratedApp(AsyncASGIApp):
+    api_cls = _OnceDecoratedApi
 
 
 def _closing(runtime: Runtime) -> Any:
@@ -264,6 +326,21 @@ class NICoParameterValidator(ParameterValidator):
         for param in self.parameters.get("header", []):
             if message := self.validate_header_parameter(param, request):
                 raise NICoError(400, message)
+
+    @classmethod
+    def validate_parameter(  # type: ignore[override]
+        cls, parameter_type: str, value: Any, param: dict[str, Any], param_name: Any = None
+    ) -> str | None:
+        """Connexion's check of one parameter, with its validator compiled once (Connexion's
+        copies the parameter and compiles one on every request)."""
+        if is_nullable(param) and is_null(value):
+            return None
+        if value is not None:
+            error = cls._first_error(param, value)
+            return None if error is None else str(error)
+        if param.get("required"):
+            return f"Missing {parameter_type} parameter '{param['name']}'"
+        return None
 
     @classmethod
     def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:

@@ -40,6 +40,17 @@ class Cancelled(NamedTuple):
     flow_status: str | None
 
 
+def lookup_from_row(row: Any) -> Lookup:
+    """The lookup a row of queries.PROVIDER_SITE_AND_TASK holds (read by name)."""
+    site = (
+        None
+        if row.site_record_id is None
+        else SiteRecord(row.site_record_id, row.site_provider_id, row.site_flow_enabled)
+    )
+    task = None if row.id is None else schemas.Task.from_record(row)
+    return Lookup(row.provider_id, site, task)
+
+
 class Store:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -52,17 +63,11 @@ class Store:
         return await self.storage.run_in_thread(self._lookup, org, site_id, task_id)
 
     def _lookup(self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Lookup:
-        with self.storage.connection() as c:
+        with self.storage.reading() as c:
             row = c.execute(
                 queries.PROVIDER_SITE_AND_TASK, {"org": org, "site_id": site_id, "task_id": task_id}
             ).one()
-        site = (
-            None
-            if row.site_record_id is None
-            else SiteRecord(row.site_record_id, row.site_provider_id, row.site_flow_enabled)
-        )
-        task = None if row.id is None else schemas.Task.from_record(row)
-        return Lookup(row.provider_id, site, task)
+        return lookup_from_row(row)
 
     async def task_page(
         self, site_id: uuid.UUID, rack: str | None = None, tray: str | None = None, **filters: Any
@@ -75,7 +80,7 @@ class Store:
     def _task_page(
         self, site_id: uuid.UUID, rack: str | None, tray: str | None, filters: dict[str, Any]
     ) -> tuple[list[schemas.Task], int]:
-        with self.storage.connection() as c:
+        with self.storage.reading() as c:
             if rack is not None:
                 filters["rack_id"] = inventory.resolve_rack(c, site_id, rack)
             if tray is not None:

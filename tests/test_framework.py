@@ -318,3 +318,78 @@ def test_a_cors_origin_that_is_not_one_is_refused() -> None:
         SettingsError, match=r"NICO_CORS_ORIGINS: 'console\.example' is not an origin"
     ):
         Settings.from_env({"NICO_CORS_ORIGINS": "console.example"})
+
+
+def test_each_operation_is_decorated_once_not_per_request(
+    app: NICoApp, client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app at the end of Connexion's stack is ours, in the place AsyncApp keeps it, and it
+    # serves every operation.
+    assert isinstance(app._middleware_app, framework._OnceDecoratedApp)
+    operations = [
+        operation
+        for apis in app._middleware_app.apis.values()
+        for api in apis
+        for operation in api.operations.values()
+    ]
+    assert len(operations) == len(handlers.__all__)
+    assert all(isinstance(o, framework._OnceDecoratedOperation) for o in operations)
+    decorations = []
+    original = framework._OnceDecorator.decorate
+    monkeypatch.setattr(
+        framework._OnceDecorator,
+        "decorate",
+        lambda self, function: decorations.append(function) or original(self, function),
+    )
+    for _ in range(3):
+        response = client.get(
+            task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()
+        )
+        assert response.status_code == 200
+    # Decorated when first served (or earlier, by another test); never on each request.
+    assert len(decorations) <= 1
+    served = client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer())
+    assert served.json()["id"] == RUNNING_TASK
+    assert len(decorations) <= 1
+
+
+@pytest.mark.parametrize("name", ["siteId", "id", "activeOnly", "pageNumber", "X-Request-ID", "9x"])
+def test_parameter_names_are_made_pythonic_as_connexion_does(name: str) -> None:
+    from connexion.decorators.parameter import pythonic
+
+    assert framework._pythonic(name) == pythonic(name)
+    assert framework._pythonic.cache_info().maxsize == 1024
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        (
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            },
+            "nope",
+        ),
+        (
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            },
+            RUNNING_TASK,
+        ),
+        ({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}, None),
+        ({"name": "n", "in": "header", "schema": {"type": "string", "maxLength": 2}}, "long"),
+        ({"name": "n", "in": "header", "schema": {"type": "string", "nullable": True}}, "null"),
+        ({"name": "n", "in": "header", "schema": {"type": "integer"}}, None),
+    ],
+)
+def test_parameters_are_checked_as_connexion_checks_them(param: dict, value: object) -> None:
+    from connexion.validators.parameter import ParameterValidator
+
+    ours = framework.NICoParameterValidator.validate_parameter(param["in"], value, param)
+    assert ours == ParameterValidator.validate_parameter(param["in"], value, param)
