@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nico_api.config import SPEC_PATH, InvalidInputError, Settings
 from nico_api.contract import TARGETS
+
+# Where `serve`'s workers write their figures (prometheus-client's multiprocess folder).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 if TYPE_CHECKING:
     from nico_api.db import Storage
@@ -34,7 +37,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.config.dictConfig(logs.config(args.log_level))
     # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
     auth.auth_config_for(settings)
-    with _metrics_for_workers(settings, args.host):
+    with _metrics_for_workers(settings):
         # Each worker builds its own app from the same environment.
         uvicorn.run(
             "nico_api.app:serving_app",
@@ -57,36 +60,62 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextmanager
-def _metrics_for_workers(settings: Settings, host: str) -> Iterator[None]:
+def _metrics_for_workers(settings: Settings) -> Iterator[None]:
     """A folder of this server's own, in which every worker writes its figures for /metrics (or
-    for the metrics port, served here), removed when the server stops."""
+    for the metrics port, served here), removed when the server stops, SIGTERM included."""
     import os
     import shutil
+    import signal
     import tempfile
 
     if not settings.metrics:
         yield
         return
+    # prometheus-client chooses where figures go once, when first imported: not yet, here.
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
     folder = tempfile.mkdtemp(prefix="nico-metrics-")
-    # Set before prometheus-client is first imported: it reads the folder once, at import.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    previous = os.environ.get(MULTIPROCESS_DIR)
+    os.environ[MULTIPROCESS_DIR] = folder
+    # uvicorn raises the signal that stopped it again once it has shut down; SIGTERM's default
+    # would then end the process before the folder is removed: unwind instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if settings.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            from nico_api import metrics
-
-            server, _thread = start_http_server(
-                settings.metrics_port, addr=host, registry=metrics.workers_registry()
-            )
-            try:
+            with _metrics_port(settings.metrics_host, settings.metrics_port):
                 yield
-            finally:
-                server.shutdown()
         else:
             yield
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_DIR, None)
+        else:
+            os.environ[MULTIPROCESS_DIR] = previous
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)
+
+
+@contextmanager
+def _metrics_port(host: str, port: int, registry: object = None) -> Iterator[None]:
+    """Prometheus metrics served on a port of their own while the block runs: `registry`'s, or
+    every worker's."""
+    from prometheus_client import start_http_server
+
+    from nico_api import metrics
+
+    try:
+        server, _thread = start_http_server(
+            port, addr=host, registry=registry or metrics.workers_registry()
+        )
+    except OSError as exc:
+        raise InvalidInputError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        server.shutdown()
 
 
 def _source_dirs() -> list[str]:
@@ -114,14 +143,13 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
     for stopping in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stopping, lambda *_: stop.set())
     metrics = None
+    serving_metrics = nullcontext()
     if args.metrics_port is not None:
-        from prometheus_client import start_http_server
-
         from nico_api.metrics import FlowMetrics
 
         metrics = FlowMetrics()
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
-    with _storage(settings) as storage:
+        serving_metrics = _metrics_port(args.metrics_host, args.metrics_port, metrics.registry)
+    with serving_metrics, _storage(settings) as storage:
         try:
             with only_flow_process(storage):
                 executor = Executor(storage, settings, metrics)
@@ -343,6 +371,13 @@ def _safe_url(settings: Settings) -> str:
     return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number, 1 to 65535")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -384,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--log-level", default="info", choices=_LOG_LEVELS, help=_LOG_LEVEL)
     flow.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         help="serve Prometheus metrics (tasks by status, step lag) on this port; default: none",
     )
     flow.add_argument(

@@ -22,7 +22,8 @@ class Settings(BaseModel):
     """Where the service keeps its state and how strictly it checks itself. Each field is read
     from NICO_<NAME> (`Settings.from_env`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Defaults are validated too: the instance folder is absolute however it was given.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     instance_dir: Path = Path("instance")
     # Default: the embedded SQLite file in the instance folder.
@@ -57,6 +58,8 @@ class Settings(BaseModel):
     # Prometheus metrics: on /metrics of the API's port, on a port of their own, or off.
     metrics: bool = True
     metrics_port: int | None = Field(None, ge=1, le=65535)
+    # The metrics port's address: this machine alone unless opened on purpose.
+    metrics_host: str = "127.0.0.1"
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
 
@@ -108,6 +111,12 @@ class Settings(BaseModel):
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"{origin!r} is not an origin such as https://app.example:8443")
         return origins
+
+    @model_validator(mode="after")
+    def _metrics_on_for_a_port(self) -> Settings:
+        if self.metrics_port is not None and not self.metrics:
+            raise ValueError("NICO_METRICS_PORT is set while NICO_METRICS is off")
+        return self
 
     @model_validator(mode="after")
     def _embedded_database(self) -> Settings:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,10 +33,33 @@ def multiprocess_mode() -> bool:
 
 
 def workers_registry() -> CollectorRegistry:
-    """A registry that reads every worker's figures from the multiprocess folder."""
+    """A registry that reads every worker's figures from the multiprocess folder, leaving out
+    the live figures (connections in use and possible) of workers that died."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    _LiveWorkers(registry)
     return registry
+
+
+class _LiveWorkers(multiprocess.MultiProcessCollector):
+    """prometheus-client's collector of the workers' files, dead workers' live gauges dropped
+    first (uvicorn starts a new worker in place of one that died)."""
+
+    def collect(self) -> Iterable[Any]:
+        for path in Path(os.environ[MULTIPROCESS_DIR]).glob("gauge_live*_*.db"):
+            pid = int(path.stem.rpartition("_")[2])
+            if not _alive(pid):
+                multiprocess.mark_process_dead(pid)
+        return super().collect()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ServiceMetrics:

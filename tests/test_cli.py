@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -326,3 +327,21 @@ def test_serve_refuses_to_start_on_an_invalid_auth_file(
     assert result.returncode == 1
     assert "unknown algorithm 'none'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_flow_metrics_port_must_be_a_port(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "flow", "--metrics-port", "70000")
+    assert result.returncode == 2
+    assert "--metrics-port: must be a port number, 1 to 65535" in result.stderr
+
+
+def test_a_metrics_port_in_use_is_an_error_not_a_traceback(cli_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(cli_env, "flow", "--metrics-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    )

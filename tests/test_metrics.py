@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,8 +188,17 @@ def read_tasks(base_url: str, token: str, count: int) -> None:
         assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("workers", [2])
-def test_metrics_over_http_sum_both_workers(
+def worker_pids(log: Path) -> list[int]:
+    """The worker processes that have started, in order, from the server's JSON log."""
+    return [
+        line["pid"]
+        for line in map(json.loads, log.read_text().splitlines())
+        if "Application startup complete" in line["message"]
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_over_http_sum_every_worker(
     server: str, token: str, tmp_path: Path, workers: int
 ) -> None:
     before = value(scrape(server + "/metrics"), *GET_TASK_OK)
@@ -194,15 +206,48 @@ def test_metrics_over_http_sum_both_workers(
     after = scrape(server + "/metrics")
     assert value(after, *GET_TASK_OK) - before == 40
     assert value(after, "nico_http_request_duration_seconds_count", {"operation": "get-task"}) >= 40
-    # Both workers answered: each wrote its own figures, and the scrape summed them.
+    assert value(after, "nico_db_connections_max") == 4 * workers  # each worker's pool, summed
+    # Every worker answered some (new connections go to either): the scrape summed them all.
+    log = tmp_path / "server.log"
     served_by = {
         json.loads(line)["pid"]
-        for line in (tmp_path / "server.log").read_text().splitlines()
+        for line in log.read_text().splitlines()
         if '"operation": "get-task"' in line
     }
-    assert len(served_by) == 2
+    assert len(served_by) == workers
     read_tasks(server, token, 5)
     assert value(scrape(server + "/metrics"), *GET_TASK_OK) - before == 45
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_a_worker_that_died_is_no_longer_counted(
+    server: str, token: str, tmp_path: Path, workers: int
+) -> None:
+    log = tmp_path / "server.log"
+    first, _second = worker_pids(log)
+    os.kill(first, signal.SIGKILL)
+    # uvicorn starts a worker in its place.
+    deadline = time.monotonic() + 20
+    while len(worker_pids(log)) < 3:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    read_tasks(server, token, 4)
+    # The dead worker's pool is gone from the live figures: two workers' pools, not three.
+    assert value(scrape(server + "/metrics"), "nico_db_connections_max") == 8
+
+
+def test_a_server_stopped_with_sigterm_removes_its_metrics_folder(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    command = [NICO_API, "serve", "--port", str(port)]
+    with serving(command, {**env, "TMPDIR": str(scratch)}, tmp_path / "server.log", port) as url:
+        assert httpx.get(url + "/metrics").status_code == 200
+        assert [p.name[:13] for p in scratch.iterdir()] == ["nico-metrics-"]
+    # `serving` stops it with SIGTERM.
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.fixture

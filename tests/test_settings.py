@@ -3,6 +3,7 @@ use."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,19 @@ def test_the_embedded_database_is_in_the_instance_folder(tmp_path: Path) -> None
     assert settings.database_url == f"sqlite:///{tmp_path / 'state' / 'nico.db'}"
 
 
-def test_the_process_reads_the_environment_then_a_dot_env_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def bare_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory of the test's own, and no NICO_* variable from the caller's shell."""
+    for name in [name for name in os.environ if name.startswith("NICO_")]:
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_process_reads_the_environment_then_a_dot_env_file(
+    bare_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp_path = bare_environment
     (tmp_path / ".env").write_text(
         "# a developer's local settings\n"
         "NICO_DB_POOL_SIZE=7\n"
@@ -104,10 +114,19 @@ def test_the_process_reads_the_environment_then_a_dot_env_file(
     assert settings.instance_dir == tmp_path / "instance"
 
 
-def test_an_unusable_value_in_dot_env_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("NICO_MAX_HEADER_BYTES=10\n")
+def test_an_unusable_value_in_dot_env_is_named(bare_environment: Path) -> None:
+    (bare_environment / ".env").write_text("NICO_MAX_HEADER_BYTES=10\n")
     with pytest.raises(SettingsError, match="NICO_MAX_HEADER_BYTES: Input should be greater"):
         Settings.from_env()
+
+
+def test_a_metrics_port_needs_the_metrics_on() -> None:
+    with pytest.raises(SettingsError, match="NICO_METRICS_PORT is set while NICO_METRICS is off"):
+        Settings.from_env({"NICO_METRICS": "off", "NICO_METRICS_PORT": "9100"})
+
+
+def test_defaults_are_settled_as_read_values_are(bare_environment: Path) -> None:
+    settings = Settings()
+    assert settings.instance_dir == bare_environment / "instance"
+    assert settings.database_url == f"sqlite:///{bare_environment / 'instance' / 'nico.db'}"
+    assert settings.metrics_host == "127.0.0.1"
