@@ -1,9 +1,10 @@
 """The limit: Python doing the service's work for a task GET and nothing more, in a bare Starlette
 app. The same token check, the same handler (production's checks in order), the same query and
 translation, the same JSON; and the cheapest database access each backend allows: psycopg's
-async connection pool on PostgreSQL (no worker-thread round trip), and on SQLite the direct call
-on the event loop (in WAL mode a read never waits for a writer). NICO_LIMIT_DATABASE=thread
-makes both use the service's worker thread instead, to measure what the round trip costs."""
+asynchronous connections on PostgreSQL (no worker-thread round trip, and no bound on concurrent
+reads or deadline around them), and on SQLite the direct call on the event loop (in WAL mode a
+read never waits for a writer). NICO_LIMIT_DATABASE=thread makes both use the service's worker
+thread instead, to measure what the round trip costs."""
 
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from psycopg.rows import namedtuple_row
-from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import make_url
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,35 +30,20 @@ from nico_api.validation import RequestProblems
 
 
 class DirectLookup:
-    """Store.lookup without the worker thread: the same statement, read as directly as the
-    backend allows."""
+    """Store.lookup at its cheapest: on PostgreSQL the service's own asynchronous read
+    (Storage.direct) without its turn and deadline; on SQLite the direct call."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.pool: AsyncConnectionPool | None = None
-        engine = store.storage.engine
-        if engine.dialect.name == "postgresql":
-            compiled = queries.PROVIDER_SITE_AND_TASK.compile(dialect=engine.dialect)
-            self.sql, self.fixed = str(compiled), dict(compiled.params)
-            size = settings.db_pool_size + settings.db_max_overflow
-            url = make_url(settings.database_url).set(drivername="postgresql")
-            self.pool = AsyncConnectionPool(
-                url.render_as_string(hide_password=False),
-                min_size=size,
-                max_size=size,
-                open=False,
-                kwargs={"autocommit": True, "row_factory": namedtuple_row},
-            )
 
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
     ) -> Lookup:
-        if self.pool is None:
-            return self.store._lookup(org, site_id, task_id)
-        values = {**self.fixed, "org": org, "site_id": site_id, "task_id": task_id}
-        async with self.pool.connection() as c:
-            row = await (await c.execute(self.sql, values)).fetchone()
-        return lookup_from_row(row)
+        params = {"org": org, "site_id": site_id, "task_id": task_id}
+        direct = self.store.storage.direct
+        if direct is None:
+            return self.store._lookup(params)
+        return lookup_from_row(await direct.row(queries.PROVIDER_SITE_AND_TASK, params))
 
 
 def _error(exc: NICoError) -> Response:
@@ -70,10 +53,8 @@ def _error(exc: NICoError) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     runtime = Runtime.build(settings or Settings.from_env())
-    direct = None
     if os.environ.get("NICO_LIMIT_DATABASE", "direct") != "thread":
-        direct = DirectLookup(runtime.store, runtime.settings)
-        runtime = replace(runtime, store=direct)  # type: ignore[arg-type]
+        runtime = replace(runtime, store=DirectLookup(runtime.store))  # type: ignore[arg-type]
 
     async def get_task(request: Request) -> Response:
         try:
@@ -99,11 +80,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        if direct is not None and direct.pool is not None:
-            await direct.pool.open(wait=True)
         yield
-        if direct is not None and direct.pool is not None:
-            await direct.pool.close()
+        await runtime.storage.close_reads()
         runtime.close()
 
     app = Starlette(

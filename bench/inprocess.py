@@ -160,7 +160,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "connexion.apps.asynchronous:AsyncOperation.__call__",
         "nico_api.handlers:get_task",
     ),
-    "database (with the worker-thread round trip)": ("nico_api.db:Storage.run_in_thread",),
+    "database": ("nico_api.db:Storage.run_in_thread", "nico_api.db:Storage.read_row"),
     "serialisation": ("nico_api.framework:APIJsonifier.dumps",),
 }
 

@@ -6,14 +6,18 @@ import asyncio
 import functools
 import math
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.string import TextLoader
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, make_url, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,19 +49,7 @@ def engine_for(settings: Settings) -> Engine:
         # How long a statement waits for a lock held by another writer.
         connect_args["timeout"] = settings.db_statement_timeout
     elif url.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = max(2, math.ceil(settings.db_connect_timeout))
-        statement_ms = int(settings.db_statement_timeout * 1000)
-        connect_args["options"] = f"-c statement_timeout={statement_ms}"
-        # A connection whose peer vanished (a black hole) fails within about the request
-        # deadline instead of the kernel's 15 minutes: keepalives while idle, and a bound on
-        # data left unacknowledged.
-        connect_args.update(
-            keepalives=1,
-            keepalives_idle=max(1, math.ceil(settings.db_request_timeout / 2)),
-            keepalives_interval=1,
-            keepalives_count=3,
-            tcp_user_timeout=int(settings.db_request_timeout * 1000),
-        )
+        connect_args = postgres_connect_args(settings)
     engine = create_engine(
         url,
         # A server can drop connections; an embedded SQLite file cannot.
@@ -68,6 +60,23 @@ def engine_for(settings: Settings) -> Engine:
     if url.get_backend_name() == "sqlite" and pool:
         event.listen(engine, "connect", _write_ahead_log)
     return engine
+
+
+def postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    """libpq's options for every PostgreSQL connection, thread or event loop: bounded connect
+    and statement times, and a connection whose peer vanished (a black hole) failing within
+    about the request deadline instead of the kernel's 15 minutes: keepalives while idle, and a
+    bound on data left unacknowledged."""
+    statement_ms = int(settings.db_statement_timeout * 1000)
+    return {
+        "connect_timeout": max(2, math.ceil(settings.db_connect_timeout)),
+        "options": f"-c statement_timeout={statement_ms}",
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(settings.db_request_timeout / 2)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(settings.db_request_timeout * 1000),
+    }
 
 
 def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
@@ -88,16 +97,19 @@ class Storage:
             metrics.db_capacity.set(max(1, settings.db_pool_size + settings.db_max_overflow))
         self.engine = engine_for(settings)
         self._reads_autocommit = self.engine.dialect.name == "postgresql"
+        # PostgreSQL's driver is asynchronous: the request path's reads need no worker thread.
+        self.direct = DirectReads(settings, self.engine) if self._reads_autocommit else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
             weakref.WeakKeyDictionary()
         )
 
-    async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
-        """Run blocking database work in a worker thread, at most as many at once as the pool
-        has connections: few threads contend less for the GIL than many, and a request that
-        waits longer than the pool timeout for its turn is answered 503 rather than queued."""
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """A request's turn to use the database, at most as many at once as the pool has
+        connections: few threads contend less for the GIL than many, and a request that waits
+        longer than the pool timeout for its turn is answered 503 rather than queued."""
         settings = self.settings
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
@@ -116,20 +128,47 @@ class Storage:
         if metrics is not None:
             metrics.db_in_use.inc()
         try:
-            # A database that stops answering (frozen, or behind a black hole) holds the worker
-            # thread until TCP gives up; the request is answered at its deadline all the same.
-            with anyio.fail_after(settings.db_request_timeout):
-                return await anyio.to_thread.run_sync(
-                    functools.partial(work, *args), abandon_on_cancel=True
-                )
-        except TimeoutError:
-            raise StorageDeadlineError(
-                f"the database did not answer within {settings.db_request_timeout:g}s"
-            ) from None
+            yield
         finally:
             slots.release()
             if metrics is not None:
                 metrics.db_in_use.dec()
+
+    def _late(self) -> StorageDeadlineError:
+        return StorageDeadlineError(
+            f"the database did not answer within {self.settings.db_request_timeout:g}s"
+        )
+
+    async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work in a worker thread, in the request's turn."""
+        async with self._turn():
+            try:
+                # A database that stops answering (frozen, or behind a black hole) holds the
+                # worker thread until TCP gives up; the request is answered at its deadline.
+                with anyio.fail_after(self.settings.db_request_timeout):
+                    return await anyio.to_thread.run_sync(
+                        functools.partial(work, *args), abandon_on_cancel=True
+                    )
+            except TimeoutError:
+                raise self._late() from None
+
+    async def read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        """The first row of a read (None if it has none), in the request's turn, on the event
+        loop: only where the driver is asynchronous (`direct`, on PostgreSQL)."""
+        assert self.direct is not None, "reads on the event loop need an asynchronous driver"
+        async with self._turn():
+            work = asyncio.ensure_future(self.direct.row(statement, params))
+            try:
+                async with asyncio.timeout(self.settings.db_request_timeout):
+                    return await asyncio.shield(work)
+            except TimeoutError:
+                raise self._late() from None
+            finally:
+                if not work.done():
+                    # The driver cancels the query (waiting on the server if it must) after
+                    # the request is answered, as an abandoned worker thread would.
+                    work.cancel()
+                    work.add_done_callback(_retrieved)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -180,6 +219,11 @@ class Storage:
         with self.connection() as c:
             c.execute(text("SELECT 1"))
 
+    async def close_reads(self) -> None:
+        """Close this event loop's asynchronous connections, at the app's shutdown."""
+        if self.direct is not None:
+            await self.direct.close()
+
     def dispose(self) -> None:
         """Close the pool's connections (at shutdown, or before the database is replaced)."""
         self.engine.dispose()
@@ -203,3 +247,104 @@ def without_statement_limit(connection: Connection) -> None:
     """Migrations and recounts read whole tables: the per-request statement limit is lifted."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def _retrieved(work: asyncio.Future[Any]) -> None:
+    """Read an abandoned read's outcome, so that it is not reported as never retrieved."""
+    if not work.cancelled():
+        work.exception()
+
+
+class DirectReads:
+    """The request path's reads over psycopg's asynchronous connections, without a worker
+    thread. Each event loop keeps its own connections (a connection belongs to its loop): idle
+    ones are reused, new ones made in the request that needs one (at once, as the engine does,
+    rather than after a pool's reconnection backoff), at most the engine's pool size open. A
+    read on a connection the server dropped runs again on another, which spares the round trip
+    of checking each connection before use."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.limit = max(1, settings.db_pool_size + settings.db_max_overflow)
+        self.dialect = engine.dialect
+        url = engine.url.set(drivername="postgresql")
+        self.conninfo = url.render_as_string(hide_password=False)
+        options = postgres_connect_args(settings)
+        # Times come back in UTC, as the engine's UTCDateTime reads them.
+        options["options"] += " -c timezone=UTC"
+        self.options = {**options, "autocommit": True, "row_factory": namedtuple_row}
+        self._compiled: dict[int, tuple[Executable, str, dict[str, Any]]] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _sql(self, statement: Executable) -> tuple[str, dict[str, Any]]:
+        """The statement as psycopg runs it, compiled once; and its fixed parameters."""
+        cached = self._compiled.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            compiled = statement.compile(dialect=self.dialect)
+            cached = self._compiled[id(statement)] = (statement, str(compiled), compiled.params)
+        return cached[1], cached[2]
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        loop = asyncio.get_running_loop()
+        connections = self._loops.get(loop)
+        if connections is None:
+            connections = self._loops[loop] = _Connections()
+        if connections.idle:
+            c = connections.idle.pop()
+        else:
+            # Connections a deadline abandoned stay open until their query ends.
+            if connections.open >= self.limit:
+                raise PoolTimeoutError("every database connection is in use")
+            connections.open += 1
+            try:
+                c = await psycopg.AsyncConnection.connect(self.conninfo, **self.options)
+            except BaseException:
+                connections.open -= 1
+                raise
+            # Documents come as the text stored, as the engine reads them (queries._TASK_COLUMNS).
+            for document in ("json", "jsonb"):
+                c.adapters.register_loader(document, TextLoader)
+        try:
+            yield c
+        finally:
+            if (
+                c.closed
+                or c.broken
+                or c.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            ):
+                connections.open -= 1
+                await c.close()
+            else:
+                connections.idle.append(c)
+
+    async def row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        sql, fixed = self._sql(statement)
+        values = {**fixed, **params}
+        for attempt in range(self.limit + 1):
+            async with self._connection() as c:
+                try:
+                    return await (await c.execute(sql, values)).fetchone()
+                except psycopg.OperationalError:
+                    # A connection the server dropped while it sat idle: a read is safe to run
+                    # again, on another.
+                    if not c.broken or attempt == self.limit:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        connections = self._loops.pop(asyncio.get_running_loop(), None)
+        for c in connections.idle if connections else ():
+            await c.close()
+
+
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+@dataclass
+class _Connections:
+    """One event loop's connections: those idle, and how many are open in all."""
+
+    idle: list[psycopg.AsyncConnection[Any]] = field(default_factory=list)
+    open: int = 0

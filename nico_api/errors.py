@@ -6,6 +6,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
@@ -113,6 +114,14 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(HTTPException, _http_error)
     app.add_error_handler(UnicodeDecodeError, _undecodable)
     # Unreachable, dropped, timed-out or exhausted storage: the client may retry.
-    for storage_error in (OperationalError, InterfaceError, PoolTimeoutError, StorageDeadlineError):
+    # The request path's asynchronous reads raise psycopg's own (its pool's timeout included).
+    for storage_error in (
+        OperationalError,
+        InterfaceError,
+        PoolTimeoutError,
+        StorageDeadlineError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    ):
         app.add_error_handler(storage_error, _storage_error)
     app.add_error_handler(Exception, _unexpected)

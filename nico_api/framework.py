@@ -193,7 +193,8 @@ def _closing(runtime: Runtime) -> Any:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         yield
-        # The pool's connections are closed at shutdown; the engine opens new ones on demand.
+        # The pools' connections are closed at shutdown; the engine opens new ones on demand.
+        await runtime.storage.close_reads()
         runtime.close()
 
     return lifespan

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any, NamedTuple
 
+import anyio.to_thread
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -17,6 +18,9 @@ from nico_api.auth import Caller
 from nico_api.db import Storage
 from nico_api.errors import StorageDeadlineError
 from nico_api.submissions import Order
+
+# A stored report longer than this (in characters) is decoded in a worker thread.
+LARGE_REPORT = 64 * 1024
 
 
 class SiteRecord(NamedTuple):
@@ -60,14 +64,18 @@ class Store:
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
     ) -> Lookup:
-        return await self.storage.run_in_thread(self._lookup, org, site_id, task_id)
-
-    def _lookup(self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Lookup:
-        with self.storage.reading() as c:
-            row = c.execute(
-                queries.PROVIDER_SITE_AND_TASK, {"org": org, "site_id": site_id, "task_id": task_id}
-            ).one()
+        params = {"org": org, "site_id": site_id, "task_id": task_id}
+        if self.storage.direct is None:
+            return await self.storage.run_in_thread(self._lookup, params)
+        row = await self.storage.read_row(queries.PROVIDER_SITE_AND_TASK, params)
+        if row.report is not None and len(row.report) > LARGE_REPORT:
+            # A large report is decoded off the event loop that every request shares.
+            return await anyio.to_thread.run_sync(lookup_from_row, row)
         return lookup_from_row(row)
+
+    def _lookup(self, params: dict[str, Any]) -> Lookup:
+        with self.storage.reading() as c:
+            return lookup_from_row(c.execute(queries.PROVIDER_SITE_AND_TASK, params).one())
 
     async def task_page(
         self, site_id: uuid.UUID, rack: str | None = None, tray: str | None = None, **filters: Any

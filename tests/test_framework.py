@@ -239,12 +239,18 @@ def test_error_handlers_answer_every_error_in_the_envelope(
 
 
 def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) -> None:
-    # lifespan=: the pool's connections are closed when the app stops, and opened again after.
-    pool = app.runtime.storage.engine.pool
+    # lifespan=: the pools' connections are closed when the app stops, and opened again after:
+    # the engine's, and on PostgreSQL the event loop's (the task read).
+    storage = app.runtime.storage
+    pool = storage.engine.pool
     with app.test_client() as client:
         client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer())
+        assert client.get("/readyz").status_code == 200
         assert pool.checkedin() >= 1
+        if storage.direct is not None:
+            assert [len(c.idle) for c in storage.direct._loops.values()] == [1]
     assert pool.checkedin() == 0
+    assert storage.direct is None or not storage.direct._loops
     with app.test_client() as client:
         response = client.get(
             task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()

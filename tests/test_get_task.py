@@ -21,6 +21,7 @@ from nico_api.app import create_app
 from nico_api.config import Settings
 from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
+from nico_api.framework import NICoApp
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,
@@ -210,6 +211,65 @@ def test_report_stored_as_broken_json_text_is_dropped(
     response = get(client, RUNNING_TASK, bearer())
     assert response.status_code == 200, response.text
     assert "report" not in response.json()
+
+
+def test_the_event_loops_read_finds_what_a_worker_thread_reads(
+    app: NICoApp, storage: Storage
+) -> None:
+    # On PostgreSQL the lookup runs on the event loop (Storage.direct), its report decoded there
+    # or, over 64 KB, in a worker thread: it finds exactly what the worker thread's read finds.
+    if storage.direct is None:
+        pytest.skip("SQLite is read in a worker thread alone")
+    large_task = "5c0c3e0e-8a1f-4f8e-9d55-0f6a3c2b1d77"
+    step = {
+        "component_type": "Compute",
+        "status": "completed",
+        "total_components": 1,
+        "completed_components": 1,
+        "failed_components": 0,
+    }
+    stages = [{"number": n, "status": "completed", "steps": [step]} for n in range(1, 701)]
+    fixture.load(
+        storage,
+        fixture.FixtureFile.model_validate(
+            {
+                "tasks": [
+                    {
+                        "id": large_task,
+                        "site_id": ACME_SITE,
+                        "status": "completed",
+                        "report": {"version": 1, "stages": stages},
+                    }
+                ]
+            }
+        ),
+    )
+    store = app.runtime.store
+    cases = [
+        (ACME, ACME_SITE, RUNNING_TASK),
+        (ACME, ACME_SITE, large_task),
+        (ACME, ACME_SITE, UNKNOWN_TASK),
+        (ACME, ACME_SITE_2, RUNNING_TASK),
+        (ACME, GLOBEX_SITE, RUNNING_TASK),
+        ("no-such-org", ACME_SITE, RUNNING_TASK),
+        (ACME, None, None),
+    ]
+
+    async def on_the_loop(org: str, site: uuid.UUID | None, task: uuid.UUID | None) -> object:
+        try:
+            return await store.lookup(org, site, task)
+        finally:
+            await storage.close_reads()
+
+    for org, site, task in cases:
+        site_id = uuid.UUID(site) if site else None
+        task_id = uuid.UUID(task) if task else None
+        in_thread = store._lookup({"org": org, "site_id": site_id, "task_id": task_id})
+        assert asyncio.run(on_the_loop(org, site_id, task_id)) == in_thread, (org, site, task)
+    large = store._lookup(
+        {"org": ACME, "site_id": uuid.UUID(ACME_SITE), "task_id": uuid.UUID(large_task)}
+    )
+    assert large.task is not None and len(large.task.report.stages) == 700
 
 
 def test_legacy_prefixed_provider_admin_role_is_allowed(client: TestClient, bearer: Bearer) -> None:
@@ -614,5 +674,6 @@ def test_a_task_is_translated_off_the_event_loop(
     assert response.status_code == 200
     assert len(response.json()["report"]["stages"][0]["steps"]) == 5000
     assert get(client, RUNNING_TASK, bearer()).status_code == 200
-    # Every task, the large report's included, is translated in a worker thread.
-    assert decoded_on_loop == [False, False]
+    # A large report is translated in a worker thread; a small one too on SQLite, where the
+    # thread reads it, but on the event loop on PostgreSQL, which reads it there.
+    assert decoded_on_loop == [False, storage.direct is not None]

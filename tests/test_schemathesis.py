@@ -3,6 +3,8 @@ openapi.yaml (the same run `nico-api conformance` makes over HTTP)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import httpx
 import pytest
 from connexion import AsyncApp
@@ -169,3 +171,14 @@ def test_a_500_without_an_answer_of_the_contract_is_a_failure(
     report = conformance.Report(target="test")
     report.record("op", conformance.Crash("op"), status, "curl")
     assert "NICO500 Unexpected server error: op" in report.summary()
+
+
+def test_an_invalid_cancel_names_no_record_but_the_one_named() -> None:
+    # Negative generation may keep a real id (the spec's example is the running demo task) and
+    # break only a header or the body, which production may read as valid: such an id is
+    # pointed at the task named for cancelling; an id that is no UUID is kept, to be refused.
+    aim = conformance.Aim(ids=(PENDING_TASK,))
+    real = SimpleNamespace(path_parameters={"org": ACME, "id": RUNNING_TASK}, body={"x": 1})
+    assert aim.invalid(real).path_parameters["id"] == PENDING_TASK
+    broken = SimpleNamespace(path_parameters={"org": ACME, "id": "not-a-uuid"}, body=None)
+    assert aim.invalid(broken).path_parameters["id"] == "not-a-uuid"
