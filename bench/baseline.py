@@ -1,13 +1,14 @@
 """The limit: Python doing the service's work for a task GET and nothing more, in a bare Starlette
 app. The same token check, the same handler (production's checks in order), the same query and
 translation, the same JSON; and the cheapest database access each backend allows: psycopg's
-asynchronous connections on PostgreSQL (no worker-thread round trip, and no bound on concurrent
-reads or deadline around them), and on SQLite the direct call on the event loop (in WAL mode a
-read never waits for a writer). NICO_LIMIT_DATABASE=thread makes both use the service's worker
-thread instead, to measure what the round trip costs."""
+asynchronous connections on PostgreSQL (no worker-thread round trip; as many reads at once as
+the pool has connections, with no deadline around them), and on SQLite the direct call on the
+event loop (in WAL mode a read never waits for a writer). NICO_LIMIT_DATABASE=thread makes both
+use the service's worker thread instead, to measure what the round trip costs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +36,9 @@ class DirectLookup:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # As many reads at once as the pool has connections; the others wait their turn.
+        settings = store.storage.settings
+        self.turns = asyncio.Semaphore(max(1, settings.db_pool_size + settings.db_max_overflow))
 
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
@@ -43,7 +47,9 @@ class DirectLookup:
         direct = self.store.storage.direct
         if direct is None:
             return self.store._lookup(params)
-        return lookup_from_row(await direct.row(queries.PROVIDER_SITE_AND_TASK, params))
+        async with self.turns:
+            row = await direct.row(queries.PROVIDER_SITE_AND_TASK, params)
+        return lookup_from_row(row)
 
 
 def _error(exc: NICoError) -> Response:

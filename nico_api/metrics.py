@@ -45,7 +45,7 @@ class _LiveWorkers(multiprocess.MultiProcessCollector):
     first (uvicorn starts a new worker in place of one that died)."""
 
     def collect(self) -> Iterable[Any]:
-        for path in Path(os.environ[MULTIPROCESS_DIR]).glob("gauge_live*_*.db"):
+        for path in Path(self._path).glob("gauge_live*_*.db"):
             pid = int(path.stem.rpartition("_")[2])
             if not _alive(pid):
                 multiprocess.mark_process_dead(pid)
