@@ -163,6 +163,11 @@ class Storage:
                     return await asyncio.shield(work)
             except TimeoutError:
                 raise self._late() from None
+            except PoolTimeoutError:
+                # Every connection still held by reads abandoned at their deadline.
+                if self.metrics is not None:
+                    self.metrics.db_timeouts.inc()
+                raise
             finally:
                 if not work.done():
                     # The driver cancels the query (waiting on the server if it must) after
@@ -259,9 +264,9 @@ class DirectReads:
     """The request path's reads over psycopg's asynchronous connections, without a worker
     thread. Each event loop keeps its own connections (a connection belongs to its loop): idle
     ones are reused, new ones made in the request that needs one (at once, as the engine does,
-    rather than after a pool's reconnection backoff), at most the engine's pool size open. A
-    read on a connection the server dropped runs again on another, which spares the round trip
-    of checking each connection before use."""
+    rather than after a pool's reconnection backoff), as many open as the engine's pool may
+    hold, beside it. A read on an idle connection the server dropped runs again on another,
+    which spares the round trip of checking each connection before use."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.limit = max(1, settings.db_pool_size + settings.db_max_overflow)
@@ -286,12 +291,14 @@ class DirectReads:
         return cached[1], cached[2]
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], bool]]:
+        """A connection, and whether it sat idle (the server may have dropped it since)."""
         loop = asyncio.get_running_loop()
         connections = self._loops.get(loop)
         if connections is None:
             connections = self._loops[loop] = _Connections()
-        if connections.idle:
+        reused = bool(connections.idle)
+        if reused:
             c = connections.idle.pop()
         else:
             # Connections a deadline abandoned stay open until their query ends.
@@ -307,13 +314,10 @@ class DirectReads:
             for document in ("json", "jsonb"):
                 c.adapters.register_loader(document, TextLoader)
         try:
-            yield c
+            yield c, reused
         finally:
-            if (
-                c.closed
-                or c.broken
-                or c.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-            ):
+            # Closed too when it comes back after the app's shutdown closed the idle ones.
+            if connections.closed or c.closed or c.broken or c.info.transaction_status != _IDLE:
                 connections.open -= 1
                 await c.close()
             else:
@@ -323,20 +327,23 @@ class DirectReads:
         sql, fixed = self._sql(statement)
         values = {**fixed, **params}
         for attempt in range(self.limit + 1):
-            async with self._connection() as c:
+            async with self._connection() as (c, reused):
                 try:
                     return await (await c.execute(sql, values)).fetchone()
                 except psycopg.OperationalError:
                     # A connection the server dropped while it sat idle: a read is safe to run
-                    # again, on another.
-                    if not c.broken or attempt == self.limit:
+                    # again, on another. A new one that fails is an outage, answered as one.
+                    if not (reused and c.broken) or attempt == self.limit:
                         raise
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
         connections = self._loops.pop(asyncio.get_running_loop(), None)
-        for c in connections.idle if connections else ():
-            await c.close()
+        if connections is None:
+            return
+        connections.closed = True
+        while connections.idle:
+            await connections.idle.pop().close()
 
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
@@ -348,3 +355,4 @@ class _Connections:
 
     idle: list[psycopg.AsyncConnection[Any]] = field(default_factory=list)
     open: int = 0
+    closed: bool = False

@@ -337,7 +337,8 @@ class NICoParameterValidator(ParameterValidator):
         if is_nullable(param) and is_null(value):
             return None
         if value is not None:
-            error = cls._first_error(param, value)
+            # The first error, as Connexion's `validate` raises it.
+            error = next(cls._validator(param).iter_errors(value), None)
             return None if error is None else str(error)
         if param.get("required"):
             return f"Missing {parameter_type} parameter '{param['name']}'"
@@ -345,13 +346,18 @@ class NICoParameterValidator(ParameterValidator):
 
     @classmethod
     def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
+        return best_match(cls._validator(param).iter_errors(value))
+
+    @classmethod
+    def _validator(cls, param: dict[str, Any]) -> Draft4Validator:
         cached = cls._validators.get(id(param))
         if cached is None or cached[0] is not param:
             if len(cls._validators) >= cls._MEMO_LIMIT:
                 cls._validators.clear()
-            validator = Draft4Validator(param["schema"], format_checker=draft4_format_checker)
+            schema = param.get("schema", param)
+            validator = Draft4Validator(schema, format_checker=draft4_format_checker)
             cached = cls._validators[id(param)] = (param, validator)
-        return best_match(cached[1].iter_errors(value))
+        return cached[1]
 
 
 class NICoBodyValidator(JSONRequestBodyValidator):
