@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.string import TextLoader
@@ -101,7 +99,7 @@ class Storage:
         self.direct = DirectReads(settings, self.engine) if self._reads_autocommit else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -115,16 +113,22 @@ class Storage:
         slots = self._slots.get(loop)
         if slots is None:
             capacity = max(1, settings.db_pool_size + settings.db_max_overflow)
-            slots = self._slots.setdefault(loop, anyio.CapacityLimiter(capacity))
+            slots = self._slots.setdefault(loop, asyncio.Semaphore(capacity))
         metrics = self.metrics
-        if metrics is not None and slots.available_tokens == 0:
-            metrics.db_waits.inc()
-        with anyio.move_on_after(settings.db_pool_timeout) as waiting:
-            await slots.acquire()
-        if waiting.cancelled_caught:
+        if slots.locked():
             if metrics is not None:
-                metrics.db_timeouts.inc()
-            raise PoolTimeoutError("no database connection became free within the pool timeout")
+                metrics.db_waits.inc()
+            try:
+                async with asyncio.timeout(settings.db_pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                if metrics is not None:
+                    metrics.db_timeouts.inc()
+                raise PoolTimeoutError(
+                    "no database connection became free within the pool timeout"
+                ) from None
+        else:
+            await slots.acquire()  # free: taken at once
         if metrics is not None:
             metrics.db_in_use.inc()
         try:
@@ -142,13 +146,13 @@ class Storage:
     async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in a worker thread, in the request's turn."""
         async with self._turn():
+            # The event loop's own thread pool: asyncio's hand-over costs less than anyio's.
+            done = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
             try:
                 # A database that stops answering (frozen, or behind a black hole) holds the
                 # worker thread until TCP gives up; the request is answered at its deadline.
-                with anyio.fail_after(self.settings.db_request_timeout):
-                    return await anyio.to_thread.run_sync(
-                        functools.partial(work, *args), abandon_on_cancel=True
-                    )
+                async with asyncio.timeout(self.settings.db_request_timeout):
+                    return await done
             except TimeoutError:
                 raise self._late() from None
 

@@ -9,7 +9,6 @@ import time
 import uuid
 from typing import Any, NamedTuple
 
-import anyio.to_thread
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -70,7 +69,7 @@ class Store:
         row = await self.storage.read_row(queries.PROVIDER_SITE_AND_TASK, params)
         if row.report is not None and len(row.report) > LARGE_REPORT:
             # A large report is decoded off the event loop that every request shares.
-            return await anyio.to_thread.run_sync(lookup_from_row, row)
+            return await asyncio.to_thread(lookup_from_row, row)
         return lookup_from_row(row)
 
     def _lookup(self, params: dict[str, Any]) -> Lookup:
