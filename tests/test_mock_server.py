@@ -10,26 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from nico_api.config import SPEC_PATH
+from tests.openapi import SPEC, operations, resolved
 from tests.processes import free_port, serving
 
 pytestmark = pytest.mark.slow
 
 # Pinned, as the Makefile pins Redocly and Spectral.
 PRISM = "@stoplight/prism-cli@5.16.0"
-SPEC = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-METHODS = ("get", "post", "patch", "put", "delete")
-
-
-def resolved(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = SPEC
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 def first_example(node: dict[str, Any]) -> Any:
@@ -38,13 +27,6 @@ def first_example(node: dict[str, Any]) -> Any:
     if "examples" in node:
         return resolved(next(iter(node["examples"].values())))["value"]
     return node["schema"]["example"]
-
-
-def operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for path, item in SPEC["paths"].items():
-        for method in METHODS:
-            if method in item:
-                yield method.upper(), path, item[method]
 
 
 def request_from_examples(path: str, operation: dict[str, Any]) -> dict[str, Any]:
@@ -79,12 +61,12 @@ def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "operation"),
+    ("path", "method", "operation"),
     list(operations()),
     ids=[operation["operationId"] for _, _, operation in operations()],
 )
 def test_prism_mocks_the_operation_from_its_examples(
-    prism: str, method: str, path: str, operation: dict[str, Any]
+    prism: str, path: str, method: str, operation: dict[str, Any]
 ) -> None:
     request = request_from_examples(path, operation)
     request["headers"]["Prefer"] = "example=demo"

@@ -6,14 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
 from nico_api.config import SPEC_PATH
+from tests.openapi import SPEC, operations, resolved
 
-SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
 ERROR_STATUSES = {"400", "401", "403", "500", "503"}
 TASK_ERROR_STATUSES = ERROR_STATUSES | {"404", "412"}
 
@@ -64,13 +63,7 @@ def test_example_is_valid_against_its_schema(
     assert not errors, f"{where}: {errors}"
 
 
-def _operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for path, item in SPEC["paths"].items():
-        for method, operation in item.items():
-            yield path, method, operation
-
-
-@pytest.mark.parametrize(("path", "method", "operation"), list(_operations()))
+@pytest.mark.parametrize(("path", "method", "operation"), list(operations()))
 def test_operation_documents_every_status_with_the_envelope(
     path: str, method: str, operation: dict[str, Any]
 ) -> None:
@@ -109,7 +102,7 @@ def test_deprecated_path_is_marked() -> None:
 def test_every_operation_is_described_and_tagged() -> None:
     tags = {tag["name"] for tag in SPEC["tags"]}
     assert all(tag.get("description") for tag in SPEC["tags"])
-    for path, method, operation in _operations():
+    for path, method, operation in operations():
         assert operation.get("operationId"), (path, method)
         assert operation.get("summary"), (path, method)
         assert operation.get("description"), (path, method)
@@ -126,24 +119,15 @@ def test_no_unused_components() -> None:
                 assert f"'#/components/{kind}/{name}'" in text, f"{kind}/{name} is never used"
 
 
-def _resolved(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = SPEC
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-@pytest.mark.parametrize(("path", "method", "operation"), list(_operations()))
+@pytest.mark.parametrize(("path", "method", "operation"), list(operations()))
 def test_operation_has_a_named_example_to_mock_from(
     path: str, method: str, operation: dict[str, Any]
 ) -> None:
     # Microcks pairs a request's parameters and body with a response by example name.
     success = min(status for status in operation["responses"] if status.startswith("2"))
-    content = _resolved(operation["responses"][success])["content"]
+    content = resolved(operation["responses"][success])["content"]
     assert all("demo" in media.get("examples", {}) for media in content.values()), success
-    for parameter in map(_resolved, operation.get("parameters", [])):
+    for parameter in map(resolved, operation.get("parameters", [])):
         if parameter["in"] == "path" or parameter.get("required"):
             assert "demo" in parameter.get("examples", {}), parameter["name"]
     if "requestBody" in operation:
