@@ -37,8 +37,7 @@ class DirectLookup:
     def __init__(self, store: Store) -> None:
         self.store = store
         # As many reads at once as the pool has connections; the others wait their turn.
-        settings = store.storage.settings
-        self.turns = asyncio.Semaphore(max(1, settings.db_pool_size + settings.db_max_overflow))
+        self.turns = asyncio.Semaphore(store.storage.settings.db_capacity)
 
     async def lookup(
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from bench import baseline
+from bench.dataset import ORG, SITE
 from bench.run import POSTGRES_ADMIN, database_url
 from nico_api import fixture
 from nico_api.app import create_app
@@ -33,8 +34,7 @@ from nico_api.config import Settings
 from nico_api.db import Storage
 from nico_api.dev_issuer import DevIssuer
 
-ORG = "acme-inc"
-SITE = "5518ae98-48f4-47c1-b4d3-7b3747fa4d0c"
+# The demo's running task, at the benchmark's Site.
 TASK = "e22423ac-1fbd-4d60-8093-20164fbc635b"
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 

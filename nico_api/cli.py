@@ -13,11 +13,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nico_api.config import SPEC_PATH, InvalidInputError, Settings
+from nico_api.config import MULTIPROCESS_DIR, SPEC_PATH, InvalidInputError, Settings
 from nico_api.contract import TARGETS
-
-# Where `serve`'s workers write their figures (prometheus-client's multiprocess folder).
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 if TYPE_CHECKING:
     from nico_api.db import Storage
@@ -80,11 +77,13 @@ def _metrics_for_workers(settings: Settings) -> Iterator[None]:
     # uvicorn raises the signal that stopped it again once it has shut down; SIGTERM's default
     # would then end the process before the folder is removed: unwind instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    own_port = (
+        _metrics_port(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port is not None
+        else nullcontext()
+    )
     try:
-        if settings.metrics_port is not None:
-            with _metrics_port(settings.metrics_host, settings.metrics_port):
-                yield
-        else:
+        with own_port:
             yield
     finally:
         shutil.rmtree(folder, ignore_errors=True)

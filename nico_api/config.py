@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The spec travels inside the package (in the repository, a link to the top-level openapi.yaml).
 SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
+# Where `serve`'s workers write their metrics (prometheus-client's multiprocess folder); named
+# here, as prometheus-client must not be imported before `serve` sets it.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 PREFIX = "NICO_"
 Seconds = Annotated[float, Field(ge=0.001)]
@@ -62,6 +65,11 @@ class Settings(BaseModel):
     metrics_host: str = "127.0.0.1"
     dev_issuer: str = "nico-dev"
     dev_audience: str = "nico-api"
+
+    @property
+    def db_capacity(self) -> int:
+        """How many requests may use the database at once: the pool's connections in all."""
+        return max(1, self.db_pool_size + self.db_max_overflow)
 
     @property
     def dev_key_path(self) -> Path:

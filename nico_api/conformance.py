@@ -43,12 +43,9 @@ class KnownValues:
         """For an operation that changes records: how every request it sends is pointed at
         the records named on the command line; or, when none is named, what it needs."""
         path = operation.path
-        if path.endswith("/cancel"):
-            return Aim(ids=self.cancel_task_ids) if self.cancel_task_ids else "--cancel-task-id"
-        if "/rack/{id}/" in path:
-            return Aim(ids=self.rack_ids) if self.rack_ids else "--rack-id"
-        if "/tray/{id}/" in path:
-            return Aim(ids=self.tray_ids) if self.tray_ids else "--tray-id"
+        if "{id}" in path:
+            ids, option = self._ids_of(path)
+            return Aim(ids=ids) if ids else option
         if "/rack/" in path:
             return (
                 Aim(filter={"names": list(self.rack_names)}) if self.rack_names else "--rack-name"
@@ -58,6 +55,16 @@ class KnownValues:
         if self.tray_ids:
             return Aim(filter={"ids": list(self.tray_ids)})
         return Aim(filter={"rackId": self.rack_ids[0]}) if self.rack_ids else "--tray-id"
+
+    def _ids_of(self, path: str) -> tuple[Sequence[str], str]:
+        """The records a path's `id` may name, and the option that names them."""
+        if path.endswith("/cancel"):
+            return self.cancel_task_ids, "--cancel-task-id"
+        if "/rack/{id}" in path:
+            return self.rack_ids, "--rack-id"
+        if "/tray/{id}" in path:
+            return self.tray_ids, "--tray-id"
+        return self.task_ids, "--task-id"
 
     def for_operation(self, operation: APIOperation) -> list[dict[str, Any]]:
         """Keyword arguments for as_strategy that name real records of this operation."""
@@ -71,13 +78,7 @@ class KnownValues:
         if operation.body and self.site_id:
             fixed["body"] = _least_body(operation, self.site_id)
         if "id" in path_names:
-            ids = self.task_ids
-            if operation.path.endswith("/cancel"):
-                ids = self.cancel_task_ids
-            elif "/rack/{id}" in operation.path:
-                ids = self.rack_ids
-            elif "/tray/{id}" in operation.path:
-                ids = self.tray_ids
+            ids, _option = self._ids_of(operation.path)
             return [
                 {**fixed, "path_parameters": {**fixed.get("path_parameters", {}), "id": known}}
                 for known in ids
@@ -259,15 +260,15 @@ def run(
         operation = result.ok()
         if only is not None and operation.label not in only:
             continue
-        aim = known.aim(operation) if writes(operation) else None
-        if aim is not None and not allow_writes:
-            report.skipped[operation.label] = READ_ONLY
-            continue
-        if not confine_writes:
-            aim = None
-        elif isinstance(aim, str):
-            report.skipped[operation.label] = f"no record named to change: {aim}"
-            continue
+        aim = None
+        if writes(operation):
+            if not allow_writes:
+                report.skipped[operation.label] = READ_ONLY
+                continue
+            aim = known.aim(operation) if confine_writes else None
+            if isinstance(aim, str):
+                report.skipped[operation.label] = f"no record named to change: {aim}"
+                continue
         report.operations.append(operation.label)
         progress(f"{operation.label} ...")
         _exercise(operation, dict(headers), known, max_examples, report, aim)

@@ -634,11 +634,11 @@ def run(client: httpx.Client, caller: Caller, target: str = TARGETS[0]) -> Contr
 def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) -> Outcome:
     if check.request is None:
         return Outcome(check, "not run")
+    curl = check.request.curl(str(client.base_url).rstrip("/"))
     expected = check.expected
     if check.row.record == "cancel":
         expected = _cancel_answer(client, check, caller)
         if isinstance(expected, Response):
-            curl = check.request.curl(str(client.base_url).rstrip("/"))
             return Outcome(
                 check, "fail", "the task readable before its cancel", str(expected), curl
             )
@@ -653,6 +653,4 @@ def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) ->
     else:
         verdict = "fail"
     got = f"{response}; {problem}" if problem else str(response)
-    return Outcome(
-        check, verdict, str(expected), got, check.request.curl(str(client.base_url).rstrip("/"))
-    )
+    return Outcome(check, verdict, str(expected), got, curl)

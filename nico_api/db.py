@@ -92,11 +92,15 @@ class Storage:
         self.settings = settings
         self.metrics = metrics
         if metrics is not None:
-            metrics.db_capacity.set(max(1, settings.db_pool_size + settings.db_max_overflow))
+            metrics.db_capacity.set(settings.db_capacity)
         self.engine = engine_for(settings)
-        self._reads_autocommit = self.engine.dialect.name == "postgresql"
+        postgres = self.engine.dialect.name == "postgresql"
+        # Reads alone need no transaction: on PostgreSQL, no BEGIN and ROLLBACK round trips.
+        self._reader = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else self.engine
+        )
         # PostgreSQL's driver is asynchronous: the request path's reads need no worker thread.
-        self.direct = DirectReads(settings, self.engine) if self._reads_autocommit else None
+        self.direct = DirectReads(settings, self.engine) if postgres else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -112,8 +116,7 @@ class Storage:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
-            capacity = max(1, settings.db_pool_size + settings.db_max_overflow)
-            slots = self._slots.setdefault(loop, asyncio.Semaphore(capacity))
+            slots = self._slots.setdefault(loop, asyncio.Semaphore(settings.db_capacity))
         metrics = self.metrics
         if slots.locked():
             if metrics is not None:
@@ -138,23 +141,26 @@ class Storage:
             if metrics is not None:
                 metrics.db_in_use.dec()
 
-    def _late(self) -> StorageDeadlineError:
-        return StorageDeadlineError(
-            f"the database did not answer within {self.settings.db_request_timeout:g}s"
-        )
+    @asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """A request's database work, cut off at the request deadline: a database that stops
+        answering (frozen, or behind a black hole) holds its connection until TCP gives up,
+        while the request is answered then."""
+        try:
+            async with asyncio.timeout(self.settings.db_request_timeout):
+                yield
+        except TimeoutError:
+            raise StorageDeadlineError(
+                f"the database did not answer within {self.settings.db_request_timeout:g}s"
+            ) from None
 
     async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in a worker thread, in the request's turn."""
         async with self._turn():
             # The event loop's own thread pool: asyncio's hand-over costs less than anyio's.
             done = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
-            try:
-                # A database that stops answering (frozen, or behind a black hole) holds the
-                # worker thread until TCP gives up; the request is answered at its deadline.
-                async with asyncio.timeout(self.settings.db_request_timeout):
-                    return await done
-            except TimeoutError:
-                raise self._late() from None
+            async with self._deadline():
+                return await done
 
     async def read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
         """The first row of a read (None if it has none), in the request's turn, on the event
@@ -163,10 +169,8 @@ class Storage:
         async with self._turn():
             work = asyncio.ensure_future(self.direct.row(statement, params))
             try:
-                async with asyncio.timeout(self.settings.db_request_timeout):
+                async with self._deadline():
                     return await asyncio.shield(work)
-            except TimeoutError:
-                raise self._late() from None
             except PoolTimeoutError:
                 # Every connection still held by reads abandoned at their deadline.
                 if self.metrics is not None:
@@ -190,9 +194,7 @@ class Storage:
         """A connection for reads alone, outside a transaction: on PostgreSQL no BEGIN and
         ROLLBACK round trips around them (each statement sees its own snapshot, as in READ
         COMMITTED); SQLite's driver begins no transaction for a read anyway."""
-        with self.engine.connect() as c:
-            if self._reads_autocommit:
-                c = c.execution_options(isolation_level="AUTOCOMMIT")
+        with self._reader.connect() as c:
             yield c
 
     @contextmanager
@@ -273,7 +275,7 @@ class DirectReads:
     which spares the round trip of checking each connection before use."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
-        self.limit = max(1, settings.db_pool_size + settings.db_max_overflow)
+        self.limit = settings.db_capacity
         self.dialect = engine.dialect
         url = engine.url.set(drivername="postgresql")
         self.conninfo = url.render_as_string(hide_password=False)

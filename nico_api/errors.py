@@ -114,7 +114,7 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(HTTPException, _http_error)
     app.add_error_handler(UnicodeDecodeError, _undecodable)
     # Unreachable, dropped, timed-out or exhausted storage: the client may retry.
-    # The request path's asynchronous reads raise psycopg's own (its pool's timeout included).
+    # The request path's asynchronous reads raise psycopg's own.
     for storage_error in (
         OperationalError,
         InterfaceError,

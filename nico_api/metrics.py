@@ -19,17 +19,17 @@ from prometheus_client import (
     multiprocess,
 )
 
-# Where worker processes write their figures; `nico-api serve` sets it before any worker starts.
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+from nico_api.config import MULTIPROCESS_DIR
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a cached read (about a millisecond) to the database's request deadline (10 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def multiprocess_mode() -> bool:
-    """Whether this process writes its figures to the shared folder (set before it started)."""
-    return bool(os.environ.get(MULTIPROCESS_DIR))
+# Whether this process writes its figures to the shared folder: prometheus-client settles it
+# once, when first imported, after `nico-api serve` has set the folder.
+MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_DIR))
 
 
 def workers_registry() -> CollectorRegistry:
@@ -57,9 +57,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return True  # signalled, or not ours to signal: alive either way
 
 
 class ServiceMetrics:
@@ -119,11 +117,11 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         """The text a scrape reads: every worker's figures in multiprocess mode."""
-        return generate_latest(workers_registry() if multiprocess_mode() else self.registry)
+        return generate_latest(workers_registry() if MULTIPROCESS else self.registry)
 
     def close(self) -> None:
         """A worker that stops takes its live figures (connections in use) with it."""
-        if multiprocess_mode():
+        if MULTIPROCESS:
             multiprocess.mark_process_dead(os.getpid())
 
 

@@ -81,9 +81,7 @@ def test_metrics_need_no_token_and_count_requests_by_operation_and_status(
     assert moved(f"{latency}_bucket", {"operation": "get-task", "le": "+Inf"}) == 4
     assert moved(f"{latency}_sum", {"operation": "get-task"}) > 0
     # The pool: its capacity, and no connection held once the requests are answered.
-    settings = runtime_of(client).settings
-    capacity = settings.db_pool_size + settings.db_max_overflow
-    assert value(after, "nico_db_connections_max") == capacity
+    assert value(after, "nico_db_connections_max") == runtime_of(client).settings.db_capacity
     assert value(after, "nico_db_connections_in_use") == 0
 
 
