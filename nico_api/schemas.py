@@ -88,10 +88,8 @@ def _only_version_1(value: int) -> int:
 
 def go_time(value: datetime) -> str:
     """A UTC time as Go's RFC3339Nano writes it: fractional seconds without trailing zeros."""
-    text = f"{value.year:04d}-{value:%m-%dT%H:%M:%S}"
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    text = value.replace(tzinfo=None).isoformat()  # four-digit years, as Go writes them
+    return (text.rstrip("0") if value.microsecond else text) + "Z"
 
 
 UTCTime = Annotated[

@@ -279,3 +279,18 @@ def test_years_before_1000_are_written_with_four_digits() -> None:
     from nico_api.schemas import go_time
 
     assert go_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("microsecond", "written"),
+    [(0, ""), (1, ".000001"), (120, ".00012"), (450_000, ".45"), (999_999, ".999999")],
+)
+def test_fractional_seconds_are_written_without_trailing_zeros(
+    microsecond: int, written: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from nico_api.schemas import go_time
+
+    value = datetime(2026, 11, 30, 1, 2, 3, microsecond, tzinfo=UTC)
+    assert go_time(value) == f"2026-11-30T01:02:03{written}Z"
