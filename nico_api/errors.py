@@ -74,39 +74,40 @@ def envelope(
     )
 
 
-def _nico_error(_request: ConnexionRequest, exc: NICoError) -> ConnexionResponse:
+async def _nico_error(_request: ConnexionRequest, exc: NICoError) -> ConnexionResponse:
     return envelope(exc.status_code, exc.message, exc.data, exc.headers)
 
 
-def _problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+async def _problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     if exc.status >= 500:
         # A response that breaks the spec, or another server fault: the detail is internal.
-        return _unexpected(request, exc)
+        return await _unexpected(request, exc)
     # Connexion's client errors (request validation, security) carry the useful text in detail.
     return envelope(exc.status, str(exc.detail or exc.title), headers=dict(exc.headers or {}))
 
 
-def _http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+async def _http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
     return envelope(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
-def _undecodable(_request: ConnexionRequest, _exc: UnicodeDecodeError) -> ConnexionResponse:
+async def _undecodable(_request: ConnexionRequest, _exc: UnicodeDecodeError) -> ConnexionResponse:
     # Connexion decodes a JSON body as UTF-8 before validating it.
     return envelope(400, "Request body is not valid UTF-8")
 
 
-def _storage_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+async def _storage_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("storage error on %s %s: %r", request.method, request.url.path, exc)
     return envelope(503, STORAGE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def _unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+async def _unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return envelope(500, INTERNAL_ERROR)
 
 
 def install(app: AsyncApp) -> None:
-    """Route every kind of error the app can raise into the envelope."""
+    """Route every kind of error the app can raise into the envelope. The handlers are
+    coroutines: Connexion awaits those on the event loop, and runs others in a worker thread."""
     from connexion.exceptions import ProblemException
 
     app.add_error_handler(NICoError, _nico_error)

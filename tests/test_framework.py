@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import connexion.middleware.exceptions
 import pytest
 import starlette.convertors
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from starlette.testclient import TestClient
 
-from nico_api import framework, handlers, schemas
+from nico_api import auth, framework, handlers, schemas
 from nico_api.app import create_app
 from nico_api.config import Settings, SettingsError
 from nico_api.db import Storage
@@ -236,6 +237,25 @@ def test_error_handlers_answer_every_error_in_the_envelope(
         405,
         "Method Not Allowed",
     )
+
+
+def test_error_handlers_run_on_the_event_loop(
+    client: TestClient, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # add_error_handler with coroutines: Connexion awaits them, where it would hand a plain
+    # function to a worker thread (a round trip on every error answer).
+    def no_thread(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an error handler ran in a worker thread")
+
+    monkeypatch.setattr(connexion.middleware.exceptions, "run_in_threadpool", no_thread)
+    unknown = str(uuid.uuid4())
+    response = client.get(task_path(unknown), params={"siteId": ACME_SITE}, headers=bearer())
+    assert response.status_code == 404
+    assert error(client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE})) == (
+        401,
+        auth.MISSING_HEADER,
+    )
+    assert error(client.get("/v2/nowhere")) == (404, "Not Found")
 
 
 def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) -> None:
