@@ -2,9 +2,9 @@
 app. The same token check, the same handler (production's checks in order), the same query and
 translation, the same JSON; and the cheapest database access each backend allows: psycopg's
 asynchronous connections on PostgreSQL (no worker-thread round trip; as many reads at once as
-the pool has connections, with no deadline around them), and on SQLite the direct call on the
-event loop (in WAL mode a read never waits for a writer). NICO_LIMIT_DATABASE=thread makes both
-use the service's worker thread instead, to measure what the round trip costs."""
+the pool has connections, with no deadline around them), and on SQLite the service's own read
+on the event loop. NICO_LIMIT_DATABASE=thread reads in a worker thread instead, to measure what
+the round trip costs."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ from nico_api.validation import RequestProblems
 
 
 class DirectLookup:
-    """Store.lookup at its cheapest: on PostgreSQL the service's own asynchronous read
-    (Storage.direct) without its turn and deadline; on SQLite the direct call."""
+    """Store.lookup at its cheapest: the service's own read on the event loop (Storage.local
+    on SQLite, Storage.direct on PostgreSQL), without its turn and deadline; or, with
+    NICO_LIMIT_DATABASE=thread, the read in a worker thread."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, thread: bool) -> None:
         self.store = store
+        self.thread = thread
         # As many reads at once as the pool has connections; the others wait their turn.
         self.turns = asyncio.Semaphore(store.storage.settings.db_capacity)
 
@@ -43,11 +45,15 @@ class DirectLookup:
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
     ) -> Lookup:
         params = {"org": org, "site_id": site_id, "task_id": task_id}
-        direct = self.store.storage.direct
-        if direct is None:
-            return self.store._lookup(params)
+        storage = self.store.storage
+        if self.thread:
+            async with self.turns:
+                return await asyncio.to_thread(self.store._lookup, params)
+        if storage.local is not None:
+            return lookup_from_row(storage.local.row(queries.PROVIDER_SITE_AND_TASK, params))
+        assert storage.direct is not None
         async with self.turns:
-            row = await direct.row(queries.PROVIDER_SITE_AND_TASK, params)
+            row = await storage.direct.row(queries.PROVIDER_SITE_AND_TASK, params)
         return lookup_from_row(row)
 
 
@@ -58,8 +64,8 @@ def _error(exc: NICoError) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     runtime = Runtime.build(settings or Settings.from_env())
-    if os.environ.get("NICO_LIMIT_DATABASE", "direct") != "thread":
-        runtime = replace(runtime, store=DirectLookup(runtime.store))  # type: ignore[arg-type]
+    thread = os.environ.get("NICO_LIMIT_DATABASE", "direct") == "thread"
+    runtime = replace(runtime, store=DirectLookup(runtime.store, thread))  # type: ignore[arg-type]
 
     async def get_task(request: Request) -> Response:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -16,8 +17,10 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.string import TextLoader
 from sqlalchemy import Connection, Engine, Executable, create_engine, event, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from nico_api import queries
 from nico_api.config import Settings
@@ -99,8 +102,10 @@ class Storage:
         self._reader = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else self.engine
         )
-        # PostgreSQL's driver is asynchronous: the request path's reads need no worker thread.
+        # The request path's reads need no worker thread: PostgreSQL's driver is asynchronous,
+        # and a file's point read costs less than the round trip to a thread.
         self.direct = DirectReads(settings, self.engine) if postgres else None
+        self.local = LocalReads(self.engine) if self.engine.dialect.name == "sqlite" else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Per event loop: a limiter belongs to the loop that created it.
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -163,9 +168,15 @@ class Storage:
                 return await done
 
     async def read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
-        """The first row of a read (None if it has none), in the request's turn, on the event
-        loop: only where the driver is asynchronous (`direct`, on PostgreSQL)."""
-        assert self.direct is not None, "reads on the event loop need an asynchronous driver"
+        """The first row of a read (None if it has none), on the event loop: on PostgreSQL in
+        the request's turn, cut off at its deadline; on SQLite at once, unless another
+        connection holds a lock it would wait for, when it is read in a worker thread."""
+        if self.local is not None:
+            try:
+                return self.local.row(statement, params)
+            except LockedError:
+                return await self.run_in_thread(self._read_row, statement, params)
+        assert self.direct is not None, "reads on the event loop need SQLite or psycopg"
         async with self._turn():
             work = asyncio.ensure_future(self.direct.row(statement, params))
             try:
@@ -182,6 +193,10 @@ class Storage:
                     # the request is answered, as an abandoned worker thread would.
                     work.cancel()
                     work.add_done_callback(_retrieved)
+
+    def _read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        with self.reading() as c:
+            return c.execute(statement, params).first()
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -231,13 +246,17 @@ class Storage:
             c.execute(text("SELECT 1"))
 
     async def close_reads(self) -> None:
-        """Close this event loop's asynchronous connections, at the app's shutdown."""
+        """Close this event loop's own connections, at the app's shutdown."""
         if self.direct is not None:
             await self.direct.close()
+        if self.local is not None:
+            self.local.close()
 
     def dispose(self) -> None:
         """Close the pool's connections (at shutdown, or before the database is replaced)."""
         self.engine.dispose()
+        if self.local is not None:
+            self.local.dispose()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -362,3 +381,60 @@ class _Connections:
     idle: list[psycopg.AsyncConnection[Any]] = field(default_factory=list)
     open: int = 0
     closed: bool = False
+
+
+class LockedError(Exception):
+    """An SQLite read on the event loop met a lock it would have had to wait for."""
+
+
+# SQLite's result codes for a lock held elsewhere (SQLITE_BUSY and SQLITE_LOCKED, any variant).
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+class LocalReads:
+    """The request path's reads of an SQLite file, on the event loop: a point read takes tens
+    of microseconds, less than the round trip to a worker thread. Each event loop keeps one
+    connection of its own, outside the pool (whose checkout could wait), and never waits for a
+    lock: in WAL mode a reader meets one only in rare moments (another connection recovering the
+    log, or holding the file exclusively), and then `LockedError` sends it to a worker thread,
+    which waits as long as the statement timeout allows."""
+
+    def __init__(self, engine: Engine) -> None:
+        # A connection made on demand, closed when its loop goes or the pool is disposed.
+        self.engine = create_engine(
+            engine.url, poolclass=NullPool, connect_args={"timeout": 0, "check_same_thread": False}
+        )
+        self._generation = 0
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[int, Connection]
+        ] = weakref.WeakKeyDictionary()
+
+    def row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        held = self._loops.get(loop)
+        if held is None or held[0] != self._generation:
+            if held is not None:
+                held[1].close()
+            held = self._loops[loop] = (self._generation, self.engine.connect())
+        c = held[1]
+        try:
+            return c.execute(statement, params).first()
+        except OperationalError as error:
+            if getattr(error.orig, "sqlite_errorcode", None) is None:
+                raise
+            if error.orig.sqlite_errorcode & 0xFF not in _LOCKED:
+                raise
+            raise LockedError from error
+        finally:
+            # No read snapshot is kept between requests: each read sees the latest commit.
+            c.rollback()
+
+    def close(self) -> None:
+        """Close this event loop's connection."""
+        held = self._loops.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            held[1].close()
+
+    def dispose(self) -> None:
+        """The loops' connections are made again before their next read: the file may be new."""
+        self._generation += 1

@@ -1,6 +1,7 @@
-"""What the handlers ask of storage, each in one round trip made in a worker thread: records are
-read and translated there too, off the event loop that every request shares (a stored report can
-be large)."""
+"""What the handlers ask of storage, each in one round trip. The task read, the most frequent,
+is made on the event loop (Storage.read_row), a large report translated in a worker thread; the
+rest is read, written and translated in a worker thread, off the event loop every request shares
+(a page of tasks holds many reports)."""
 
 from __future__ import annotations
 
@@ -64,8 +65,6 @@ class Store:
         self, org: str, site_id: uuid.UUID | None, task_id: uuid.UUID | None
     ) -> Lookup:
         params = {"org": org, "site_id": site_id, "task_id": task_id}
-        if self.storage.direct is None:
-            return await self.storage.run_in_thread(self._lookup, params)
         row = await self.storage.read_row(queries.PROVIDER_SITE_AND_TASK, params)
         if row.report is not None and len(row.report) > LARGE_REPORT:
             # A large report is decoded off the event loop that every request shares.
@@ -73,6 +72,7 @@ class Store:
         return lookup_from_row(row)
 
     def _lookup(self, params: dict[str, Any]) -> Lookup:
+        """The lookup read in the calling thread, through the pool."""
         with self.storage.reading() as c:
             return lookup_from_row(c.execute(queries.PROVIDER_SITE_AND_TASK, params).one())
 

@@ -260,7 +260,7 @@ def test_error_handlers_run_on_the_event_loop(
 
 def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) -> None:
     # lifespan=: the pools' connections are closed when the app stops, and opened again after:
-    # the engine's, and on PostgreSQL the event loop's (the task read).
+    # the engine's, and the event loop's own (the task read).
     storage = app.runtime.storage
     pool = storage.engine.pool
     with app.test_client() as client:
@@ -269,8 +269,11 @@ def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) 
         assert pool.checkedin() >= 1
         if storage.direct is not None:
             assert [len(c.idle) for c in storage.direct._loops.values()] == [1]
+        if storage.local is not None:
+            assert len(storage.local._loops) == 1
     assert pool.checkedin() == 0
     assert storage.direct is None or not storage.direct._loops
+    assert storage.local is None or not storage.local._loops
     with app.test_client() as client:
         response = client.get(
             task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer()

@@ -216,10 +216,9 @@ def test_report_stored_as_broken_json_text_is_dropped(
 def test_the_event_loops_read_finds_what_a_worker_thread_reads(
     app: NICoApp, storage: Storage
 ) -> None:
-    # On PostgreSQL the lookup runs on the event loop (Storage.direct), its report decoded there
-    # or, over 64 KB, in a worker thread: it finds exactly what the worker thread's read finds.
-    if storage.direct is None:
-        pytest.skip("SQLite is read in a worker thread alone")
+    # The lookup runs on the event loop (Storage.local on SQLite, Storage.direct on PostgreSQL),
+    # its report decoded there or, over 64 KB, in a worker thread: it finds exactly what the
+    # worker thread's read through the pool finds.
     large_task = "5c0c3e0e-8a1f-4f8e-9d55-0f6a3c2b1d77"
     step = {
         "component_type": "Compute",
@@ -674,6 +673,5 @@ def test_a_task_is_translated_off_the_event_loop(
     assert response.status_code == 200
     assert len(response.json()["report"]["stages"][0]["steps"]) == 5000
     assert get(client, RUNNING_TASK, bearer()).status_code == 200
-    # A large report is translated in a worker thread; a small one too on SQLite, where the
-    # thread reads it, but on the event loop on PostgreSQL, which reads it there.
-    assert decoded_on_loop == [False, storage.direct is not None]
+    # A large report is translated in a worker thread, a small one on the event loop.
+    assert decoded_on_loop == [False, True]
