@@ -11,6 +11,8 @@ changes, so that a Connexion upgrade fails a test instead of changing an answer 
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import functools
 import json
 from collections.abc import AsyncIterator
@@ -19,11 +21,21 @@ from typing import Any, ClassVar
 
 import connexion
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
+from connexion.context import context
 from connexion.context import receive as context_receive
 from connexion.context import scope as context_scope
 from connexion.datastructures import MediaTypeDict
 from connexion.decorators import StarletteDecorator
-from connexion.decorators.parameter import AsyncParameterDecorator, pythonic
+from connexion.decorators.parameter import (
+    CONTEXT_NAME,
+    AsyncParameterDecorator,
+    _get_body_argument,
+    _get_query_defaults,
+    _get_val_from_param,
+    _query_args_helper,
+    pythonic,
+    unwrap_decorators,
+)
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import MiddlewarePosition
@@ -34,11 +46,12 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
+from connexion.operations import AbstractOperation
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.utils import is_null, is_nullable
+from connexion.utils import deep_merge, inspect_function_arguments, is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from connexion.validators.parameter import draft4_format_checker
 from jsonschema import Draft4Validator
@@ -140,11 +153,22 @@ class NICoApp(connexion.AsyncApp):
 
 class _OnceDecorator(StarletteDecorator):
     """Connexion's decorator, building the decorated handler (its signature read, its parameter
-    and response wrappers made) once per operation, not on every request."""
+    and response wrappers made) and the operation's URI parser once per operation, not on every
+    request."""
+
+    def __init__(self, operation: AbstractOperation, **options: Any) -> None:
+        super().__init__(**options)
+        self.operation = operation
 
     @property
-    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
-        return _ParameterDecorator
+    def _parameter_decorator_cls(self) -> Any:
+        return functools.partial(_ParameterDecorator, self.operation)
+
+    @functools.cached_property
+    def uri_parser(self) -> Any:  # type: ignore[override]
+        operation = self.operation
+        parser_class = self.uri_parser_class or operation.uri_parser_class
+        return parser_class(operation.parameters, operation.body_definition())
 
     def __call__(self, function: Any) -> Any:
         decorated = self.decorate(function)
@@ -160,11 +184,55 @@ class _OnceDecorator(StarletteDecorator):
 
 
 class _ParameterDecorator(AsyncParameterDecorator):
-    """Connexion's parameter decorator, each parameter name's Python form worked out once."""
+    """Connexion's parameter decorator, with what depends on the operation alone worked out once
+    (its path and query parameters, the query defaults, the handler's arguments, each name's
+    Python form), and no form read: the spec's request bodies are JSON, and production binds no
+    form into the others."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, operation: AbstractOperation, **options: Any) -> None:
         super().__init__(**options)
         self.sanitize_fn = _pythonic
+        self.operation = operation
+
+    def __call__(self, function: Any) -> Any:
+        operation = self.operation
+        sanitize = self.sanitize_fn
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        wanted = set(arguments)
+        path = {p["name"]: p for p in operation.parameters if p["in"] == "path"}
+        query = {p["name"]: p for p in operation.parameters if p["in"] == "query"}
+        defaults = _get_query_defaults(query)
+
+        @functools.wraps(function)
+        async def wrapper(request: ConnexionRequest) -> Any:
+            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+            while asyncio.iscoroutine(body):
+                body = await body
+            # Connexion's get_arguments and prep_kwargs, without the form's files.
+            kwargs = {
+                sanitize(name): _get_val_from_param(value, path[name]) if name in path else value
+                for name, value in request.path_params.items()
+            }
+            values = deep_merge(copy.deepcopy(defaults), request.query_params)
+            kwargs.update(_query_args_helper(query, values, arguments, has_kwargs, sanitize))
+            kwargs.update(
+                _get_body_argument(
+                    body,
+                    operation=operation,
+                    arguments=arguments,
+                    has_kwargs=has_kwargs,
+                    sanitize=sanitize,
+                    content_type=request.mimetype,
+                )
+            )
+            for key, value in context.items():
+                if has_kwargs or key in wanted:
+                    kwargs[key] = value
+            if CONTEXT_NAME in wanted:
+                kwargs[CONTEXT_NAME] = context
+            return await function(**kwargs)
+
+        return wrapper
 
 
 # The spec's names and a client's query keys: a bounded memo, as clients choose the keys.
@@ -172,9 +240,20 @@ _pythonic = functools.lru_cache(maxsize=1024)(pythonic)
 
 
 class _OnceDecoratedOperation(AsyncOperation):
+    # The spec's operation, which Connexion's AsyncOperation keeps only its handler of.
+    spec: AbstractOperation
+
+    @classmethod
+    def from_operation(cls, operation: AbstractOperation, **options: Any) -> AsyncOperation:
+        made = super().from_operation(operation, **options)
+        made.spec = operation  # type: ignore[attr-defined]
+        return made
+
     @functools.cached_property
     def fn(self) -> Any:  # type: ignore[override]
-        decorator = _OnceDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
+        decorator = _OnceDecorator(
+            self.spec, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
         return decorator(self._fn)
 
 
