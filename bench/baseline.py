@@ -24,6 +24,7 @@ from starlette.routing import Route
 from nico_api import handlers, queries
 from nico_api.app import tune_process
 from nico_api.config import Settings
+from nico_api.db import LockedError
 from nico_api.errors import NICoError
 from nico_api.runtime import Runtime
 from nico_api.store import Lookup, Store, lookup_from_row
@@ -50,7 +51,10 @@ class DirectLookup:
             async with self.turns:
                 return await asyncio.to_thread(self.store._lookup, params)
         if storage.local is not None:
-            return lookup_from_row(storage.local.row(queries.PROVIDER_SITE_AND_TASK, params))
+            try:
+                return lookup_from_row(storage.local.row(queries.PROVIDER_SITE_AND_TASK, params))
+            except LockedError:
+                return await asyncio.to_thread(self.store._lookup, params)
         assert storage.direct is not None
         async with self.turns:
             row = await storage.direct.row(queries.PROVIDER_SITE_AND_TASK, params)

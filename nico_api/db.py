@@ -168,17 +168,23 @@ class Storage:
                 return await done
 
     async def read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
-        """The first row of a read (None if it has none), on the event loop: on PostgreSQL in
-        the request's turn, cut off at its deadline; on SQLite at once, unless another
-        connection holds a lock it would wait for, when it is read in a worker thread."""
+        """The first row of a read (None if it has none). On SQLite on the event loop at once,
+        unless another connection holds a lock it would wait for; on PostgreSQL on the event
+        loop in the request's turn, cut off at its deadline; otherwise in a worker thread."""
         if self.local is not None:
             try:
                 return self.local.row(statement, params)
             except LockedError:
-                return await self.run_in_thread(self._read_row, statement, params)
-        assert self.direct is not None, "reads on the event loop need SQLite or psycopg"
+                pass
+        elif self.direct is not None:
+            return await self._read_directly(self.direct, statement, params)
+        return await self.run_in_thread(self._read_row, statement, params)
+
+    async def _read_directly(
+        self, direct: DirectReads, statement: Executable, params: dict[str, Any]
+    ) -> Any:
         async with self._turn():
-            work = asyncio.ensure_future(self.direct.row(statement, params))
+            work = asyncio.ensure_future(direct.row(statement, params))
             try:
                 async with self._deadline():
                     return await asyncio.shield(work)

@@ -202,12 +202,16 @@ class _ParameterDecorator(AsyncParameterDecorator):
         path = {p["name"]: p for p in operation.parameters if p["in"] == "path"}
         query = {p["name"]: p for p in operation.parameters if p["in"] == "query"}
         defaults = _get_query_defaults(query)
+        # Connexion passes a body to an operation that defines one, and no other.
+        takes_body = operation.is_request_body_defined
 
         @functools.wraps(function)
         async def wrapper(request: ConnexionRequest) -> Any:
-            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
-            while asyncio.iscoroutine(body):
-                body = await body
+            body = None
+            if takes_body:
+                body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+                while asyncio.iscoroutine(body):
+                    body = await body
             # Connexion's get_arguments and prep_kwargs, without the form's files.
             kwargs = {
                 sanitize(name): _get_val_from_param(value, path[name]) if name in path else value
@@ -376,6 +380,11 @@ async def _authenticate(request: ConnexionRequest) -> dict[str, Any]:
 
 class GoURIParser(OpenAPIURIParser):
     """Query values as production reads them; one that cannot be read is left out."""
+
+    @functools.cached_property
+    def param_schemas(self) -> dict[str, Any]:  # type: ignore[override]
+        """Connexion's, worked out once (it builds the mapping anew at each parameter read)."""
+        return super().param_schemas
 
     def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
         if _in != "query":

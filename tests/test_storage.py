@@ -1,5 +1,5 @@
 """The task read on the event loop of an SQLite file (Storage.local): never waiting there for a
-lock, and never reading a file that has been replaced."""
+lock, never keeping a snapshot between reads, and never reading a file that has been replaced."""
 
 from __future__ import annotations
 
@@ -7,29 +7,58 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from nico_api.config import Settings
 from nico_api.db import LocalReads, LockedError, Storage
+from nico_api.errors import StorageDeadlineError
 
 READ = text("SELECT x FROM t")
 
 
 def _file_with_a_row(path: Path, x: int = 1) -> None:
     # A rollback journal, not WAL: a writer's exclusive lock stops readers, as WAL rarely does.
-    with sqlite3.connect(path, isolation_level=None) as c:
+    c = sqlite3.connect(path, isolation_level=None)
+    try:
         c.execute("CREATE TABLE t (x INTEGER)")
         c.execute("INSERT INTO t VALUES (?)", (x,))
-    c.close()
+    finally:
+        c.close()
 
 
-def _exclusive_lock(path: Path) -> sqlite3.Connection:
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[sqlite3.Connection]:
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    blocker.execute("BEGIN EXCLUSIVE")
-    return blocker
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        yield blocker
+    finally:
+        blocker.close()  # its transaction, if still open, is rolled back
+
+
+@contextmanager
+def _storage(path: Path, **settings: Any) -> Iterator[Storage]:
+    storage = Storage(
+        Settings(instance_dir=path.parent, database_url=f"sqlite:///{path}", **settings)
+    )
+    try:
+        yield storage
+    finally:
+        storage.dispose()
+
+
+async def _read(storage: Storage, statement: Any = READ) -> Any:
+    try:
+        return await storage.read_row(statement, {})
+    finally:
+        await storage.close_reads()
 
 
 def test_a_read_on_the_event_loop_does_not_wait_for_a_lock(tmp_path: Path) -> None:
@@ -43,23 +72,20 @@ def test_a_read_on_the_event_loop_does_not_wait_for_a_lock(tmp_path: Path) -> No
         finally:
             reads.close()
 
-    blocker = _exclusive_lock(path)
-    started = time.monotonic()
-    with pytest.raises(LockedError):
-        asyncio.run(read())
-    assert time.monotonic() - started < 0.5
-    blocker.execute("ROLLBACK")
-    assert asyncio.run(read()) == 1
+    with _exclusive_lock(path) as blocker:
+        started = time.monotonic()
+        with pytest.raises(LockedError):
+            asyncio.run(read())
+        assert time.monotonic() - started < 0.5
+        blocker.execute("ROLLBACK")
+        assert asyncio.run(read()) == 1
 
 
 def test_a_locked_read_waits_in_a_worker_thread_while_the_loop_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     _file_with_a_row(path, 7)
-    storage = Storage(Settings(instance_dir=tmp_path, database_url=f"sqlite:///{path}"))
-    blocker = _exclusive_lock(path)
-    threading.Timer(0.3, blocker.execute, ["ROLLBACK"]).start()
 
-    async def read_while_ticking() -> tuple[int, int]:
+    async def read_while_ticking(storage: Storage) -> tuple[int, int]:
         ticks = 0
 
         async def tick() -> None:
@@ -70,31 +96,77 @@ def test_a_locked_read_waits_in_a_worker_thread_while_the_loop_goes_on(tmp_path:
 
         ticker = asyncio.ensure_future(tick())
         try:
-            row = await storage.read_row(READ, {})
+            row = await _read(storage)
         finally:
             ticker.cancel()
-            await storage.close_reads()
         return row.x, ticks
 
-    started = time.monotonic()
-    try:
-        x, ticks = asyncio.run(read_while_ticking())
-    finally:
-        storage.dispose()
+    with _storage(path) as storage, _exclusive_lock(path) as blocker:
+        threading.Timer(0.3, blocker.execute, ["ROLLBACK"]).start()
+        started = time.monotonic()
+        x, ticks = asyncio.run(read_while_ticking(storage))
     assert x == 7
     assert time.monotonic() - started >= 0.3
     # The loop ran other work while the read waited for the lock.
     assert ticks >= 10
 
 
+def test_a_read_locked_out_past_the_request_deadline_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    _file_with_a_row(path)
+
+    async def answered_after(storage: Storage) -> float:
+        started = time.monotonic()
+        with pytest.raises(StorageDeadlineError):
+            await _read(storage)
+        return time.monotonic() - started
+
+    limits = {"db_request_timeout": 0.5, "db_statement_timeout": 1.0}
+    with _storage(path, **limits) as storage, _exclusive_lock(path):
+        # Answered at the deadline; the abandoned thread waits out the lock timeout.
+        assert 0.4 < asyncio.run(answered_after(storage)) < 2
+
+
+def test_each_read_sees_the_latest_commit(tmp_path: Path) -> None:
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path, 1)
+
+    async def reads(storage: Storage) -> list[int]:
+        seen = [(await storage.read_row(READ, {})).x]
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("UPDATE t SET x = 2")
+        writer.close()
+        seen.append((await storage.read_row(READ, {})).x)
+        await storage.close_reads()
+        return seen
+
+    with _storage(path) as storage:
+        storage.ping()  # the pool's first connection turns the file to WAL, as in service
+        assert asyncio.run(reads(storage)) == [1, 2]
+
+
+def test_an_error_other_than_a_lock_is_not_read_again_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path)
+    with _storage(path) as storage:
+
+        async def in_a_thread(*_args: object) -> None:
+            raise AssertionError("read again in a worker thread")
+
+        monkeypatch.setattr(storage, "run_in_thread", in_a_thread)
+        with pytest.raises(OperationalError, match="no such table"):
+            asyncio.run(_read(storage, text("SELECT x FROM missing")))
+
+
 def test_a_replaced_file_is_read_after_the_pool_is_disposed(tmp_path: Path) -> None:
     path = tmp_path / "nico.db"
     _file_with_a_row(path, 1)
-    storage = Storage(Settings(instance_dir=tmp_path, database_url=f"sqlite:///{path}"))
     replacement = tmp_path / "replacement.db"
     _file_with_a_row(replacement, 2)
 
-    async def reads() -> list[int]:
+    async def reads(storage: Storage) -> list[int]:
         seen = [(await storage.read_row(READ, {})).x]
         storage.dispose()
         replacement.replace(path)
@@ -102,7 +174,26 @@ def test_a_replaced_file_is_read_after_the_pool_is_disposed(tmp_path: Path) -> N
         await storage.close_reads()
         return seen
 
-    try:
-        assert asyncio.run(reads()) == [1, 2]
-    finally:
-        storage.dispose()
+    with _storage(path) as storage:
+        assert asyncio.run(reads(storage)) == [1, 2]
+
+
+def test_a_database_without_a_reader_on_the_loop_is_read_in_a_worker_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path, 3)
+    with _storage(path) as storage:
+        # As for a backend other than SQLite and PostgreSQL: neither reader exists.
+        storage.local = None
+        assert storage.direct is None
+        readers: list[str] = []
+        original = storage._read_row
+
+        def recorded(*args: Any) -> Any:
+            readers.append(threading.current_thread().name)
+            return original(*args)
+
+        storage._read_row = recorded  # type: ignore[method-assign]
+        assert asyncio.run(_read(storage)).x == 3
+    assert readers and readers[0] != threading.main_thread().name
