@@ -288,9 +288,14 @@ def handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
 
 
+# Where ConnexionRequest.context keeps a request's context in its scope, read here without
+# building a request object three times per request.
+_CONTEXT = "connexion_context"
+
+
 def request_context(scope: Scope) -> dict[str, Any]:
     """The request's Connexion context: what the handler is passed by name."""
-    return ConnexionRequest(scope).context
+    return scope.setdefault("extensions", {}).setdefault(_CONTEXT, {})
 
 
 def runtime_of(scope: Scope) -> Runtime:

@@ -78,6 +78,17 @@ def test_two_apps_in_one_process_each_serve_their_own_runtime(
     assert other.runtime.storage is not app.runtime.storage
 
 
+def test_the_request_context_is_connexions() -> None:
+    # request_context reads the dict Connexion's request keeps (and passes handlers) by itself.
+    from connexion.lifecycle import ConnexionRequest
+
+    scope = {"type": "http", "headers": []}
+    context = framework.request_context(scope)
+    assert context is ConnexionRequest(scope).context
+    fresh = {"type": "http", "headers": []}
+    assert ConnexionRequest(fresh).context is framework.request_context(fresh)
+
+
 def test_handlers_are_passed_the_request_context_by_name() -> None:
     # Connexion passes a context key to a handler that names it; every handler names `problems`,
     # and every one that reads storage names `runtime`.
