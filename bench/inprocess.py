@@ -145,10 +145,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "connexion.middleware.routing:RoutingOperation.__call__",
         "connexion.middleware.abstract:RoutedMiddleware.__call__",
     ),
-    "security": (
-        "connexion.middleware.security:SecurityOperation.__call__",
-        "nico_api.auth:Authenticator.authenticate",
-    ),
+    "security": ("connexion.middleware.security:SecurityOperation.__call__",),
+    "token check (the limit's too)": ("nico_api.auth:Authenticator.authenticate",),
     "request validation": (
         "nico_api.framework:_ValidationOperation.__call__",
         "connexion.middleware.request_validation:RequestValidationOperation.__call__",
@@ -162,7 +160,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "nico_api.handlers:get_task",
     ),
     "database": ("nico_api.db:Storage.run_in_thread", "nico_api.db:Storage.read_row"),
-    "serialisation": ("nico_api.framework:APIJsonifier.dumps",),
+    "translation (the limit's too)": ("nico_api.store:lookup_from_row",),
+    "serialisation (the limit's too)": ("nico_api.framework:APIJsonifier.dumps",),
 }
 
 

@@ -146,26 +146,39 @@ class Storage:
             if metrics is not None:
                 metrics.db_in_use.dec()
 
-    @asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        """A request's database work, cut off at the request deadline: a database that stops
-        answering (frozen, or behind a black hole) holds its connection until TCP gives up,
-        while the request is answered then."""
+    async def _until_deadline(self, work: asyncio.Future[T]) -> T:
+        """The outcome of a request's database work, or StorageDeadlineError at the request
+        deadline: a database that stops answering (frozen, or behind a black hole) holds its
+        connection until TCP gives up, while the request is answered then. Work the request
+        leaves behind is cancelled, and goes on until it ends."""
+        loop = asyncio.get_running_loop()
+        # Woken by the work's end or by the deadline, whichever comes first: cheaper than
+        # asyncio's timeout and shield around it.
+        settled = loop.create_future()
+        work.add_done_callback(functools.partial(_settle, settled))
+        deadline = loop.call_later(self.settings.db_request_timeout, _settle, settled)
         try:
-            async with asyncio.timeout(self.settings.db_request_timeout):
-                yield
-        except TimeoutError:
+            await settled
+        finally:
+            deadline.cancel()
+            abandoned = not work.done()
+            if abandoned:
+                work.cancel()
+                work.add_done_callback(_retrieved)
+        if abandoned:
             raise StorageDeadlineError(
                 f"the database did not answer within {self.settings.db_request_timeout:g}s"
-            ) from None
+            )
+        return work.result()
 
     async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in a worker thread, in the request's turn."""
         async with self._turn():
             # The event loop's own thread pool: asyncio's hand-over costs less than anyio's.
-            done = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
-            async with self._deadline():
-                return await done
+            loop = asyncio.get_running_loop()
+            return await self._until_deadline(
+                loop.run_in_executor(None, functools.partial(work, *args))
+            )
 
     async def read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
         """The first row of a read (None if it has none). On SQLite on the event loop at once,
@@ -184,21 +197,17 @@ class Storage:
         self, direct: DirectReads, statement: Executable, params: dict[str, Any]
     ) -> Any:
         async with self._turn():
-            work = asyncio.ensure_future(direct.row(statement, params))
+            # A read cut off at the deadline is cancelled by the driver (waiting on the server
+            # if it must) after the request is answered, as an abandoned worker thread would be.
             try:
-                async with self._deadline():
-                    return await asyncio.shield(work)
+                return await self._until_deadline(
+                    asyncio.get_running_loop().create_task(direct.row(statement, params))
+                )
             except PoolTimeoutError:
                 # Every connection still held by reads abandoned at their deadline.
                 if self.metrics is not None:
                     self.metrics.db_timeouts.inc()
                 raise
-            finally:
-                if not work.done():
-                    # The driver cancels the query (waiting on the server if it must) after
-                    # the request is answered, as an abandoned worker thread would.
-                    work.cancel()
-                    work.add_done_callback(_retrieved)
 
     def _read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
         with self.reading() as c:
@@ -283,6 +292,11 @@ def without_statement_limit(connection: Connection) -> None:
     """Migrations and recounts read whole tables: the per-request statement limit is lifted."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def _settle(settled: asyncio.Future[None], *_: Any) -> None:
+    if not settled.done():
+        settled.set_result(None)
 
 
 def _retrieved(work: asyncio.Future[Any]) -> None:

@@ -197,3 +197,27 @@ def test_a_database_without_a_reader_on_the_loop_is_read_in_a_worker_thread(
         storage._read_row = recorded  # type: ignore[method-assign]
         assert asyncio.run(_read(storage)).x == 3
     assert readers and readers[0] != threading.main_thread().name
+
+
+@pytest.mark.parametrize("ended_by", ["the deadline", "the request's cancellation"])
+def test_work_a_request_leaves_behind_is_cancelled(tmp_path: Path, ended_by: str) -> None:
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path)
+
+    async def scenario(storage: Storage) -> tuple[type[BaseException], bool]:
+        work = asyncio.ensure_future(asyncio.sleep(10))
+        request = asyncio.ensure_future(storage._until_deadline(work))
+        await asyncio.sleep(0.05)
+        if ended_by != "the deadline":
+            request.cancel()
+        try:
+            await request
+        except BaseException as error:  # which of the two is the point
+            raised = type(error)
+        await asyncio.sleep(0)
+        return raised, work.cancelled()
+
+    with _storage(path, db_request_timeout=0.2) as storage:
+        raised, cancelled = asyncio.run(scenario(storage))
+    expected = StorageDeadlineError if ended_by == "the deadline" else asyncio.CancelledError
+    assert (raised, cancelled) == (expected, True)
