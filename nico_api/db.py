@@ -1,4 +1,5 @@
-"""The database: engine and pool, sessions, schema migrations, and a readiness probe."""
+"""The database: engine and pool, sessions, the limit and deadline of each request's database
+work, the task reads on the event loop, schema migrations, and a readiness probe."""
 
 from __future__ import annotations
 
@@ -150,7 +151,7 @@ class Storage:
         """The outcome of a request's database work, or StorageDeadlineError at the request
         deadline: a database that stops answering (frozen, or behind a black hole) holds its
         connection until TCP gives up, while the request is answered then. Work the request
-        leaves behind is cancelled, and goes on until it ends."""
+        leaves behind is cancelled, and goes on until it ends, its outcome read."""
         loop = asyncio.get_running_loop()
         # Woken by the work's end or by the deadline, whichever comes first: cheaper than
         # asyncio's timeout and shield around it.
@@ -159,17 +160,24 @@ class Storage:
         deadline = loop.call_later(self.settings.db_request_timeout, _settle, settled)
         try:
             await settled
-        finally:
-            deadline.cancel()
-            abandoned = not work.done()
-            if abandoned:
-                work.cancel()
-                work.add_done_callback(_retrieved)
-        if abandoned:
+        except BaseException:
+            # The request itself is cancelled (ended or done at the same moment or not).
+            _abandon(work, deadline)
+            raise
+        if not work.done():
+            _abandon(work, deadline)
             raise StorageDeadlineError(
                 f"the database did not answer within {self.settings.db_request_timeout:g}s"
             )
-        return work.result()
+        deadline.cancel()
+        try:
+            return work.result()
+        except PoolTimeoutError:
+            # The engine's pool, or every event-loop connection still held by reads abandoned
+            # at their deadline.
+            if self.metrics is not None:
+                self.metrics.db_timeouts.inc()
+            raise
 
     async def run_in_thread(self, work: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in a worker thread, in the request's turn."""
@@ -199,15 +207,9 @@ class Storage:
         async with self._turn():
             # A read cut off at the deadline is cancelled by the driver (waiting on the server
             # if it must) after the request is answered, as an abandoned worker thread would be.
-            try:
-                return await self._until_deadline(
-                    asyncio.get_running_loop().create_task(direct.row(statement, params))
-                )
-            except PoolTimeoutError:
-                # Every connection still held by reads abandoned at their deadline.
-                if self.metrics is not None:
-                    self.metrics.db_timeouts.inc()
-                raise
+            return await self._until_deadline(
+                asyncio.get_running_loop().create_task(direct.row(statement, params))
+            )
 
     def _read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
         with self.reading() as c:
@@ -297,6 +299,13 @@ def without_statement_limit(connection: Connection) -> None:
 def _settle(settled: asyncio.Future[None], *_: Any) -> None:
     if not settled.done():
         settled.set_result(None)
+
+
+def _abandon(work: asyncio.Future[Any], deadline: asyncio.TimerHandle) -> None:
+    """Stop waiting for `work`: cancelled if it still runs, and its outcome read when it ends."""
+    deadline.cancel()
+    work.cancel()
+    work.add_done_callback(_retrieved)
 
 
 def _retrieved(work: asyncio.Future[Any]) -> None:

@@ -1,7 +1,7 @@
 """What the handlers ask of storage, each in one round trip. The task read, the most frequent,
-is made on the event loop (Storage.read_row), a large report translated in a worker thread; the
-rest is read, written and translated in a worker thread, off the event loop every request shares
-(a page of tasks holds many reports)."""
+is made on the event loop where the database allows (Storage.read_row), a large report translated
+in a worker thread; the rest is read, written and translated in a worker thread, off the event
+loop every request shares (a page of tasks holds many reports)."""
 
 from __future__ import annotations
 

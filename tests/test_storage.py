@@ -4,6 +4,7 @@ lock, never keeping a snapshot between reads, and never reading a file that has 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 import time
@@ -15,10 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from nico_api.config import Settings
 from nico_api.db import LocalReads, LockedError, Storage
 from nico_api.errors import StorageDeadlineError
+from nico_api.metrics import ServiceMetrics
 
 READ = text("SELECT x FROM t")
 
@@ -199,13 +202,23 @@ def test_a_database_without_a_reader_on_the_loop_is_read_in_a_worker_thread(
     assert readers and readers[0] != threading.main_thread().name
 
 
+def _work(kind: str) -> asyncio.Future[Any]:
+    """Database work that runs long: a task on the event loop, or a worker thread's."""
+    if kind == "task":
+        return asyncio.ensure_future(asyncio.sleep(10))
+    return asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.3)
+
+
+@pytest.mark.parametrize("kind", ["task", "thread"])
 @pytest.mark.parametrize("ended_by", ["the deadline", "the request's cancellation"])
-def test_work_a_request_leaves_behind_is_cancelled(tmp_path: Path, ended_by: str) -> None:
+def test_work_a_request_leaves_behind_is_cancelled(
+    tmp_path: Path, ended_by: str, kind: str
+) -> None:
     path = tmp_path / "nico.db"
     _file_with_a_row(path)
 
     async def scenario(storage: Storage) -> tuple[type[BaseException], bool]:
-        work = asyncio.ensure_future(asyncio.sleep(10))
+        work = _work(kind)
         request = asyncio.ensure_future(storage._until_deadline(work))
         await asyncio.sleep(0.05)
         if ended_by != "the deadline":
@@ -221,3 +234,46 @@ def test_work_a_request_leaves_behind_is_cancelled(tmp_path: Path, ended_by: str
         raised, cancelled = asyncio.run(scenario(storage))
     expected = StorageDeadlineError if ended_by == "the deadline" else asyncio.CancelledError
     assert (raised, cancelled) == (expected, True)
+
+
+def test_an_error_of_work_ending_as_its_request_is_cancelled_is_read(tmp_path: Path) -> None:
+    # The work fails in the same pass of the loop as its request is cancelled: its error is
+    # read, never reported as a future's exception that nobody retrieved.
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path)
+    reported: list[dict[str, Any]] = []
+
+    async def scenario(storage: Storage) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        work = loop.create_future()
+        request = asyncio.ensure_future(storage._until_deadline(work))
+        await asyncio.sleep(0)
+        work.set_exception(RuntimeError("the database failed"))
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        del work, request
+        await asyncio.sleep(0)
+        gc.collect()
+
+    with _storage(path) as storage:
+        asyncio.run(scenario(storage))
+    assert reported == []
+
+
+def test_a_pool_timeout_in_the_work_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "nico.db"
+    _file_with_a_row(path)
+    metrics = ServiceMetrics()
+    storage = Storage(Settings(instance_dir=tmp_path, database_url=f"sqlite:///{path}"), metrics)
+
+    def exhausted() -> None:
+        raise PoolTimeoutError("the engine's pool had no connection to give")
+
+    try:
+        with pytest.raises(PoolTimeoutError):
+            asyncio.run(storage.run_in_thread(exhausted))
+    finally:
+        storage.dispose()
+    assert metrics.registry.get_sample_value("nico_db_pool_timeouts_total") == 1
