@@ -4,6 +4,8 @@ the service's time split by layer, measured by timing each layer's own share of 
 
     python -m bench.inprocess                       # SQLite, and PostgreSQL if reachable
     python -m bench.inprocess --backend sqlite --requests 2000 --rounds 9
+
+The report goes to bench/results/ (the latest in bench/results/inprocess-latest.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import psycopg
 
 from bench import baseline
 from bench.dataset import ORG, SITE
-from bench.run import POSTGRES_ADMIN, database_url
+from bench.run import POSTGRES_ADMIN, database_url, publish
 from nico_api import fixture
 from nico_api.app import create_app
 from nico_api.config import Settings
@@ -329,8 +332,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="per app (%(default)s)")
     args = parser.parse_args()
     backends = args.backend or ["sqlite", *(["postgresql"] if _postgres_reachable() else [])]
-    for backend in backends:
-        print(measure(backend, args.requests, args.rounds), flush=True)
+    reports = [measure(backend, args.requests, args.rounds) for backend in backends]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
+    publish("\n".join([f"# In process {stamp}", "", *reports]), stamp, "inprocess")
     return 0
 
 
