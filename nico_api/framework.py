@@ -73,6 +73,8 @@ DOCS_PATH = "/v2/docs"
 # The request context's keys; Connexion passes each to a handler that names it as a parameter.
 RUNTIME = "runtime"
 PROBLEMS = "problems"
+# Set in the request context when a GET's body cannot be bound (validation.binds).
+UNBOUND_BODY = "nico_unbound_body"
 
 
 def build_app(runtime: Runtime) -> NICoApp:
@@ -186,8 +188,8 @@ class _OnceDecorator(StarletteDecorator):
 class _ParameterDecorator(AsyncParameterDecorator):
     """Connexion's parameter decorator, with what depends on the operation alone worked out once
     (its path and query parameters, the query defaults, the handler's arguments, each name's
-    Python form), and no form read: the spec's request bodies are JSON, and production binds no
-    form into the others."""
+    Python form), and no form read: the spec's request bodies are JSON, and a body sent to an
+    operation without one is never passed (request validation reads it as production binds it)."""
 
     def __init__(self, operation: AbstractOperation, **options: Any) -> None:
         super().__init__(**options)
@@ -410,7 +412,11 @@ class NICoParameterValidator(ParameterValidator):
         for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
             raw.setdefault(name, text)  # Echo binds the first of repeated keys
         validation.check_query(
-            self.parameters.get("query", []), raw, problems_of(scope), self._first_error
+            self.parameters.get("query", []),
+            raw,
+            problems_of(scope),
+            self._first_error,
+            body_bound=not request_context(scope).get(UNBOUND_BODY),
         )
         # Path and header parameters are read by the router as they are: checked at once.
         request = ConnexionRequest(scope, uri_parser=self.uri_parser)
@@ -487,13 +493,7 @@ class _ValidationOperation(RequestValidationOperation):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._operation.request_body:
-            # Read whole: its size is bounded by the edge's body limit.
-            body = b""
-            while True:
-                message = await receive()
-                body += message.get("body", b"")
-                if message["type"] != "http.request" or not message.get("more_body"):
-                    break
+            body = await _whole_body(receive)
             content_type = Headers(scope=scope).get("content-type", "")
             if body and not content_type.startswith("application/json"):
                 problems_of(scope).add(Step.BODY, NICoError(400, validation.PARSE_FAILED))
@@ -510,7 +510,38 @@ class _ValidationOperation(RequestValidationOperation):
             ]
             scope = {**scope, "headers": headers}
             receive = _replaying(replay, receive)
+        elif self._binds_query and _has_body(scope):
+            # Production's handler binds the body after the query: one it cannot read fails
+            # the bind (validation.check_query).
+            body = await _whole_body(receive)
+            content_type = Headers(scope=scope).get("content-type", "")
+            if not validation.binds(body, content_type):
+                request_context(scope)[UNBOUND_BODY] = True
+            receive = _replaying(body, receive)
         await super().__call__(scope, receive, send)
+
+    @functools.cached_property
+    def _binds_query(self) -> bool:
+        """Whether production's handler binds a request (a GET of tasks: it has a query)."""
+        return any(p["in"] == "query" for p in self._operation.parameters)
+
+
+async def _whole_body(receive: Receive) -> bytes:
+    """The request's body, read whole: its size is bounded by the edge's body limit."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return body
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request's head announces a body (a length above 0, or chunks)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

@@ -105,10 +105,12 @@ def check_query(
     raw: Mapping[str, str],
     problems: RequestProblems,
     first_error: Callable[[dict[str, Any], Any], ValidationError | None],
+    body_bound: bool = True,
 ) -> None:
-    """Production's order: unknown keys, values that cannot be read, required values; then
-    paging, read and validated (every failing field named in `data`). `raw` holds the first
-    value of each key; `first_error` is the spec's verdict on a parameter's value."""
+    """Production's order: unknown keys, values that cannot be read (then a body that cannot
+    be: `body_bound` false), required values; then paging, read and validated (every failing
+    field named in `data`). `raw` holds the first value of each key; `first_error` is the
+    spec's verdict on a parameter's value."""
     known = {param["name"] for param in query}
     for name in raw:
         if name not in known:
@@ -135,6 +137,8 @@ def check_query(
             paging[PAGING_FIELDS[name]] = _PAGING_MESSAGES[error.validator](error.validator_value)
         elif error is not None:
             problems.add(step, NICoError(400, PARSE_FAILED))
+    if not body_bound:
+        problems.add(Step.QUERY, NICoError(400, PARSE_FAILED))
     for param in query:
         if param.get("required") and not raw.get(param["name"]):
             problems.add(Step.QUERY, NICoError(400, f"{param['name']} query parameter is required"))
@@ -146,6 +150,20 @@ def check_query(
 
 
 UNREADABLE = object()
+
+
+def binds(body: bytes, content_type: str) -> bool:
+    """Whether Go's binder reads a body sent with a GET into the handler's request struct:
+    none at all, or one JSON value that is an object or null (JSON alone, as for a body)."""
+    if not body:
+        return True
+    if not content_type.startswith("application/json"):
+        return False
+    try:
+        value = json.loads(body, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return value is None or isinstance(value, dict)
 
 
 def parse_body(text: bytes, encoding: str, problems: RequestProblems) -> Any:

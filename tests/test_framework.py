@@ -3,6 +3,7 @@ if the framework behaviour the customisation relies on changes in an upgrade."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -397,9 +398,9 @@ def test_each_operation_is_decorated_once_not_per_request(
 def test_no_form_is_read_for_an_operation_without_a_body(
     client: TestClient, bearer: Bearer, path: str
 ) -> None:
-    # The parameter decorator reads no body where the operation defines none: production binds
-    # none into a GET. Connexion's would refuse this one (a multipart type without a boundary)
-    # with 400, for the task and for the list (whose handler takes **query).
+    # The parameter decorator reads no body where the operation defines none: request
+    # validation binds it as production's binder does. Connexion's form reading would answer
+    # this one (a multipart type without a boundary) with its own 400 text.
     response = client.request(
         "GET",
         path,
@@ -407,7 +408,7 @@ def test_no_form_is_read_for_an_operation_without_a_body(
         headers={**bearer(), "Content-Type": "multipart/form-data"},
         content=b"--x\r\nbroken",
     )
-    assert response.status_code == 200
+    assert error(response) == (400, PARSE_FAILED)
 
 
 @pytest.mark.parametrize("name", ["siteId", "id", "activeOnly", "pageNumber", "X-Request-ID", "9x"])
@@ -463,3 +464,68 @@ def test_the_uri_parsers_parameter_schemas_are_connexions_worked_out_once() -> N
     parser = framework.GoURIParser(params, {})
     assert parser.param_schemas == OpenAPIURIParser(params, {}).param_schemas
     assert parser.param_schemas is parser.param_schemas
+
+
+def test_handlers_get_the_arguments_connexions_decorator_gives_them(
+    app: NICoApp, settings: Settings, bearer: Bearer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # _ParameterDecorator builds the handlers' arguments itself, with what it can once per
+    # operation: each handler is given what Connexion's own decorator gives it, for path and
+    # query parameters (defaults and Go's reading included), bodies and the request context.
+    from connexion.apps.asynchronous import AsyncOperation
+
+    given: list[tuple[str, dict[str, object]]] = []
+    original = framework.handler_for
+
+    def recording(operation_id: str) -> object:
+        handler = original(operation_id)
+
+        @functools.wraps(handler)
+        async def record(**kwargs: object) -> object:
+            context = {framework.RUNTIME, framework.PROBLEMS, "token_info"}
+            given.append(
+                (
+                    operation_id,
+                    {k: type(v).__name__ if k in context else v for k, v in kwargs.items()},
+                )
+            )
+            answer = handler(**kwargs)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return record
+
+    monkeypatch.setattr(framework, "handler_for", recording)
+    power = {"siteId": ACME_SITE, "state": "On", "filter": {"names": ["no-such-rack"]}}
+    requests = [
+        ("GET", task_path(RUNNING_TASK), {"siteId": ACME_SITE}, None),
+        ("GET", LIST_PATH, {"siteId": ACME_SITE}, None),
+        ("GET", LIST_PATH, {"siteId": ACME_SITE, "activeOnly": "t", "pageSize": "+5"}, None),
+        ("GET", LIST_PATH, {"siteId": ACME_SITE, "activeOnly": "perhaps"}, None),
+        ("POST", task_path(RUNNING_TASK) + "/cancel", {}, {"siteId": ACME_SITE}),
+        ("PATCH", f"/v2/org/{ACME}/nico/rack/power", {}, power),
+        ("GET", f"/v2/org/{ACME}/nico/user/current", {}, None),
+        ("GET", "/healthz", {}, None),
+    ]
+
+    def arguments() -> list[tuple[str, dict[str, object]]]:
+        given.clear()
+        with create_app(settings).test_client() as client:
+            for method, path, params, body in requests:
+                client.request(method, path, params=params, json=body, headers=bearer())
+        return list(given)
+
+    ours = arguments()
+    monkeypatch.setattr(
+        framework._OnceDecoratedOperation, "fn", AsyncOperation.__dict__["fn"], raising=True
+    )
+    assert [name for name, _ in ours] == [
+        "get-task",
+        "get-all-tasks",
+        "get-all-tasks",
+        "get-all-tasks",
+        "cancel-task",
+        "power-control-racks",
+        "get-user",
+        "get-health",
+    ]
+    assert ours == arguments()

@@ -392,6 +392,35 @@ def test_row5_missing_site_id(
     assert_error(response, 400, "siteId query parameter is required")
 
 
+@BOTH_PATHS
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("text/plain", b"x"), ("application/json", b"[1]"), ("application/xml", b"<a/>")],
+)
+def test_a_body_that_cannot_be_bound_fails_the_bind(
+    client: TestClient, bearer: Bearer, rack: bool, content_type: str, body: bytes
+) -> None:
+    # Production binds the query, then the body (Echo's binder): between the unknown keys and
+    # the required siteId, before membership.
+    path = f"/v2/org/{ACME}/nico/{'rack/' if rack else ''}task/{RUNNING_TASK}"
+
+    def get_with_body(
+        headers: dict[str, str], sent: bytes = body, sent_as: str = content_type, **query: str
+    ):
+        headers = {**headers, "Content-Type": sent_as}
+        return client.request("GET", path, params=query, headers=headers, content=sent)
+
+    message = "Failed to parse request data"
+    unknown = "Unknown query parameter specified in request: foo"
+    assert_error(get_with_body(bearer(), foo="1"), 400, unknown)
+    assert_error(get_with_body(bearer()), 400, message)
+    assert_error(get_with_body(bearer(GLOBEX), siteId=ACME_SITE), 400, message)
+    assert_error(get_with_body(bearer(), siteId=ACME_SITE), 400, message)
+    # A JSON object binds (its unknown fields are ignored): the task is read.
+    bound = get_with_body(bearer(), b'{"anything": 1}', "application/json", siteId=ACME_SITE)
+    assert bound.status_code == 200, bound.text
+
+
 def test_the_query_comes_before_membership(client: TestClient, bearer: Bearer) -> None:
     response = get(client, RUNNING_TASK, bearer(GLOBEX), site=None, foo="1")
     assert_error(response, 400, "Unknown query parameter specified in request: foo")
