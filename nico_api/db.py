@@ -429,7 +429,9 @@ class LocalReads:
     which waits as long as the statement timeout allows."""
 
     def __init__(self, engine: Engine) -> None:
-        # A connection made on demand, closed when its loop goes or the pool is disposed.
+        # Each loop's connection is made at its first read, made again at the first read after
+        # the pool is disposed, and closed at the app's shutdown (close_reads) or, should its
+        # loop go without one, by garbage collection, on whichever thread that runs.
         self.engine = create_engine(
             engine.url, poolclass=NullPool, connect_args={"timeout": 0, "check_same_thread": False}
         )
@@ -439,6 +441,7 @@ class LocalReads:
         ] = weakref.WeakKeyDictionary()
 
     def row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        """The first row of a read (None if it has none), or LockedError at once."""
         loop = asyncio.get_running_loop()
         held = self._loops.get(loop)
         if held is None or held[0] != self._generation:
