@@ -199,7 +199,7 @@ class Storage:
                 pass
         elif self.direct is not None:
             return await self._read_directly(self.direct, statement, params)
-        return await self.run_in_thread(self._read_row, statement, params)
+        return await self.run_in_thread(self.first_row, statement, params)
 
     async def _read_directly(
         self, direct: DirectReads, statement: Executable, params: dict[str, Any]
@@ -211,7 +211,8 @@ class Storage:
                 asyncio.get_running_loop().create_task(direct.row(statement, params))
             )
 
-    def _read_row(self, statement: Executable, params: dict[str, Any]) -> Any:
+    def first_row(self, statement: Executable, params: dict[str, Any]) -> Any:
+        """The first row of a read (None if it has none), in the calling thread."""
         with self.reading() as c:
             return c.execute(statement, params).first()
 

@@ -495,7 +495,7 @@ class _ValidationOperation(RequestValidationOperation):
         if self._operation.request_body:
             body = await _whole_body(receive)
             content_type = Headers(scope=scope).get("content-type", "")
-            if body and not content_type.startswith("application/json"):
+            if body and not validation.json_typed(content_type):
                 problems_of(scope).add(Step.BODY, NICoError(400, validation.PARSE_FAILED))
                 body = b""
             replay = body or b"{}"

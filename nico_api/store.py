@@ -73,8 +73,7 @@ class Store:
 
     def _lookup(self, params: dict[str, Any]) -> Lookup:
         """The lookup read in the calling thread, through the pool."""
-        with self.storage.reading() as c:
-            return lookup_from_row(c.execute(queries.PROVIDER_SITE_AND_TASK, params).one())
+        return lookup_from_row(self.storage.first_row(queries.PROVIDER_SITE_AND_TASK, params))
 
     async def task_page(
         self, site_id: uuid.UUID, rack: str | None = None, tray: str | None = None, **filters: Any

@@ -152,27 +152,34 @@ def check_query(
 UNREADABLE = object()
 
 
+def json_typed(content_type: str) -> bool:
+    """Whether a body of this type is read as JSON (a case-sensitive prefix, as Echo's)."""
+    return content_type.startswith("application/json")
+
+
 def binds(body: bytes, content_type: str) -> bool:
     """Whether Go's binder reads a body sent with a GET into the handler's request struct:
     none at all, or one JSON value that is an object or null (JSON alone, as for a body)."""
     if not body:
         return True
-    if not content_type.startswith("application/json"):
-        return False
-    try:
-        value = json.loads(body, parse_constant=_not_json)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return False
+    value = _json_value(body) if json_typed(content_type) else UNREADABLE
     return value is None or isinstance(value, dict)
 
 
 def parse_body(text: bytes, encoding: str, problems: RequestProblems) -> Any:
     """A JSON body as Go's `encoding/json` reads it; one it cannot read is kept as the body
     step's problem, and read as `UNREADABLE`."""
+    body = _json_value(text, encoding)
+    if body is UNREADABLE:
+        problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
+    return body
+
+
+def _json_value(text: bytes, encoding: str = "utf-8") -> Any:
+    """One JSON value as Go's `encoding/json` reads it, or `UNREADABLE`."""
     try:
         return json.loads(text.decode(encoding), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
         return UNREADABLE
 
 

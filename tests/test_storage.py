@@ -191,13 +191,13 @@ def test_a_database_without_a_reader_on_the_loop_is_read_in_a_worker_thread(
         storage.local = None
         assert storage.direct is None
         readers: list[str] = []
-        original = storage._read_row
+        original = storage.first_row
 
         def recorded(*args: Any) -> Any:
             readers.append(threading.current_thread().name)
             return original(*args)
 
-        storage._read_row = recorded  # type: ignore[method-assign]
+        storage.first_row = recorded  # type: ignore[method-assign]
         assert asyncio.run(_read(storage)).x == 3
     assert readers and readers[0] != threading.main_thread().name
 
