@@ -8,7 +8,7 @@ UV_LOCK := --universal --python-version 3.11 --generate-hashes --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-# The demo's running task, with its multi-stage report (nico_api/demo.yaml).
+# The demo's running task, with its multi-stage report (nico_api/storage/demo.yaml).
 DEMO_ORG := acme-inc
 DEMO_SITE := 5518ae98-48f4-47c1-b4d3-7b3747fa4d0c
 DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b

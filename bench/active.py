@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 
 from bench.run import database_url, publish
-from nico_api import db, models, queries
+from nico_api.storage import db, models, queries
 
 TASKS = 1_000_000
 ACTIVE = 30

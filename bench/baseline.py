@@ -21,14 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nico_api import handlers, queries
-from nico_api.app import tune_process
+import handlers
 from nico_api.config import Settings
-from nico_api.db import LockedError
-from nico_api.errors import NICoError
-from nico_api.runtime import Runtime
+from nico_api.storage import queries
+from nico_api.storage.db import LockedError
 from nico_api.store import Lookup, Store, lookup_from_row
-from nico_api.validation import RequestProblems
+from nico_api.web.app import tune_process
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems
+from nico_api.wire.errors import NICoError
 
 
 class DirectLookup:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, insert, select, text
 
-from nico_api import fixture, models
-from nico_api.db import Storage
+from nico_api.storage import fixture, models
+from nico_api.storage.db import Storage
 
 ORG = "acme-inc"
 OTHER_ORG = "globex"

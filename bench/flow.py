@@ -24,9 +24,10 @@ from pathlib import Path
 from sqlalchemy import func, insert, make_url, select
 
 from bench.run import BIN, database_url, publish
-from nico_api import fixture, manager, models
 from nico_api.config import Settings
-from nico_api.db import Storage
+from nico_api.flow import manager
+from nico_api.storage import fixture, models
+from nico_api.storage.db import Storage
 
 BENCH_SITE = uuid.UUID("7d3c1f8e-0b6a-4c55-9e21-4f0a9b8c7d6e")
 PROVIDER = uuid.UUID("1a398328-d134-4f59-8ed9-2dc1fca5114c")  # acme-inc in the demo data

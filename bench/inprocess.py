@@ -31,11 +31,11 @@ import psycopg
 from bench import baseline
 from bench.dataset import ORG, SITE
 from bench.run import POSTGRES_ADMIN, database_url, publish
-from nico_api import fixture
-from nico_api.app import create_app
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
+from nico_api.storage import fixture
+from nico_api.storage.db import Storage
+from nico_api.web.app import create_app
 
 # The demo's running task, at the benchmark's Site.
 TASK = "e22423ac-1fbd-4d60-8093-20164fbc635b"
@@ -135,10 +135,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "connexion.middleware.main:ConnexionMiddleware.__call__",
         "starlette.middleware.errors:ServerErrorMiddleware.__call__",
         "connexion.middleware.exceptions:ExceptionMiddleware.__call__",
-        "nico_api.framework:ProvideRuntime.__call__",
+        "nico_api.web.framework:ProvideRuntime.__call__",
         "connexion.middleware.swagger_ui:SwaggerUIMiddleware.__call__",
-        "nico_api.framework:NoSlashRedirect.__call__",
-        "nico_api.edge:BodyLimit.__call__",
+        "nico_api.web.framework:NoSlashRedirect.__call__",
+        "nico_api.web.edge:BodyLimit.__call__",
         "connexion.middleware.lifespan:LifespanMiddleware.__call__",
     ),
     "access log and metrics": ("nico_api.logs:AccessLog.__call__",),
@@ -149,9 +149,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "connexion.middleware.abstract:RoutedMiddleware.__call__",
     ),
     "security": ("connexion.middleware.security:SecurityOperation.__call__",),
-    "token check (the limit's too)": ("nico_api.auth:Authenticator.authenticate",),
+    "token check (the limit's too)": ("nico_api.auth.authenticator:Authenticator.authenticate",),
     "request validation": (
-        "nico_api.framework:_ValidationOperation.__call__",
+        "nico_api.web.framework:_ValidationOperation.__call__",
         "connexion.middleware.request_validation:RequestValidationOperation.__call__",
     ),
     "response validation": (
@@ -160,11 +160,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # The context middleware is a routed middleware: its own time is in "routing".
     "handler (Connexion's decorators and the check list)": (
         "connexion.apps.asynchronous:AsyncOperation.__call__",
-        "nico_api.handlers:get_task",
+        "handlers:get_task",
     ),
-    "database": ("nico_api.db:Storage.run_in_thread", "nico_api.db:Storage.read_row"),
+    "database": (
+        "nico_api.storage.db:Storage.run_in_thread",
+        "nico_api.storage.db:Storage.read_row",
+    ),
     "translation (the limit's too)": ("nico_api.store:lookup_from_row",),
-    "serialisation (the limit's too)": ("nico_api.framework:APIJsonifier.dumps",),
+    "serialisation (the limit's too)": ("nico_api.web.framework:APIJsonifier.dumps",),
 }
 
 

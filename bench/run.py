@@ -26,9 +26,9 @@ import httpx
 import psycopg
 
 from bench import dataset
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
+from nico_api.storage.db import Storage
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,11 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from nico_api.errors import NICoError
-from nico_api.runtime import Runtime
-from nico_api.schemas import UUID_TEXT, TaskIds
 from nico_api.store import Lookup, Store
-from nico_api.submissions import Order
+from nico_api.web.runtime import Runtime
+from nico_api.wire.errors import NICoError
+from nico_api.wire.schemas import UUID_TEXT, TaskIds
+from nico_api.wire.submissions import Order
 
 INVALID_SITE_ID = (400, "Failed to validate Site specified in request: invalid ID")
 

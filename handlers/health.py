@@ -5,9 +5,10 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from nico_api import metrics, schemas
-from nico_api.runtime import Runtime
-from nico_api.validation import RequestProblems, Step
+from nico_api import metrics
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems, Step
+from nico_api.wire import schemas
 
 
 def get_health(problems: RequestProblems) -> schemas.Health:

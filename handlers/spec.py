@@ -6,8 +6,8 @@ from connexion import request
 from starlette.responses import Response
 
 from nico_api.config import SPEC_PATH
-from nico_api.document import Document
-from nico_api.validation import RequestProblems, Step
+from nico_api.web.document import Document
+from nico_api.web.validation import RequestProblems, Step
 
 _DOCUMENT = Document.read(SPEC_PATH)
 

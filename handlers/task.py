@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from nico_api.handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
-
-from nico_api import flow, schemas
-from nico_api.errors import NICoError
-from nico_api.runtime import Runtime
+from handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
+from nico_api import vocabulary
 from nico_api.store import Store
-from nico_api.validation import RequestProblems, Step, check_body
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems, Step, check_body
+from nico_api.wire import schemas
+from nico_api.wire.errors import NICoError
 
 Page = tuple[schemas.TaskList, int, dict[str, str]]
 
@@ -53,7 +53,7 @@ async def cancel_task(
     check_site(found, site_id)
     task = _task(found.task)
     cancelled = await runtime.store.cancel_task(task.id)
-    if cancelled.flow_status in flow.NOT_CANCELLABLE_STATUSES:
+    if cancelled.flow_status in vocabulary.NOT_CANCELLABLE_STATUSES:
         # NICo Flow's own words, passed through by the REST layer.
         raise NICoError(
             412, f"task cannot be cancelled: task {task.id} has status {cancelled.flow_status}"

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from nico_api.handlers.checks import provider_admin, provider_and_site, submit
-
-from nico_api import submissions
-from nico_api.runtime import Runtime
-from nico_api.schemas import TaskIds
-from nico_api.validation import RequestProblems, check_body_read
+from handlers.checks import provider_admin, provider_and_site, submit
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems, check_body_read
+from nico_api.wire import submissions
+from nico_api.wire.schemas import TaskIds
 
 Body = dict[str, Any]
 # Production's tray handlers answer a Site id that is not a UUID as their Site lookup's DB error.

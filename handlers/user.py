@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nico_api import schemas
-from nico_api.auth import Caller
-from nico_api.runtime import Runtime
-from nico_api.validation import RequestProblems, Step
+from nico_api.auth.authenticator import Caller
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems, Step
+from nico_api.wire import schemas
 
 
 async def get_user(

@@ -2,6 +2,6 @@
 
 import sys
 
-from nico_api.cli import main
+from nico_api.cli.main import main
 
 sys.exit(main())

@@ -13,11 +13,13 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
-from nico_api import inventory, manager, models, queries, schemas
-from nico_api.auth import Caller
-from nico_api.db import Storage
-from nico_api.errors import StorageDeadlineError
-from nico_api.submissions import Order
+from nico_api.auth.authenticator import Caller
+from nico_api.flow import inventory, manager
+from nico_api.storage import models, queries
+from nico_api.storage.db import Storage
+from nico_api.wire import schemas
+from nico_api.wire.errors import StorageDeadlineError
+from nico_api.wire.submissions import Order
 
 # A stored report longer than this (in characters) is decoded in a worker thread.
 LARGE_REPORT = 64 * 1024

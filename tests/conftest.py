@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy import Engine, MetaData, bindparam, make_url, text
 from starlette.testclient import TestClient
 
-from nico_api import fixture
-from nico_api.app import create_app
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
-from nico_api.framework import NICoApp
+from nico_api.storage import fixture
+from nico_api.storage.db import Storage
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
 from tests.processes import NICO_API, free_port, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"

@@ -1,4 +1,4 @@
-"""Names for the ids of the demo data set (nico_api/demo.yaml)."""
+"""Names for the ids of the demo data set (nico_api/storage/demo.yaml)."""
 
 import pytest
 

@@ -8,10 +8,9 @@ import json
 import re
 from typing import Any
 
-from nico_api.handlers.checks import as_uuid
-
-from nico_api.app import create_app
-from nico_api.errors import envelope_body
+from handlers.checks import as_uuid
+from nico_api.web.app import create_app
+from nico_api.wire.errors import envelope_body
 
 Scope = dict[str, Any]
 TASK_READ = re.compile(r"/v2/org/[^/]+/nico/task/(?P<id>[^/]+)")

@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 from starlette.testclient import TestClient
 
-from nico_api import auth
-from nico_api.app import create_app
+from nico_api.auth import authenticator as auth
+from nico_api.auth.issuers import AuthConfig, AuthConfigError, load_auth_config, parse_auth_config
+from nico_api.auth.jwks import KeySet
 from nico_api.config import Settings
-from nico_api.framework import NICoApp
-from nico_api.issuers import AuthConfig, AuthConfigError, load_auth_config, parse_auth_config
-from nico_api.jwks import KeySet
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.idp import AUDIENCE, ISSUER, Key, KeySetServer, claims
 from tests.processes import free_port
@@ -122,7 +122,7 @@ def test_token_from_a_configured_issuer_is_accepted(client: TestClient) -> None:
 def test_development_issuer_is_not_trusted_when_a_configuration_is_given(
     client: TestClient, settings: Settings
 ) -> None:
-    from nico_api.dev_issuer import DevIssuer
+    from nico_api.auth.dev_issuer import DevIssuer
 
     token = DevIssuer(settings).issue(ACME, ["PROVIDER_ADMIN"])
     assert_error(get_task(client, f"Bearer {token}"), 401, auth.INVALID_TOKEN)

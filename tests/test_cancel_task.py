@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from nico_api.db import Storage
-from nico_api.models import Task
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Task
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,

@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+import handlers
 import nico_api
-from nico_api import auth, cli, handlers
+from nico_api.auth import authenticator as auth
+from nico_api.auth.dev_issuer import DevIssuer
+from nico_api.cli import main as cli
 from nico_api.config import Settings
-from nico_api.dev_issuer import DevIssuer
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.processes import NICO_API, free_port, run, serving
 
@@ -193,8 +195,8 @@ def test_conformance_without_its_extra_names_the_extra(
 ) -> None:
     # As in an install without [conformance]: schemathesis cannot be imported.
     monkeypatch.setitem(sys.modules, "schemathesis", None)
-    monkeypatch.delitem(sys.modules, "nico_api.conformance", raising=False)
-    monkeypatch.delattr(nico_api, "conformance", raising=False)
+    monkeypatch.delitem(sys.modules, "nico_api.cli.conformance", raising=False)
+    monkeypatch.delattr(nico_api.cli, "conformance", raising=False)
     status = cli.main(
         ["conformance", "--base-url", "http://127.0.0.1:9", "--token", "t", "--site-id", "s"]
     )

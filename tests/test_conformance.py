@@ -13,9 +13,9 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from nico_api import contract
+from nico_api.cli import contract
+from nico_api.cli.conformance import KnownValues
 from nico_api.config import SPEC_PATH
-from nico_api.conformance import KnownValues
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from nico_api.app import create_app
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.executor import Executor
-from nico_api.framework import NICoApp
-from nico_api.models import Task, TaskComponent
+from nico_api.flow.executor import Executor
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Task, TaskComponent
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
 from tests.conftest import Bearer, in_flight_together
 from tests.demo import (
     ACME,

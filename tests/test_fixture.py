@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from nico_api import fixture, models
-from nico_api.db import Storage
+from nico_api.storage import fixture, models
+from nico_api.storage.db import Storage
 from tests.demo import ACME_SITE, GLOBEX, PENDING_TASK
 
 NEW_TASK = "9d0c4a8e-2f1b-4c3d-8e5f-6a7b8c9d0e1f"

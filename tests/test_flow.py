@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from nico_api import fixture
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.executor import Executor
-from nico_api.models import Rack, Task, utcnow
+from nico_api.flow.executor import Executor
+from nico_api.storage import fixture
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Rack, Task, utcnow
 from tests.conftest import Bearer
 from tests.demo import ACME_SITE, FAILING_RACK, FAILING_TRAY, FAILURE, FREE_RACK, RACK
 from tests.test_create_tasks import power, stored, task

@@ -1,4 +1,4 @@
-"""The Connexion and Starlette customisations (nico_api/framework.py), one test each: each fails
+"""The Connexion and Starlette customisations (nico_api/web/framework.py), one test each: each fails
 if the framework behaviour the customisation relies on changes in an upgrade."""
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from starlette.testclient import TestClient
 
-from nico_api import auth, framework, handlers, schemas
-from nico_api.app import create_app
+import handlers
+from nico_api.auth import authenticator as auth
 from nico_api.config import Settings, SettingsError
-from nico_api.db import Storage
-from nico_api.errors import NICoError
-from nico_api.framework import NICoApp
-from nico_api.models import Task
-from nico_api.validation import PARSE_FAILED
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Task
+from nico_api.web import framework
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
+from nico_api.web.validation import PARSE_FAILED
+from nico_api.wire import schemas
+from nico_api.wire.errors import NICoError
 from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
 

@@ -16,12 +16,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
-from nico_api import auth, fixture, schemas
-from nico_api.app import create_app
+from nico_api.auth import authenticator as auth
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
-from nico_api.framework import NICoApp
+from nico_api.storage import fixture
+from nico_api.storage.db import Storage
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
+from nico_api.wire import schemas
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,

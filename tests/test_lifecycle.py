@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from nico_api.models import Task
+from nico_api.storage.models import Task
 from tests.conftest import in_flight_together
 from tests.demo import (
     ACME,

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, event
 from starlette.testclient import TestClient
 
-from nico_api import fixture, queries
-from nico_api.db import Storage
+from nico_api.storage import fixture, queries
+from nico_api.storage.db import Storage
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,

@@ -18,17 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from nico_api.app import create_app
+from nico_api.auth.dev_issuer import DevIssuer
+from nico_api.auth.jwks import KeySet, KeySetUnavailableError
 from nico_api.config import Settings
-from nico_api.db import PoolTimeoutError, Storage
-from nico_api.dev_issuer import DevIssuer
-from nico_api.executor import Executor
-from nico_api.flow import ACTIVE_STATUSES
-from nico_api.framework import NICoApp
-from nico_api.jwks import KeySet, KeySetUnavailableError
+from nico_api.flow.executor import Executor
 from nico_api.metrics import FlowMetrics, ServiceMetrics
-from nico_api.models import Task
-from nico_api.runtime import Runtime
+from nico_api.storage.db import PoolTimeoutError, Storage
+from nico_api.storage.models import Task
+from nico_api.vocabulary import ACTIVE_STATUSES
+from nico_api.web.app import create_app
+from nico_api.web.framework import NICoApp
+from nico_api.web.runtime import Runtime
 from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, FREE_RACK, RUNNING_TASK, task_path
 from tests.processes import NICO_API, free_port, run, serving

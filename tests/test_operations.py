@@ -17,10 +17,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from starlette.testclient import TestClient
 
+import handlers
 import nico_api
-from nico_api import db, handlers, logs
+from nico_api import logs
 from nico_api.config import SPEC_PATH, Settings
-from nico_api.models import Base
+from nico_api.storage import db
+from nico_api.storage.models import Base
 from tests.conftest import reset
 from tests.demo import ACME_SITE, RUNNING_TASK, task_path
 
@@ -52,7 +54,7 @@ print(json.dumps(failed))
 @pytest.mark.slow
 def test_every_module_can_be_imported_first() -> None:
     # Whichever module a server, a worker or a tool imports first, there is no import cycle.
-    modules = ["nico_api.handlers", *MODULES]
+    modules = ["handlers", *MODULES]
     imported = subprocess.run(
         [sys.executable, "-c", IMPORT_EACH_FIRST, *modules],
         capture_output=True,
@@ -60,7 +62,9 @@ def test_every_module_can_be_imported_first() -> None:
         check=True,
     )
     assert json.loads(imported.stdout) == {}
-    assert {"nico_api.flow", "nico_api.models", "nico_api.schemas"} <= set(modules)
+    assert {"nico_api.vocabulary", "nico_api.storage.models", "nico_api.wire.schemas"} <= set(
+        modules
+    )
 
 
 def _differences(engine: Engine) -> list:

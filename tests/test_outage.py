@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from nico_api import fixture
-from nico_api.app import create_app
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.dev_issuer import DevIssuer
+from nico_api.storage import fixture
+from nico_api.web.app import create_app
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
 from tests.pgserver import PrivatePostgres, find_bin_dir
 

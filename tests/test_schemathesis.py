@@ -9,8 +9,8 @@ import httpx
 import pytest
 from connexion import AsyncApp
 
-from nico_api import conformance
-from nico_api.dev_issuer import DevIssuer
+from nico_api.auth.dev_issuer import DevIssuer
+from nico_api.cli import conformance
 from tests.demo import (
     ACME,
     ACME_SITE,

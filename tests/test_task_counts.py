@@ -26,10 +26,9 @@ from sqlalchemy import (
 )
 from starlette.testclient import TestClient
 
-from nico_api import db, fixture
-from nico_api.db import Storage
-from nico_api.flow import ACTIVE_STATUSES
-from nico_api.models import (
+from nico_api.storage import db, fixture
+from nico_api.storage.db import Storage
+from nico_api.storage.models import (
     InfrastructureProvider,
     Site,
     Task,
@@ -38,7 +37,8 @@ from nico_api.models import (
     TaskCountChange,
     utcnow,
 )
-from nico_api.queries import CANCEL_TASK
+from nico_api.storage.queries import CANCEL_TASK
+from nico_api.vocabulary import ACTIVE_STATUSES
 from tests.conftest import Bearer
 from tests.demo import (
     ACME,

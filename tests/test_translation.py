@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nico_api import flow, models
-from nico_api.schemas import FLOW_STATUS, Task, TaskReportV1, TaskStatus, rest_status
+from nico_api import vocabulary
+from nico_api.storage import models
+from nico_api.wire.schemas import FLOW_STATUS, Task, TaskReportV1, TaskStatus, rest_status
 
 
 @pytest.mark.parametrize(
@@ -32,14 +33,14 @@ def test_flow_status_maps_to_rest_status(stored: str, status: TaskStatus) -> Non
 
 def test_flow_vocabulary_and_the_wire_agree() -> None:
     # Every stored status has a REST status; the active ones are exactly Pending and Running.
-    assert tuple(FLOW_STATUS) == flow.STATUSES
+    assert tuple(FLOW_STATUS) == vocabulary.STATUSES
     active = {
-        s for s in flow.STATUSES if rest_status(s) in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        s for s in vocabulary.STATUSES if rest_status(s) in (TaskStatus.PENDING, TaskStatus.RUNNING)
     }
-    assert active == set(flow.ACTIVE_STATUSES)
-    assert set(flow.FINISHED_STATUSES) == set(flow.STATUSES) - active - {"unknown"}
-    assert flow.CANCELLED_STATUS in flow.FINISHED_STATUSES
-    assert not set(flow.NOT_CANCELLABLE_STATUSES) & {flow.CANCELLED_STATUS, *active}
+    assert active == set(vocabulary.ACTIVE_STATUSES)
+    assert set(vocabulary.FINISHED_STATUSES) == set(vocabulary.STATUSES) - active - {"unknown"}
+    assert vocabulary.CANCELLED_STATUS in vocabulary.FINISHED_STATUSES
+    assert not set(vocabulary.NOT_CANCELLABLE_STATUSES) & {vocabulary.CANCELLED_STATUS, *active}
 
 
 FLOW_REPORT = {
@@ -276,7 +277,7 @@ def test_a_stage_numbered_below_1_makes_the_report_unusable() -> None:
 def test_years_before_1000_are_written_with_four_digits() -> None:
     from datetime import UTC, datetime
 
-    from nico_api.schemas import go_time
+    from nico_api.wire.schemas import go_time
 
     assert go_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
 
@@ -290,7 +291,7 @@ def test_fractional_seconds_are_written_without_trailing_zeros(
 ) -> None:
     from datetime import UTC, datetime
 
-    from nico_api.schemas import go_time
+    from nico_api.wire.schemas import go_time
 
     value = datetime(2026, 11, 30, 1, 2, 3, microsecond, tzinfo=UTC)
     assert go_time(value) == f"2026-11-30T01:02:03{written}Z"

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from nico_api import auth, models
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
+from nico_api.auth import authenticator as auth
+from nico_api.auth.dev_issuer import DevIssuer
+from nico_api.storage import models
+from nico_api.storage.db import Storage
 from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
 
 USER_PATH = f"/v2/org/{ACME}/nico/user/current"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from nico_api.config import SPEC_PATH
-from nico_api.framework import PROBLEMS, handler_for
-from nico_api.validation import go_value
+from nico_api.web.framework import PROBLEMS, handler_for
+from nico_api.web.validation import go_value
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import APIOperation, BaseSchema
 
 from nico_api.config import SPEC_PATH
-from nico_api.validation import go_value
+from nico_api.web.validation import go_value
 
 CONFIG_PATH = SPEC_PATH.with_name("schemathesis.toml")
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from nico_api import flow, inventory
+from nico_api import vocabulary
 from nico_api.config import storable
-from nico_api.flow import FlowError
-from nico_api.models import OperationRule, Rack, Task, TaskComponent, Tray
-from nico_api.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
+from nico_api.flow import inventory
+from nico_api.flow.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
+from nico_api.storage.models import OperationRule, Rack, Task, TaskComponent, Tray
+from nico_api.vocabulary import FlowError
 
 log = logging.getLogger("nico_api.flow")
 
@@ -93,18 +94,18 @@ def submit(
             task.update(
                 _scheduled(rule.id, now),
                 status="pending",
-                message=flow.PENDING_MESSAGE,
+                message=vocabulary.PENDING_MESSAGE,
                 queue_expires_at=None,
             )
         elif queue_timeout is None:
             log.info("flow: rack %s already has a conflicting task: rack conflict", rack_id)
             continue
-        elif waiting.get(rack_id, 0) >= flow.QUEUE_LIMIT:
+        elif waiting.get(rack_id, 0) >= vocabulary.QUEUE_LIMIT:
             log.info(
                 "flow: rack %s waiting queue is full (%d/%d tasks)",
                 rack_id,
                 waiting[rack_id],
-                flow.QUEUE_LIMIT,
+                vocabulary.QUEUE_LIMIT,
             )
             continue
         tasks.append(task)
@@ -216,12 +217,12 @@ def _task(
         "site_id": request.site_id,
         "rack_id": rack_id,
         "description": request.description,
-        "type": flow.TASK_TYPES[request.operation],
+        "type": vocabulary.TASK_TYPES[request.operation],
         "information": {**request.information, "operation": request.operation},
         "attributes": {"components_by_type": components},
         "plan": {"rule_id": None if rule.id is None else str(rule.id), "stages": rule.as_plan()},
         "status": "waiting",
-        "message": flow.QUEUED_MESSAGE,
+        "message": vocabulary.QUEUED_MESSAGE,
         "applied_rule_id": None,
         "due_at": None,
         "queue_expires_at": None
@@ -240,7 +241,7 @@ def _queues(
     waiting: dict[uuid.UUID, int] = defaultdict(int)
     rows = c.execute(
         select(Task.rack_id, Task.status, Task.information, Task.attributes).where(
-            Task.rack_id.in_(racks), Task.status.in_(flow.ACTIVE_STATUSES)
+            Task.rack_id.in_(racks), Task.status.in_(vocabulary.ACTIVE_STATUSES)
         )
     )
     for row in rows:
@@ -280,7 +281,7 @@ class Work:
 
     @property
     def kind(self) -> str:
-        if self.operation in flow.POWER_OPERATIONS:
+        if self.operation in vocabulary.POWER_OPERATIONS:
             return "power"
         return {"firmware_update": "firmware", "bring_up": "bring_up"}.get(self.operation, "other")
 
@@ -307,7 +308,7 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]
             .where(Task.id == task.id, Task.status == "waiting")
             .values(
                 status="pending",
-                message=flow.PROMOTED_MESSAGE,
+                message=vocabulary.PROMOTED_MESSAGE,
                 queue_expires_at=None,
                 updated_at=now,
                 **_scheduled((task.plan or {}).get("rule_id"), now),
@@ -331,7 +332,7 @@ def expire(c: Connection, now: datetime) -> int:
         .where(Task.status == "waiting", Task.queue_expires_at <= now)
         .values(
             status="terminated",
-            message=flow.EXPIRED_MESSAGE,
+            message=vocabulary.EXPIRED_MESSAGE,
             finished_at=now,
             updated_at=now,
             queue_expires_at=None,

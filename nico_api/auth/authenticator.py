@@ -14,11 +14,11 @@ from typing import Any
 
 import jwt
 
+from nico_api.auth.dev_issuer import DevIssuer
+from nico_api.auth.issuers import ROLES, AuthConfig, ClaimMapping, IssuerConfig, load_auth_config
+from nico_api.auth.jwks import KeySet, KeySetUnavailableError
 from nico_api.config import Settings, storable
-from nico_api.dev_issuer import DevIssuer
-from nico_api.errors import RETRY_AFTER_SECONDS, NICoError
-from nico_api.issuers import ROLES, AuthConfig, ClaimMapping, IssuerConfig, load_auth_config
-from nico_api.jwks import KeySet, KeySetUnavailableError
+from nico_api.wire.errors import RETRY_AFTER_SECONDS, NICoError
 
 log = logging.getLogger(__name__)
 

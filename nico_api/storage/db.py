@@ -23,9 +23,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from nico_api import queries
 from nico_api.config import Settings
-from nico_api.errors import StorageDeadlineError
+from nico_api.storage import queries
+from nico_api.wire.errors import StorageDeadlineError
 
 if TYPE_CHECKING:
     from nico_api.metrics import ServiceMetrics

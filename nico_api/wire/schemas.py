@@ -24,10 +24,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Row
 
-from nico_api.flow import PhaseStatus
+from nico_api.vocabulary import PhaseStatus
 
 if TYPE_CHECKING:  # the wire format reads stored records, and needs no storage to load
-    from nico_api import models
+    from nico_api.storage import models
 
 
 class TaskStatus(StrEnum):
@@ -39,7 +39,7 @@ class TaskStatus(StrEnum):
     TERMINATED = "Terminated"
 
 
-# Flow's stored statuses (nico_api.flow) on the left; anything else reads as Unknown.
+# Flow's stored statuses (nico_api.vocabulary) on the left; anything else reads as Unknown.
 FLOW_STATUS = {
     "unknown": TaskStatus.UNKNOWN,
     "pending": TaskStatus.PENDING,

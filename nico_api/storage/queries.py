@@ -21,8 +21,7 @@ from sqlalchemy import (
     update,
 )
 
-from nico_api.flow import CANCELLED_MESSAGE, CANCELLED_STATUS, FINISHED_STATUSES
-from nico_api.models import (
+from nico_api.storage.models import (
     ACTIVE_TASK,
     InfrastructureProvider,
     Site,
@@ -30,6 +29,7 @@ from nico_api.models import (
     TaskComponent,
     TaskCount,
 )
+from nico_api.vocabulary import CANCELLED_MESSAGE, CANCELLED_STATUS, FINISHED_STATUSES
 
 _ORG = bindparam("org")
 _SITE = bindparam("site_id", type_=Uuid())

@@ -1,7 +1,7 @@
 """The simulated NICo Flow: a process that runs the Site's tasks by writing to the same database
 the REST API reads, as Flow does in production.
 
-A task's execution is a numbered sequence of steps (nico_api.report); each is written in one
+A task's execution is a numbered sequence of steps (nico_api.flow.report); each is written in one
 transaction that moves the task's `progress` from n to n + 1 only if it is still n and the task
 still runs. So a step is never written twice, a cancelled task is never written again, and a
 process killed at any point continues every task from what is stored when it starts again."""
@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Uuid, bindparam, func, make_url, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from nico_api import flow, manager, report
+from nico_api import vocabulary
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.models import Rack, Task, Tray, utcnow
+from nico_api.flow import manager, report
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Rack, Task, Tray, utcnow
 
 if TYPE_CHECKING:
     from nico_api.metrics import FlowMetrics
@@ -57,7 +58,7 @@ ADVANCE = (
     .where(
         Task.id == bindparam("task_id", type_=Uuid()),
         Task.progress == bindparam("step"),
-        Task.status.in_(flow.RUN_STATUSES),
+        Task.status.in_(vocabulary.RUN_STATUSES),
     )
     .values(**_WRITTEN)
 )
@@ -109,7 +110,9 @@ class Executor:
         """Seconds until the next step is due, at most a poll interval: a task created
         meanwhile is seen within the interval."""
         with self.storage.connection() as c:
-            due = c.scalar(select(func.min(Task.due_at)).where(Task.status.in_(flow.RUN_STATUSES)))
+            due = c.scalar(
+                select(func.min(Task.due_at)).where(Task.status.in_(vocabulary.RUN_STATUSES))
+            )
         poll = self.settings.flow_poll_seconds
         if due is None:
             return poll
@@ -131,10 +134,10 @@ class Executor:
             with self.storage.connection() as c:
                 counts = c.execute(
                     select(Task.status, func.count())
-                    .where(Task.status.in_(flow.ACTIVE_STATUSES))
+                    .where(Task.status.in_(vocabulary.ACTIVE_STATUSES))
                     .group_by(Task.status)
                 ).all()
-            self.metrics.holding(counts, flow.ACTIVE_STATUSES)
+            self.metrics.holding(counts, vocabulary.ACTIVE_STATUSES)
 
     def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
         with self.storage.connection() as c, c.begin():
@@ -157,7 +160,7 @@ class Executor:
                     Task.attributes,
                     Task.due_at,
                 )
-                .where(Task.due_at <= now, Task.status.in_(flow.RUN_STATUSES))
+                .where(Task.due_at <= now, Task.status.in_(vocabulary.RUN_STATUSES))
                 .order_by(Task.due_at, Task.id)
                 .limit(BATCH)
             ).all()
@@ -198,7 +201,7 @@ class Executor:
             "progress": step + 1,
             "updated_at": now,
             "status": "running",
-            "message": flow.RUNNING_MESSAGE,
+            "message": vocabulary.RUNNING_MESSAGE,
             "finished_at": None,
         }
         if step == 0:
@@ -209,10 +212,10 @@ class Executor:
             outcome = report.advance(row.report, row.plan["stages"], step, now)
             values["report"] = outcome.report
             if outcome.status == "completed":
-                values.update(status="completed", message=flow.SUCCEEDED_MESSAGE)
+                values.update(status="completed", message=vocabulary.SUCCEEDED_MESSAGE)
             elif outcome.status == "failed":
                 values.update(status="failed", message=outcome.error)
-        finished = values["status"] in flow.FINISHED_STATUSES
+        finished = values["status"] in vocabulary.FINISHED_STATUSES
         if finished:
             values.update(finished_at=now, due_at=None)
         else:

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, or_, select
 
 from nico_api.config import storable
-from nico_api.flow import FlowError
-from nico_api.models import Rack, Tray
+from nico_api.storage.models import Rack, Tray
+from nico_api.vocabulary import FlowError
 
 # A MAC address as Flow reads one: six two-digit hex numbers, separated by `:` or `-`.
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")

@@ -11,10 +11,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from nico_api.errors import NICoError
-from nico_api.flow import COMPONENT_TYPES
-from nico_api.manager import Submission, TrayFilter
-from nico_api.validation import PARSE_FAILED
+from nico_api.flow.manager import Submission, TrayFilter
+from nico_api.vocabulary import COMPONENT_TYPES
+from nico_api.web.validation import PARSE_FAILED
+from nico_api.wire.errors import NICoError
 
 # Production's power states, and the lower-case forms it still accepts.
 POWER_STATES = ("On", "Off", "Cycle", "ForceOff", "ForceCycle", "ACPowerCycle")

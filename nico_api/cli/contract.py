@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 if TYPE_CHECKING:
     import httpx
 
-    from nico_api.conformance import KnownValues
+    from nico_api.cli.conformance import KnownValues
 
 # Production's messages (UPSTREAM.md section 2).
 UNKNOWN_PARAMETER = "Unknown query parameter specified in request: foo"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nico_api.flow import first_line, truncated
+from nico_api.vocabulary import first_line, truncated
 
 # The steps of each stage that has work: begun, half its components done, ended.
 STEPS_PER_STAGE = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nico_api.errors import NICoError
+from nico_api.wire.errors import NICoError
 
 # Every status Flow stores for a task; `waiting` is a task queued behind another on its rack.
 STATUSES = ("unknown", "pending", "waiting", "running", "completed", "failed", "terminated")

@@ -11,7 +11,7 @@ Values are read as Go's binder reads them (first of repeated keys, `strconv.Pars
 left out of the handler's arguments, so that the handler sees the spec's default meanwhile.
 
 This module holds production's rules; the Connexion validators that apply them to each request
-are in `nico_api.framework`.
+are in `nico_api.web.framework`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
-from nico_api.errors import NICoError
+from nico_api.wire.errors import NICoError
 
 PARSE_FAILED = "Failed to parse request data"
 PAGING_PARSE_FAILED = "Failed to parse request pagination data"
@@ -250,6 +250,6 @@ def check_body(problems: RequestProblems, message: str) -> None:
 
 def check_body_read(problems: RequestProblems) -> None:
     """The body step of an operation that validates its body by production's own rules
-    (nico_api.submissions): only a body that cannot be read is answered here."""
+    (nico_api.wire.submissions): only a body that cannot be read is answered here."""
     with contextlib.suppress(BodyInvalidError):
         problems.check(Step.BODY)

@@ -63,11 +63,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nico_api import edge, errors, handlers, logs, validation
+import handlers
+from nico_api import logs
 from nico_api.config import SPEC_PATH
-from nico_api.errors import NICoError
-from nico_api.runtime import Runtime
-from nico_api.validation import RequestProblems, Step
+from nico_api.web import edge, validation
+from nico_api.web.runtime import Runtime
+from nico_api.web.validation import RequestProblems, Step
+from nico_api.wire import errors
+from nico_api.wire.errors import NICoError
 
 DOCS_PATH = "/v2/docs"
 # The request context's keys; Connexion passes each to a handler that names it as a parameter.

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nico_api.config import Settings
-from nico_api.errors import envelope_body
+from nico_api.wire.errors import envelope_body
 
 BODY_TOO_LARGE = "Request Entity Too Large"
 HEAD_TOO_LARGE = "Request Header Fields Too Large"

@@ -13,12 +13,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nico_api.cli.contract import TARGETS
 from nico_api.config import MULTIPROCESS_DIR, SPEC_PATH, InvalidInputError, Settings
-from nico_api.contract import TARGETS
 
 if TYPE_CHECKING:
-    from nico_api.db import Storage
-    from nico_api.issuers import AuthConfig
+    from nico_api.auth.issuers import AuthConfig
+    from nico_api.storage.db import Storage
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,8 +26,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
-    from nico_api import auth, logs
-    from nico_api.edge import BoundedHttpProtocol
+    from nico_api import logs
+    from nico_api.auth import authenticator as auth
+    from nico_api.web.edge import BoundedHttpProtocol
 
     if args.reload and args.workers > 1:
         raise InvalidInputError("--reload runs one worker: leave out --workers")
@@ -37,7 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     with _metrics_for_workers(settings):
         # Each worker builds its own app from the same environment.
         uvicorn.run(
-            "nico_api.app:serving_app",
+            "nico_api.web.app:serving_app",
             factory=True,
             host=args.host,
             port=args.port,
@@ -121,7 +122,7 @@ def _source_dirs() -> list[str]:
     import importlib.util
 
     dirs = []
-    for package in ("nico_api", "nico_api.handlers"):
+    for package in ("nico_api", "handlers"):
         spec = importlib.util.find_spec(package)
         dirs += list(spec.submodule_search_locations or []) if spec else []
     return dirs
@@ -134,7 +135,7 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from nico_api import logs
-    from nico_api.executor import AlreadyRunningError, Executor, only_flow_process
+    from nico_api.flow.executor import AlreadyRunningError, Executor, only_flow_process
 
     logging.config.dictConfig(logs.config(args.log_level))
     log = logging.getLogger("nico_api.flow")
@@ -171,7 +172,7 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
 
 @contextmanager
 def _storage(settings: Settings) -> Iterator[Storage]:
-    from nico_api.db import Storage
+    from nico_api.storage.db import Storage
 
     storage = Storage(settings)
     try:
@@ -188,7 +189,7 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_load(args: argparse.Namespace, settings: Settings) -> int:
-    from nico_api import fixture
+    from nico_api.storage import fixture
 
     with _storage(settings) as storage:
         summary = fixture.load_file(storage, args.file)
@@ -197,7 +198,7 @@ def _db_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_seed(_args: argparse.Namespace, settings: Settings) -> int:
-    from nico_api import fixture
+    from nico_api.storage import fixture
 
     with _storage(settings) as storage:
         storage.upgrade()
@@ -213,7 +214,7 @@ def _db_recount(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from nico_api.dev_issuer import DevIssuer
+    from nico_api.auth.dev_issuer import DevIssuer
 
     key = settings.dev_key_path
     existed = key.exists()
@@ -237,7 +238,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _auth_config(args: argparse.Namespace, settings: Settings) -> AuthConfig:
-    from nico_api import auth
+    from nico_api.auth import authenticator as auth
 
     if args.config is not None:
         settings = settings.model_copy(update={"auth_config": args.config})
@@ -262,7 +263,7 @@ def _auth_check(args: argparse.Namespace, settings: Settings) -> int:
 def _auth_whoami(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from nico_api import auth
+    from nico_api.auth import authenticator as auth
 
     authenticator = auth.Authenticator(_auth_config(args, settings))
     try:
@@ -285,10 +286,10 @@ def _conformance(args: argparse.Namespace, _settings: Settings) -> int:
 
     import httpx
 
-    from nico_api import contract
+    from nico_api.cli import contract
 
     try:
-        from nico_api import conformance
+        from nico_api.cli import conformance
     except ModuleNotFoundError as exc:
         if exc.name not in ("schemathesis", "hypothesis"):
             raise

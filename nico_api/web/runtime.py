@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nico_api.auth import Authenticator, auth_config_for
+from nico_api.auth.authenticator import Authenticator, auth_config_for
+from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.config import Settings
-from nico_api.db import Storage
-from nico_api.dev_issuer import DevIssuer
 from nico_api.metrics import ServiceMetrics
+from nico_api.storage.db import Storage
 from nico_api.store import Store
 
 

@@ -22,12 +22,12 @@ from pydantic import (
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from nico_api import db, models
 from nico_api.config import InvalidInputError, document_problems, storable
-from nico_api.db import Storage
-from nico_api.flow import COMPONENT_TYPES, OPERATIONS, STATUSES
-from nico_api.inventory import mac_address
-from nico_api.schemas import UTCTime
+from nico_api.flow.inventory import mac_address
+from nico_api.storage import db, models
+from nico_api.storage.db import Storage
+from nico_api.vocabulary import COMPONENT_TYPES, OPERATIONS, STATUSES
+from nico_api.wire.schemas import UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 FlowStatus = Literal[STATUSES]  # type: ignore[valid-type]
@@ -393,4 +393,4 @@ def load_file(storage: Storage, path: Path) -> LoadSummary:
 
 
 def demo() -> FixtureFile:
-    return parse(resources.files("nico_api").joinpath("demo.yaml").read_text(), "demo data")
+    return parse(resources.files("nico_api.storage").joinpath("demo.yaml").read_text(), "demo data")

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from nico_api.auth.issuers import IssuerConfig
 from nico_api.config import Settings
-from nico_api.issuers import IssuerConfig
 
 
 class DevIssuer:

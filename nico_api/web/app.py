@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import gc
 
-from nico_api import framework
 from nico_api.config import Settings
-from nico_api.framework import NICoApp
-from nico_api.runtime import Runtime
+from nico_api.web import framework
+from nico_api.web.framework import NICoApp
+from nico_api.web.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> NICoApp:
     """An app with its own runtime (`app.runtime`), built from `settings` or the environment.
     It changes nothing outside itself; the one process-wide setting the app needs, Starlette's
-    `path` convertor, is registered once, when `nico_api.framework` is imported."""
+    `path` convertor, is registered once, when `nico_api.web.framework` is imported."""
     return framework.build_app(Runtime.build(settings or Settings.from_env()))
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from nico_api.flow import ACTIVE_STATUSES
+from nico_api.vocabulary import ACTIVE_STATUSES
 
 
 def utcnow() -> datetime:
