@@ -28,10 +28,10 @@ from tests.demo import ACME_SITE, RUNNING_TASK, task_path
 
 # Every module but `nico_api.__main__`, which runs the command line when imported.
 MODULES = [
-    f"{package.__name__}.{module.name}"
+    module.name
     for package in (nico_api, handlers)
-    for module in pkgutil.iter_modules(package.__path__)
-    if module.name != "__main__"
+    for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+    if not module.name.endswith(("__main__", ".migrations.env")) and ".versions." not in module.name
 ]
 
 
