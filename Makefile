@@ -12,7 +12,8 @@ PORT ?= 8080
 DEMO_ORG := acme-inc
 DEMO_SITE := 5518ae98-48f4-47c1-b4d3-7b3747fa4d0c
 DEMO_TASK := e22423ac-1fbd-4d60-8093-20164fbc635b
-# A demo rack that nothing runs on (R-15 at sjc-dc1): power it on and watch its task.
+# A demo rack with no task holding it (R-15 at sjc-dc1; the pending demo task "Power cycle rack
+# R-15" is a snapshot that targets no rack): power it on and watch its task.
 DEMO_RACK := 1de9d021-b858-4b75-acf1-687eb024bfc7
 
 # Redocly's and Spectral's OpenAPI linters, pinned; run with the machine's Node.js.
@@ -66,10 +67,13 @@ run: $(SERVE_STAMP)
 	echo "    -d '{\"siteId\": \"$(DEMO_SITE)\", \"state\": \"On\"}' \\" && \
 	echo "    'http://$(HOST):$(PORT)/v2/org/$(DEMO_ORG)/nico/rack/$(DEMO_RACK)/power'" && \
 	echo
-	@# The simulated NICo Flow runs beside the server, and stops with it.
+	@# The simulated NICo Flow runs beside the server, and stops with it; Ctrl-C (or SIGTERM)
+	@# stopping the server is a clean exit, not a make error.
 	@$(BIN)/nico-api flow --log-level warning & flow=$$!; \
-	trap 'kill $$flow 2>/dev/null; wait $$flow 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/nico-api serve --host $(HOST) --port $(PORT)
+	trap 'kill $$flow 2>/dev/null; wait $$flow 2>/dev/null; exit 0' INT TERM; \
+	$(BIN)/nico-api serve --host $(HOST) --port $(PORT); status=$$?; \
+	kill $$flow 2>/dev/null; wait $$flow 2>/dev/null; \
+	case $$status in 0|130|143) exit 0;; *) exit $$status;; esac
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

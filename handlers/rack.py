@@ -1,5 +1,5 @@
 """The operations that create tasks on racks: power control, firmware update and bring-up, of
-one rack or a batch, each with production's checks in production's order (UPSTREAM.md 3.1)."""
+one rack or a batch, each with production's checks in production's order (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Task resource: retrieve, cancel and list a Site's tasks, each operation's checks in
-production's order (UPSTREAM.md section 2)."""
+production's order (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The operations that create tasks on trays: power control and firmware update, of one tray
-or a batch, each with production's checks in production's order (UPSTREAM.md 3.1)."""
+or a batch, each with production's checks in production's order (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ TASK_TYPES = {
     "bring_up": "bring_up",
 }
 
-# What Flow writes at each transition of a task (UPSTREAM.md section 3.4).
+# What Flow writes at each transition of a task (docs/flow.md).
 PENDING_MESSAGE = "Pending"
 QUEUED_MESSAGE = "Queued: waiting for rack to become available"
 PROMOTED_MESSAGE = "Promoted: no conflicting active tasks"

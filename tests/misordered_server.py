@@ -1,6 +1,6 @@
 """The real server made wrong in the ways `nico-api conformance --contract` must tell apart: a
 reworded message, a check made before the ones production makes first, and production's own
-answer where this server deliberately differs (a README difference)."""
+answer where this server deliberately differs (a row of docs/differences.md)."""
 
 from __future__ import annotations
 

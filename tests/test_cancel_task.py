@@ -1,5 +1,5 @@
-"""Cancel a Task: every check of UPSTREAM.md 2.3 in production's order; unfinished tasks become
-terminated once, completed and failed ones are 412 with NICo Flow's message."""
+"""Cancel a Task: every row of docs/contract.md's cancel-task in production's order; unfinished
+tasks become terminated once, completed and failed ones are 412 with NICo Flow's message."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def cancel(
 
 @BOTH_PATHS
 @pytest.mark.parametrize("task_id", [PENDING_TASK, WAITING_TASK, RUNNING_TASK])
-def test_active_task_is_terminated(
+def test_cancel_task_14_active_task_is_terminated(
     storage: Storage, client: TestClient, bearer: Bearer, task_id: str, rack: bool
 ) -> None:
     response = cancel(client, task_id, bearer(), rack=rack)
@@ -80,7 +80,7 @@ def test_already_terminated_task_is_returned_unchanged(client: TestClient, beare
 @pytest.mark.parametrize(
     ("task_id", "stored"), [(COMPLETED_TASK, "completed"), (FAILED_TASK, "failed")]
 )
-def test_finished_task_is_412_with_flows_message(
+def test_cancel_task_13_finished_task_is_412_with_flows_message(
     storage: Storage, client: TestClient, bearer: Bearer, task_id: str, stored: str, rack: bool
 ) -> None:
     assert_error(
@@ -115,19 +115,19 @@ def post(client: TestClient, task_id: str, headers: dict[str, str], body: bytes,
 SITE_BODY = b'{"siteId": "%s"}' % ACME_SITE.encode()
 
 
-# UPSTREAM.md 2.3, row by row (row 1, no DB user, cannot happen: a verified caller is a user).
+# docs/contract.md's cancel-task, row by row (row 1, no DB user, cannot happen: a caller is a user).
 @BOTH_PATHS
-def test_row2_membership(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_cancel_task_2_membership(client: TestClient, bearer: Bearer, rack: bool) -> None:
     response = cancel(client, PENDING_TASK, bearer(GLOBEX), rack=rack)
     assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
 
 
-def test_row3_provider_admin_role(client: TestClient, bearer: Bearer) -> None:
+def test_cancel_task_3_provider_admin_role(client: TestClient, bearer: Bearer) -> None:
     response = cancel(client, PENDING_TASK, bearer(ACME, "TENANT_ADMIN"))
     assert_error(response, 403, "User does not have Provider Admin role with org")
 
 
-def test_row4_provider(client: TestClient, bearer: Bearer) -> None:
+def test_cancel_task_4_provider(client: TestClient, bearer: Bearer) -> None:
     response = client.post(
         f"/v2/org/initech/nico/task/{PENDING_TASK}/cancel",
         json={"siteId": ACME_SITE},
@@ -136,7 +136,7 @@ def test_row4_provider(client: TestClient, bearer: Bearer) -> None:
     assert_error(response, 400, "Failed to retrieve Infrastructure Provider for org")
 
 
-def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
+def test_cancel_task_5_task_id(client: TestClient, bearer: Bearer) -> None:
     assert_error(cancel(client, "zz", bearer()), 400, "Invalid Task ID specified in URL")
 
 
@@ -167,7 +167,7 @@ def test_row5_task_id(client: TestClient, bearer: Bearer) -> None:
         "nan",
     ],
 )
-def test_row6_body_that_cannot_be_read(
+def test_cancel_task_6_body_that_cannot_be_read(
     client: TestClient, bearer: Bearer, body: bytes, content_type: str
 ) -> None:
     headers = {**bearer(), "Content-Type": content_type}
@@ -182,7 +182,9 @@ def test_row6_body_that_cannot_be_read(
 @pytest.mark.parametrize(
     "body", [b"", b"{}", b"null", b'{"siteId": ""}', b'{"siteId": null}'], ids=repr
 )
-def test_row7_site_id_missing_or_empty(client: TestClient, bearer: Bearer, body: bytes) -> None:
+def test_cancel_task_7_site_id_missing_or_empty(
+    client: TestClient, bearer: Bearer, body: bytes
+) -> None:
     response = post(client, PENDING_TASK, bearer(), body)
     assert_error(response, 400, "Failed to validate cancel task request data", {})
 
@@ -201,7 +203,7 @@ def test_row7_site_id_missing_or_empty(client: TestClient, bearer: Bearer, body:
     ],
     ids=["invalid", "unknown", "other-provider", "no-flow"],
 )
-def test_rows8_12_site_checks(
+def test_cancel_task_8_to_12_site_checks(
     client: TestClient, bearer: Bearer, site: str, status: int, message: str
 ) -> None:
     assert_error(cancel(client, PENDING_TASK, bearer(), site=site), status, message)

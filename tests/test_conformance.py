@@ -118,8 +118,8 @@ def test_conformance_passes_against_this_server(
     every = len(contract.checks(contract.Caller("t", KnownValues(org="o", site_id="s"))))
     assert f"checks:     {every} ({every} passed, 0 failed" in result.stdout
     assert rows.get("tests") == str(every) and rows.get("failures") == "0"
-    assert "pass: cancel-task 2.3 #14: the same task again" in result.stdout
-    assert "pass: get-task 2.2 #6 before #8" in result.stdout
+    assert "pass: cancel-task-14: the same task again" in result.stdout
+    assert "pass: get-task-6 before get-task-8" in result.stdout
     # Writes touched only the records named: the task to cancel, R-15, and R-14's tray.
     made = {
         task: target
@@ -253,39 +253,39 @@ def test_contract_names_a_wrong_message_and_a_wrong_order(
         )
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
-    wrong_message = out.split("fail: get-all-tasks 2.4 #9: a Site that does not exist\n")[1]
+    wrong_message = out.split("fail: get-all-tasks-9: a Site that does not exist\n")[1]
     assert wrong_message.startswith(
         '    expected: 400 "Site specified in request does not exist" data null\n'
         '    got:      400 "Site does not exist"\n'
     )
     wrong_order = out.split(
-        "fail: get-task 2.2 #6 before #8: a task id that is not a UUID, without the role\n"
+        "fail: get-task-6 before get-task-8: a task id that is not a UUID, without the role\n"
     )[1]
     assert wrong_order.startswith(
         '    expected: 403 "User does not have Provider Admin role with org" data null\n'
         '    got:      400 "Invalid Task ID specified in URL"\n'
     )
     # The deprecated path of the same operation is not misordered.
-    assert "pass: get-rack-task 2.2 #6 before #8" in out
-    missing = "get-task 2.2 #16: a task that does not exist at the Site"
+    assert "pass: get-task-6 before get-task-8 (get-rack-task)" in out
+    missing = "get-task-16: a task that does not exist at the Site"
     if target == "production":
         assert f"known difference: {missing}" in out
-        assert f"README difference: {contract.NO_TASK_DIFFERENCE}" in out
+        assert f"difference (docs/differences.md): {contract.NO_TASK_DIFFERENCE}" in out
     else:
         assert f"fail: {missing}" in out
     # Reproducing commands name the tokens, never show them.
     reports = out + junit.read_text(encoding="utf-8")
     assert "Authorization: Token $TOKEN" in reports and token not in reports
     cases = {case.get("name"): case for case in ElementTree.parse(junit).getroot()[1]}
-    failure = cases["get-task 2.2 #6 before #8: a task id that is not a UUID, without the role"]
+    failure = cases["get-task-6 before get-task-8: a task id that is not a UUID, without the role"]
     assert failure.find("failure") is not None
     assert "got: 400" in failure.find("failure").text
     assert (cases[missing].find("skipped") is not None) == (target == "production")
 
 
-def test_every_known_difference_is_in_the_readme() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    rows = readme.split("## Differences from production")[1].split("\n## ")[0]
+def test_every_known_difference_is_in_the_differences_page() -> None:
+    page = Path(__file__).resolve().parent.parent / "docs" / "differences.md"
+    rows = page.read_text(encoding="utf-8").split("# Differences from production")[1]
     wheres = {line.split(" | ")[0].removeprefix("| ") for line in rows.splitlines()}
     named = {
         row.difference.where for op in contract.OPERATIONS for row in op.rows if row.difference
@@ -324,7 +324,7 @@ def test_a_plain_schemathesis_run_finds_only_business_rules(
     [junit] = reports.iterdir()
     texts = [f.text or "" for f in ElementTree.parse(junit).iter("failure")]
     found = [finding for text in texts for finding in FINDING.findall(text)]
-    # Every case that failed says why, and each reason is one of the README's.
+    # Every case that failed says why, and each reason is one of docs/consumers.md's.
     assert all(map(FINDING.search, texts)) and "Tested: 22" in result.stdout, result.stdout
     allowed = business_rules()
     unexplained = [
@@ -344,10 +344,12 @@ FINDING = re.compile(r"- (ST\d+) [^\n]*\n(?:.*\n)*?\[(\d{3})\] [^\n]*:\n\n    `(
 
 
 def business_rules() -> list[tuple[str, int, re.Pattern[str]]]:
-    """The README's list of what a plain schemathesis run reports: check, status, message
-    (where "…" stands for any text)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Plain schemathesis, with no project configuration")[1]
+    """docs/consumers.md's list of what a plain schemathesis run reports: check, status,
+    message (where "…" stands for any text)."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "consumers.md"
+    section = page.read_text(encoding="utf-8").split(
+        "## Plain schemathesis, with no project configuration"
+    )[1]
     rules = []
     for line in section.split("\n\n")[2].splitlines()[2:]:
         check, status, message, _why = line.strip("|").split(" | ")

@@ -1,4 +1,4 @@
-"""The operations that create tasks: each check of UPSTREAM.md 3.1-3.2 in production's order,
+"""The operations that create tasks: each check of docs/contract.md in production's order,
 with its message; the tasks made (one per rack, their description, message, rule and targets);
 rack queues; and identical requests in flight answered alike."""
 

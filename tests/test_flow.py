@@ -1,5 +1,5 @@
 """The simulated NICo Flow, driven step by step in process: how a task's status, message and
-report evolve (UPSTREAM.md 3.4-3.5), failures, cancels, queues, and each step written once."""
+report evolve (docs/flow.md), failures, cancels, queues, and each step written once."""
 
 from __future__ import annotations
 

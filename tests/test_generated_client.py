@@ -61,7 +61,7 @@ def nico_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType
 # What a client generated from upstream's newest spec (SPEC-N) calls each Task operation: the
 # module (tag and operationId) and the parameters that a caller passes.
 LIST_PARAMETERS = {"org", "site_id", "active_only", "include_report", "page_number", "page_size"}
-UPSTREAM_OPERATIONS = {
+PRODUCTION_OPERATIONS = {
     "task.get_task": {"org", "id", "site_id"},
     "task.cancel_task": {"org", "id", "body"},
     "task.get_all_tasks": LIST_PARAMETERS,
@@ -69,7 +69,7 @@ UPSTREAM_OPERATIONS = {
     "tray.get_tray_tasks": LIST_PARAMETERS | {"id"},
 }
 # ... and the models it reads and writes.
-UPSTREAM_MODELS = [
+PRODUCTION_MODELS = [
     "Task",
     "TaskStatus",
     "TaskReportV1",
@@ -82,7 +82,7 @@ UPSTREAM_MODELS = [
 
 
 def test_generated_client_has_upstreams_names(nico_client: ModuleType) -> None:
-    for operation, upstream_parameters in UPSTREAM_OPERATIONS.items():
+    for operation, upstream_parameters in PRODUCTION_OPERATIONS.items():
         module = importlib.import_module(f"nico_client.api.{operation}")
         parameters = set(inspect.signature(module.sync_detailed).parameters) - {"client"}
         # Every upstream parameter is there under upstream's name; this server adds only the
@@ -90,7 +90,7 @@ def test_generated_client_has_upstreams_names(nico_client: ModuleType) -> None:
         assert upstream_parameters <= parameters, operation
         assert parameters - upstream_parameters <= {"x_request_id", "order_by"}, operation
     models = importlib.import_module("nico_client.models")
-    assert [name for name in UPSTREAM_MODELS if not hasattr(models, name)] == []
+    assert [name for name in PRODUCTION_MODELS if not hasattr(models, name)] == []
     step = models.TaskReportV1Step
     assert {"total_components", "succeeded_components", "failed_components"} <= set(
         inspect.signature(step).parameters

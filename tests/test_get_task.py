@@ -1,4 +1,4 @@
-"""Retrieve a Task through the real app: every row of the contract, in the contract's order."""
+"""Retrieve a Task through the real app: every row of docs/contract.md's get-task, in its order."""
 
 from __future__ import annotations
 
@@ -278,23 +278,23 @@ def test_legacy_prefixed_provider_admin_role_is_allowed(client: TestClient, bear
     assert response.status_code == 200
 
 
-# --- rows 1-3: authentication ----------------------------------------------------------------
+# --- auth-1 to auth-3: authentication (docs/contract.md) --------------------------------------
 
 
 @BOTH_PATHS
-def test_row1_missing_authorization_header(client: TestClient, rack: bool) -> None:
+def test_auth_1_missing_authorization_header(client: TestClient, rack: bool) -> None:
     assert_error(get(client, RUNNING_TASK, {}, rack=rack), 401, auth.MISSING_HEADER)
 
 
 @pytest.mark.parametrize(
     "header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token abc", "Bearer a b", " Bearer abc"]
 )
-def test_row2_malformed_authorization_header(client: TestClient, header: str) -> None:
+def test_auth_2_malformed_authorization_header(client: TestClient, header: str) -> None:
     assert_error(get(client, RUNNING_TASK, {"Authorization": header}), 401, auth.BAD_HEADER_FORMAT)
 
 
 @pytest.mark.parametrize("scheme", ["bearer ", "BEARER ", "Bearer   "])
-def test_row2_any_case_and_any_run_of_spaces(
+def test_auth_2_any_case_and_any_run_of_spaces(
     client: TestClient, bearer: Bearer, scheme: str
 ) -> None:
     token = bearer()["Authorization"].split(" ")[1]
@@ -364,7 +364,7 @@ def _hostile_tokens(issuer: DevIssuer) -> dict[str, str]:
         "non-json-header",
     ],
 )
-def test_row3_unverifiable_token(client: TestClient, issuer: DevIssuer, kind: str) -> None:
+def test_auth_3_unverifiable_token(client: TestClient, issuer: DevIssuer, kind: str) -> None:
     token = _hostile_tokens(issuer)[kind]
     assert_error(
         get(client, RUNNING_TASK, {"Authorization": f"Bearer {token}"}), 401, auth.INVALID_TOKEN
@@ -376,18 +376,18 @@ def test_authentication_comes_before_validation(client: TestClient) -> None:
     assert_error(response, 401, auth.MISSING_HEADER)
 
 
-# --- row 4: request validation ---------------------------------------------------------------
+# --- get-task-1 to get-task-3: the query and the body ------------------------------------------
 
 
 @BOTH_PATHS
-def test_row4_unknown_query_parameter(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_get_task_1_unknown_query_parameter(client: TestClient, bearer: Bearer, rack: bool) -> None:
     response = get(client, RUNNING_TASK, bearer(), rack=rack, pageSize="10")
     assert_error(response, 400, "Unknown query parameter specified in request: pageSize")
 
 
 @BOTH_PATHS
 @pytest.mark.parametrize("site", [None, ""], ids=["missing", "empty"])
-def test_row5_missing_site_id(
+def test_get_task_3_missing_site_id(
     client: TestClient, bearer: Bearer, rack: bool, site: str | None
 ) -> None:
     response = get(client, RUNNING_TASK, bearer(), site=site, rack=rack)
@@ -399,7 +399,7 @@ def test_row5_missing_site_id(
     ("content_type", "body"),
     [("text/plain", b"x"), ("application/json", b"[1]"), ("application/xml", b"<a/>")],
 )
-def test_a_body_that_cannot_be_bound_fails_the_bind(
+def test_get_task_2_a_body_that_cannot_be_bound_fails_the_bind(
     client: TestClient, bearer: Bearer, rack: bool, content_type: str, body: bytes
 ) -> None:
     # Production binds the query, then the body (Echo's binder): between the unknown keys and
@@ -443,11 +443,11 @@ def test_org_is_lower_cased_before_any_check(client: TestClient, bearer: Bearer)
     assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
 
 
-# --- rows 5-7: the caller and the org --------------------------------------------------------
+# --- get-task-5 to get-task-7: the caller and the org ------------------------------------------
 
 
 @BOTH_PATHS
-def test_row5_member_of_another_org(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_get_task_5_member_of_another_org(client: TestClient, bearer: Bearer, rack: bool) -> None:
     response = get(client, RUNNING_TASK, bearer(GLOBEX), rack=rack)
     assert_error(response, 403, f"Failed to validate membership for org: {ACME}")
 
@@ -464,33 +464,33 @@ def test_row5_member_of_another_org(client: TestClient, bearer: Bearer, rack: bo
         (" PROVIDER_ADMIN",),
     ],
 )
-def test_row6_no_provider_admin_role(
+def test_get_task_6_no_provider_admin_role(
     client: TestClient, bearer: Bearer, roles: tuple[str, ...]
 ) -> None:
     response = get(client, RUNNING_TASK, bearer(ACME, *roles))
     assert_error(response, 403, "User does not have Provider Admin role with org")
 
 
-def test_row6_comes_before_provider_lookup(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_6_comes_before_provider_lookup(client: TestClient, bearer: Bearer) -> None:
     response = get(client, RUNNING_TASK, bearer("initech", "TENANT_ADMIN"), org="initech")
     assert_error(response, 403, "User does not have Provider Admin role with org")
 
 
-def test_row7_org_without_infrastructure_provider(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_7_org_without_infrastructure_provider(client: TestClient, bearer: Bearer) -> None:
     response = get(client, RUNNING_TASK, bearer("initech"), org="initech")
     assert_error(response, 400, "Failed to retrieve Infrastructure Provider for org")
 
 
-# --- rows 8-13: the task id, the site, the task ----------------------------------------------
+# --- get-task-8 to get-task-16: the task id, the site, the task --------------------------------
 
 
 @BOTH_PATHS
-def test_row8_task_id_not_a_uuid(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_get_task_8_task_id_not_a_uuid(client: TestClient, bearer: Bearer, rack: bool) -> None:
     response = get(client, "zzz", bearer(), rack=rack)
     assert_error(response, 400, "Invalid Task ID specified in URL")
 
 
-def test_row8_comes_before_site_checks(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_8_comes_before_site_checks(client: TestClient, bearer: Bearer) -> None:
     assert_error(get(client, "zzz", bearer(), site="nope"), 400, "Invalid Task ID specified in URL")
 
 
@@ -505,14 +505,16 @@ def test_row8_comes_before_site_checks(client: TestClient, bearer: Bearer) -> No
     ],
     ids=["plus-sign", "arabic-digit", "underscores", "newline"],
 )
-def test_row8_only_ascii_uuid_forms(
+def test_get_task_8_only_ascii_uuid_forms(
     client: TestClient, bearer: Bearer, rack: bool, task_id: str
 ) -> None:
     response = get(client, task_id, bearer(), rack=rack)
     assert_error(response, 400, "Invalid Task ID specified in URL")
 
 
-def test_row8_other_uuid_spellings_are_the_same_task(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_8_other_uuid_spellings_are_the_same_task(
+    client: TestClient, bearer: Bearer
+) -> None:
     for spelling in (RUNNING_TASK.upper(), f"{{{RUNNING_TASK}}}", RUNNING_TASK.replace("-", "")):
         response = get(client, spelling, bearer())
         assert response.status_code == 200, spelling
@@ -528,46 +530,48 @@ def test_row8_other_uuid_spellings_are_the_same_task(client: TestClient, bearer:
         "+518ae98-48f4-47c1-b4d3-7b3747fa4d0c",
     ],
 )
-def test_row9_site_id_not_a_uuid(client: TestClient, bearer: Bearer, site: str) -> None:
+def test_get_task_9_site_id_not_a_uuid(client: TestClient, bearer: Bearer, site: str) -> None:
     response = get(client, RUNNING_TASK, bearer(), site=site)
     assert_error(response, 400, "Failed to validate Site specified in request: invalid ID")
 
 
-def test_row10_site_does_not_exist(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_10_site_does_not_exist(client: TestClient, bearer: Bearer) -> None:
     response = get(client, RUNNING_TASK, bearer(), site="00000000-0000-4000-8000-000000000000")
     assert_error(response, 400, "Site specified in request does not exist")
 
 
 @BOTH_PATHS
-def test_row11_site_of_another_provider(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_get_task_12_site_of_another_provider(
+    client: TestClient, bearer: Bearer, rack: bool
+) -> None:
     response = get(client, RUNNING_TASK, bearer(), site=GLOBEX_SITE, rack=rack)
     assert_error(
         response, 403, "Site specified in request doesn't belong to current org's Provider"
     )
 
 
-def test_row12_site_without_flow(client: TestClient, bearer: Bearer) -> None:
+def test_get_task_13_site_without_flow(client: TestClient, bearer: Bearer) -> None:
     response = get(client, RUNNING_TASK, bearer(), site=ACME_LAB_SITE)
     assert_error(response, 412, "Site does not have NICo Flow enabled")
 
 
 @BOTH_PATHS
-def test_row13_no_such_task(client: TestClient, bearer: Bearer, rack: bool) -> None:
+def test_get_task_16_no_such_task(client: TestClient, bearer: Bearer, rack: bool) -> None:
     response = get(client, "00000000-0000-4000-8000-000000000000", bearer(), rack=rack)
     assert_error(response, 404, "Task not found")
 
 
-def test_row13_task_at_another_site_of_the_same_provider(
+def test_get_task_16_task_at_another_site_of_the_same_provider(
     client: TestClient, bearer: Bearer
 ) -> None:
     assert get(client, SITE_2_TASK, bearer(), site=ACME_SITE_2).status_code == 200
     assert_error(get(client, SITE_2_TASK, bearer(), site=ACME_SITE), 404, "Task not found")
 
 
-# --- row 14 and other failures: always the envelope ------------------------------------------
+# --- get-task-15 (storage) and other failures: always the envelope -----------------------------
 
 
-def test_row14_storage_unreachable(settings: Settings, bearer: Bearer) -> None:
+def test_get_task_15_storage_unreachable(settings: Settings, bearer: Bearer) -> None:
     # Nothing listens on port 1: the connection is refused at once.
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
     with create_app(
@@ -610,14 +614,24 @@ def test_org_with_a_newline_reaches_the_api(client: TestClient, bearer: Bearer) 
     assert_error(response, 403, "Failed to validate membership for org: acme\ninc")
 
 
-def test_the_readmes_examples_are_what_the_server_answers(
+def test_the_documented_examples_are_what_the_server_answers(
     client: TestClient, bearer: Bearer
 ) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    answer = get(client, RUNNING_TASK, bearer()).json()
+    # The README's shortened answer: every field it shows before the report, as sent.
+    shown = readme.split("Its real output")[1].split('"report"')[0]
+    fields = dict(re.findall(r'"(\w+)":("[^"]*"|null)', shown))
+    assert fields and {k: json.loads(v) for k, v in fields.items()} == {
+        k: answer[k] for k in fields
+    }
+    assert '"message":"Request is missing authorization header"' in readme
+    readme = (root / "docs" / "operations-and-errors.md").read_text()
     example = re.search(
         r"Its real output \(pretty-printed here\):\n\n```json\n(.*?)```", readme, re.S
     )
-    assert get(client, RUNNING_TASK, bearer()).json() == json.loads(example.group(1))
+    assert answer == json.loads(example.group(1))
     anonymous = re.search(
         r"Without a token the same request answers:\n\n```\n(.*?)```", readme, re.S
     )

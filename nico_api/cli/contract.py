@@ -1,9 +1,9 @@
-"""Production's behaviour, row by row: the checks of UPSTREAM.md section 2 for each Task
+"""Production's behaviour, row by row: the check lists of docs/contract.md for each Task
 operation, sent to any server over HTTP, each answer compared with production's.
 
 The expected answers are written out here, never taken from the server's code, so that a wrong
-message or a wrong order in the server fails a check. They are production's (UPSTREAM.md),
-except where this server deliberately differs (the README's differences): there a row expects
+message or a wrong order in the server fails a check. They are production's (docs/contract.md),
+except where this server deliberately differs (docs/differences.md): there a row expects
 this server's answer and names production's as a known difference. Every request that could
 change a record names a random task id no record has, except the cancels of the tasks the
 caller names for them when writes are allowed."""
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from nico_api.cli.conformance import KnownValues
 
-# Production's messages (UPSTREAM.md section 2).
+# Production's messages (docs/contract.md).
 UNKNOWN_PARAMETER = "Unknown query parameter specified in request: foo"
 SITE_ID_REQUIRED = "siteId query parameter is required"
 NOT_A_MEMBER = "Failed to validate membership for org: {org}"
@@ -46,7 +46,7 @@ NO_HEADER = "Request is missing authorization header"
 BAD_HEADER = "Invalid Authorization header format"
 BAD_TOKEN = "Invalid authorization token in request"
 
-# The README's "Differences from production" rows that these checks meet, by their "where".
+# The rows of docs/differences.md that these checks meet, by their "where".
 AUTH_DIFFERENCE = "authentication failures"
 OTHER_ORG_DIFFERENCE = "an org that the token does not name"
 NO_TASK_DIFFERENCE = "a task id that names no task at the Site (get, cancel)"
@@ -119,7 +119,7 @@ class Response:
 
 @dataclass(frozen=True)
 class Difference:
-    """A README row: production's answer, as far as it is known."""
+    """A row of docs/differences.md: production's answer, as far as it is known."""
 
     where: str
     production: Answer
@@ -127,11 +127,11 @@ class Difference:
 
 @dataclass(frozen=True)
 class Row:
-    """One row of UPSTREAM.md section 2, as a request that differs from a good one.
+    """One row of docs/contract.md, as a request that differs from a good one.
 
-    `row` is the row's number in the operation's table, or "#a before #b" for two failing
-    checks of which the earlier must answer; list rows name their steps ({query}, {no_site}, ...)
-    because the site-wide list numbers them apart from the rack and tray lists."""
+    `row` is the row's id (`get-task-5`), or "a before b" for two failing checks of which the
+    earlier must answer; list rows name their steps (`{list}-{query}`, ...) because the site-wide
+    list numbers them apart from the rack and tray lists."""
 
     row: str
     condition: str
@@ -153,151 +153,155 @@ NOT_BOOLEAN = (("activeOnly", "yes"),)
 AUTH_DIFFERS = Difference(AUTH_DIFFERENCE, Answer(401))
 ORG_DIFFERS = Difference(OTHER_ORG_DIFFERENCE, Answer(403))
 TASK_DIFFERS = Difference(NO_TASK_DIFFERENCE, Answer(500))
-AUTH_ROW = "2.1 auth"
 
-# Every operation: what the auth middleware answers before the handler (UPSTREAM.md 2.1).
+# Every operation: what the auth middleware answers before the handler (docs/contract.md, auth).
 AUTH_ROWS = (
-    Row(AUTH_ROW, "no Authorization header", 401, NO_HEADER, token="none",
+    Row("auth-1", "no Authorization header", 401, NO_HEADER, token="none",
         difference=AUTH_DIFFERS),
-    Row(AUTH_ROW, "an Authorization header that is not Bearer", 401, BAD_HEADER,
+    Row("auth-2", "an Authorization header that is not Bearer", 401, BAD_HEADER,
         token="not bearer", difference=AUTH_DIFFERS),
-    Row(AUTH_ROW, "a bearer value that is not a token", 401, BAD_TOKEN, token="not a token",
+    Row("auth-3", "a bearer value that is not a token", 401, BAD_TOKEN, token="not a token",
         difference=AUTH_DIFFERS),
 )  # fmt: skip
 
 # get-task and its deprecated path (2.2).
 TASK_READ_ROWS = (
-    Row("2.2 #1", "a query parameter other than siteId", 400, UNKNOWN_PARAMETER, query=FOO),
-    Row("2.2 #3", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
-    Row("2.2 #3", "siteId empty", 400, SITE_ID_REQUIRED, site="empty"),
-    Row("2.2 #5", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+    Row("get-task-1", "a query parameter other than siteId", 400, UNKNOWN_PARAMETER, query=FOO),
+    Row("get-task-3", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
+    Row("get-task-3", "siteId empty", 400, SITE_ID_REQUIRED, site="empty"),
+    Row("get-task-5", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
         difference=ORG_DIFFERS),
-    Row("2.2 #6", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+    Row("get-task-6", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
         token="tenant"),
-    Row("2.2 #8", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
-    Row("2.2 #9", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
-    Row("2.2 #10", "a Site that does not exist", 400, NO_SITE, site="unknown"),
-    Row("2.2 #13", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
-    Row("2.2 #16", "a task that does not exist at the Site", 404, NO_TASK,
+    Row("get-task-8", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
+    Row("get-task-9", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
+    Row("get-task-10", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("get-task-13", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("get-task-16", "a task that does not exist at the Site", 404, NO_TASK,
         difference=TASK_DIFFERS),
-    Row("2.2 #17", "a task of the Site", 200, record="known", verify="task"),
-    Row("2.1", "the task id as urn:uuid (Go's uuid.Parse)", 200, record="urn", verify="task"),
-    Row("2.1", "the org in upper case (read in lower case)", 200, org="upper", record="known",
+    Row("get-task-17", "a task of the Site", 200, record="known", verify="task"),
+    Row("get-task-8", "the task id as urn:uuid (Go's uuid.Parse)", 200, record="urn",
         verify="task"),
-    Row("2.2 #1 before #3", "an unknown parameter, no siteId", 400, UNKNOWN_PARAMETER,
+    Row("get-task-5", "the org in upper case (read in lower case)", 200, org="upper",
+        record="known", verify="task"),
+    Row("get-task-1 before get-task-3", "an unknown parameter, no siteId", 400, UNKNOWN_PARAMETER,
         site="missing", query=FOO),
-    Row("2.2 #1 before #6", "an unknown parameter, without the role", 400, UNKNOWN_PARAMETER,
-        token="tenant", query=FOO),
-    Row("2.2 #3 before #5", "no siteId, in another org", 400, SITE_ID_REQUIRED,
+    Row("get-task-1 before get-task-6", "an unknown parameter, without the role", 400,
+        UNKNOWN_PARAMETER, token="tenant", query=FOO),
+    Row("get-task-3 before get-task-5", "no siteId, in another org", 400, SITE_ID_REQUIRED,
         org="other", site="missing", difference=ORG_DIFFERS),
-    Row("2.2 #5 before #8", "a task id that is not a UUID, in another org", 403, NOT_A_MEMBER,
-        org="other", record="not a uuid", difference=ORG_DIFFERS),
-    Row("2.2 #6 before #8", "a task id that is not a UUID, without the role", 403,
+    Row("get-task-5 before get-task-8", "a task id that is not a UUID, in another org", 403,
+        NOT_A_MEMBER, org="other", record="not a uuid", difference=ORG_DIFFERS),
+    Row("get-task-6 before get-task-8", "a task id that is not a UUID, without the role", 403,
         NOT_PROVIDER_ADMIN, token="tenant", record="not a uuid"),
-    Row("2.2 #8 before #9", "neither the task id nor siteId a UUID", 400, INVALID_TASK_ID,
-        record="not a uuid", site="not a uuid"),
-    Row("2.2 #13 before #16", "a task that does not exist, at a Site without Flow", 412,
+    Row("get-task-8 before get-task-9", "neither the task id nor siteId a UUID", 400,
+        INVALID_TASK_ID, record="not a uuid", site="not a uuid"),
+    Row("get-task-13 before get-task-16", "a task that does not exist, at a Site without Flow", 412,
         NO_FLOW, site="non-flow"),
 )  # fmt: skip
 
 # cancel-task and its deprecated path (2.3): the body, not the query, names the Site.
 CANCEL_ROWS = (
-    Row("2.3 #2", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+    Row("cancel-task-2", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
         difference=ORG_DIFFERS),
-    Row("2.3 #3", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+    Row("cancel-task-3", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
         token="tenant"),
-    Row("2.3 #5", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
-    Row("2.3 #6", "a body that is not JSON", 400, UNREADABLE, body="{"),
-    Row("2.3 #6", "a siteId that is not a string", 400, UNREADABLE, body={"siteId": 5}),
-    Row("2.3 #7", "a body without siteId", 400, CANCEL_INVALID, {}, site="missing"),
-    Row("2.3 #7", "an empty siteId", 400, CANCEL_INVALID, {}, site="empty"),
-    Row("2.3 #8", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
-    Row("2.3 #9", "a Site that does not exist", 400, NO_SITE, site="unknown"),
-    Row("2.3 #9", "a Site that does not exist, and fields the handler ignores", 400, NO_SITE,
+    Row("cancel-task-5", "a task id that is not a UUID", 400, INVALID_TASK_ID, record="not a uuid"),
+    Row("cancel-task-6", "a body that is not JSON", 400, UNREADABLE, body="{"),
+    Row("cancel-task-6", "a siteId that is not a string", 400, UNREADABLE, body={"siteId": 5}),
+    Row("cancel-task-7", "a body without siteId", 400, CANCEL_INVALID, {}, site="missing"),
+    Row("cancel-task-7", "an empty siteId", 400, CANCEL_INVALID, {}, site="empty"),
+    Row("cancel-task-8", "a siteId that is not a UUID", 400, INVALID_SITE_ID, site="not a uuid"),
+    Row("cancel-task-9", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("cancel-task-9", "a Site that does not exist, and fields the handler ignores", 400, NO_SITE,
         site="unknown", body={"reason": "x"}),
-    Row("2.3 #12", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
-    Row("2.3 #13", "a task that does not exist at the Site", 404, NO_TASK,
+    Row("cancel-task-12", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("cancel-task-13", "a task that does not exist at the Site", 404, NO_TASK,
         difference=TASK_DIFFERS),
-    Row("2.3", "query parameters are not checked", 400, INVALID_TASK_ID, record="not a uuid",
-        query=FOO),
-    Row("2.3 #2 before #6", "a body that is not JSON, in another org", 403, NOT_A_MEMBER,
-        org="other", body="{", difference=ORG_DIFFERS),
-    Row("2.3 #3 before #5", "a task id that is not a UUID, without the role", 403,
+    Row("cancel-task-5", "query parameters are not checked", 400, INVALID_TASK_ID,
+        record="not a uuid", query=FOO),
+    Row("cancel-task-2 before cancel-task-6", "a body that is not JSON, in another org", 403,
+        NOT_A_MEMBER, org="other", body="{", difference=ORG_DIFFERS),
+    Row("cancel-task-3 before cancel-task-5", "a task id that is not a UUID, without the role", 403,
         NOT_PROVIDER_ADMIN, token="tenant", record="not a uuid"),
-    Row("2.3 #5 before #6", "a task id that is not a UUID, a body that is not JSON", 400,
-        INVALID_TASK_ID, record="not a uuid", body="{"),
-    Row("2.3 #12 before #13", "a task that does not exist, at a Site without Flow", 412,
-        NO_FLOW, site="non-flow"),
+    Row("cancel-task-5 before cancel-task-6",
+        "a task id that is not a UUID, a body that is not JSON",
+        400, INVALID_TASK_ID, record="not a uuid", body="{"),
+    Row("cancel-task-12 before cancel-task-13",
+        "a task that does not exist, at a Site without Flow",
+        412, NO_FLOW, site="non-flow"),
 )  # fmt: skip
 
 # Writes: a task the caller named to cancel, cancelled as its state allows, then again.
 CANCEL_WRITE_ROWS = (
-    Row("2.3 #14", "a task of the Site", 202, record="cancel", verify="cancelled"),
-    Row("2.3 #14", "the same task again", 202, record="cancel", verify="cancelled"),
+    Row("cancel-task-14", "a task of the Site", 202, record="cancel", verify="cancelled"),
+    Row("cancel-task-14", "the same task again", 202, record="cancel", verify="cancelled"),
 )
 
-# The three lists (2.4 and 2.5), their steps numbered per table below.
+# The three lists, each row id's number filled in from the list's steps below.
 LIST_ROWS = (
-    Row("#{query}", "a query parameter the list does not have", 400, UNKNOWN_PARAMETER,
+    Row("{list}-{query}", "a query parameter the list does not have", 400, UNKNOWN_PARAMETER,
         query=FOO),
-    Row("#{bind}", "activeOnly that is not a boolean", 400, UNREADABLE, query=NOT_BOOLEAN),
-    Row("#{site_id}", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
-    Row("#{member}", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
+    Row("{list}-{bind}", "activeOnly that is not a boolean", 400, UNREADABLE, query=NOT_BOOLEAN),
+    Row("{list}-{site_id}", "siteId missing", 400, SITE_ID_REQUIRED, site="missing"),
+    Row("{list}-{member}", "an org the caller is not a member of", 403, NOT_A_MEMBER, org="other",
         difference=ORG_DIFFERS),
-    Row("#{role}", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+    Row("{list}-{role}", "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
         token="tenant"),
-    Row("#{invalid_site}", "a siteId that is not a UUID", 400, INVALID_SITE_ID,
+    Row("{list}-{invalid_site}", "a siteId that is not a UUID", 400, INVALID_SITE_ID,
         site="not a uuid"),
-    Row("#{no_site}", "a Site that does not exist", 400, NO_SITE, site="unknown"),
-    Row("#{flow}", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
-    Row("#{paging_bind}", "pageSize that is not an integer", 400, PAGING_UNREADABLE,
+    Row("{list}-{no_site}", "a Site that does not exist", 400, NO_SITE, site="unknown"),
+    Row("{list}-{flow}", "a Site without NICo Flow", 412, NO_FLOW, site="non-flow"),
+    Row("{list}-{paging_bind}", "pageSize that is not an integer", 400, PAGING_UNREADABLE,
         query=(("pageSize", "abc"),)),
-    Row("#{paging}", "pageSize=101", 400, PAGING_INVALID,
+    Row("{list}-{paging}", "pageSize=101", 400, PAGING_INVALID,
         {"PageSize": "must be less than or equal to: 100"}, query=(("pageSize", "101"),)),
-    Row("#{paging}", "pageNumber=-1", 400, PAGING_INVALID,
+    Row("{list}-{paging}", "pageNumber=-1", 400, PAGING_INVALID,
         {"PageNumber": "must be greater than 0"}, query=(("pageNumber", "-1"),)),
-    Row("#{paging}", "orderBy=created", 400, PAGING_INVALID,
+    Row("{list}-{paging}", "orderBy=created", 400, PAGING_INVALID,
         {"OrderByStr": "must be in the format of field_ASC or field_DESC"},
         query=(("orderBy", "created"),)),
-    Row("#{paging}", "orderBy=CREATED_DESC (no field is sortable)", 400, PAGING_INVALID, {},
+    Row("{list}-{paging}", "orderBy=CREATED_DESC (no field is sortable)", 400, PAGING_INVALID, {},
         query=(("orderBy", "CREATED_DESC"),)),
-    Row("#{ok}", "the Site's tasks", 200, record="known", verify="page"),
-    Row("#{ok}", "pageSize=0 (the default, 20)", 200, record="known",
+    Row("{list}-{ok}", "the Site's tasks", 200, record="known", verify="page"),
+    Row("{list}-{ok}", "pageSize=0 (the default, 20)", 200, record="known",
         query=(("pageSize", "0"),), verify="page"),
-    Row("#{ok}", "pageSize=5 and activeOnly=1 (Go's ParseBool)", 200, record="known",
+    Row("{list}-{ok}", "pageSize=5 and activeOnly=1 (Go's ParseBool)", 200, record="known",
         query=(("pageSize", "5"), ("activeOnly", "1")), verify="page"),
-    Row("#{ok}", "the org in upper case (read in lower case)", 200, org="upper",
+    Row("{list}-{ok}", "the org in upper case (read in lower case)", 200, org="upper",
         record="known", verify="page"),
-    Row("#{query} before #{bind}", "an unknown parameter, activeOnly not a boolean", 400,
-        UNKNOWN_PARAMETER, query=(*NOT_BOOLEAN, *FOO)),
-    Row("#{bind} before #{site_id}", "activeOnly not a boolean, no siteId", 400, UNREADABLE,
-        site="missing", query=NOT_BOOLEAN),
-    Row("#{no_site} before #{paging}", "a Site that does not exist, pageSize=101", 400, NO_SITE,
-        site="unknown", query=(("pageSize", "101"),)),
-    Row("#{flow} before #{paging_bind}", "a Site without Flow, pageSize not an integer", 412,
-        NO_FLOW, site="non-flow", query=(("pageSize", "abc"),)),
+    Row("{list}-{query} before {list}-{bind}", "an unknown parameter, activeOnly not a boolean",
+        400, UNKNOWN_PARAMETER, query=(*NOT_BOOLEAN, *FOO)),
+    Row("{list}-{bind} before {list}-{site_id}", "activeOnly not a boolean, no siteId", 400,
+        UNREADABLE, site="missing", query=NOT_BOOLEAN),
+    Row("{list}-{no_site} before {list}-{paging}", "a Site that does not exist, pageSize=101", 400,
+        NO_SITE, site="unknown", query=(("pageSize", "101"),)),
+    Row("{list}-{flow} before {list}-{paging_bind}", "a Site without Flow, pageSize not an integer",
+        412, NO_FLOW, site="non-flow", query=(("pageSize", "abc"),)),
 )  # fmt: skip
 
-# The site-wide list checks the caller's membership and role before its query (2.4).
+# The site-wide list checks the caller's membership and role before its query (get-all-tasks).
 SITE_WIDE_ROWS = (
-    Row("#{member} before #{query}", "an unknown parameter, in another org", 403,
+    Row("{list}-{member} before {list}-{query}", "an unknown parameter, in another org", 403,
         NOT_A_MEMBER, org="other", query=FOO, difference=ORG_DIFFERS),
-    Row("#{role} before #{query}", "an unknown parameter, without the role", 403,
+    Row("{list}-{role} before {list}-{query}", "an unknown parameter, without the role", 403,
         NOT_PROVIDER_ADMIN, token="tenant", query=FOO),
 )  # fmt: skip
 
-# The rack and tray lists check the query first, and Flow resolves the id last (2.5).
+# The rack and tray lists check the query first, and Flow resolves the id last
+# (get-rack-tasks, get-tray-tasks).
 COMPONENT_ROWS = (
-    Row("#{query} before #{member}", "an unknown parameter, in another org", 400,
+    Row("{list}-{query} before {list}-{member}", "an unknown parameter, in another org", 400,
         UNKNOWN_PARAMETER, org="other", query=FOO, difference=ORG_DIFFERS),
-    Row("#{site_id} before #{role}", "no siteId, without the role", 400, SITE_ID_REQUIRED,
-        token="tenant", site="missing"),
-    Row("#{no_site} before #{found}", "a Site that does not exist, an id that names nothing",
+    Row("{list}-{site_id} before {list}-{role}", "no siteId, without the role", 400,
+        SITE_ID_REQUIRED, token="tenant", site="missing"),
+    Row("{list}-{no_site} before {list}-{found}",
+        "a Site that does not exist, an id that names nothing",
         400, NO_SITE, site="unknown"),
 )  # fmt: skip
-MISSING_RACK = Row("#{found}", "a rack id that names no rack", 404, NO_RACK,
+MISSING_RACK = Row("{list}-{found}", "a rack id that names no rack", 404, NO_RACK,
                    difference=Difference(NO_RACK_DIFFERENCE, Answer(404)))  # fmt: skip
-MISSING_TRAY = Row("#{found}", "a tray id that names no tray", 404, NO_COMPONENT)
+MISSING_TRAY = Row("{list}-{found}", "a tray id that names no tray", 404, NO_COMPONENT)
 
 # Each list's steps, numbered as its table numbers them.
 SITE_WIDE_STEPS = dict(
@@ -318,7 +322,6 @@ class Operation:
     method: str
     path: str
     rows: tuple[Row, ...]
-    section: str = ""  # prefixed to list rows' numbers
     steps: dict[str, Any] = field(default_factory=dict)
     records: str = "task"  # task, rack or tray: what {id} names
 
@@ -329,14 +332,14 @@ OPERATIONS = (
     Operation("cancel-task", "POST", "task/{id}/cancel",
               AUTH_ROWS + CANCEL_ROWS + CANCEL_WRITE_ROWS),
     Operation("cancel-rack-task", "POST", "rack/task/{id}/cancel", AUTH_ROWS + CANCEL_ROWS),
-    Operation("get-all-tasks", "GET", "task", AUTH_ROWS + LIST_ROWS + SITE_WIDE_ROWS, "2.4",
-              SITE_WIDE_STEPS),
+    Operation("get-all-tasks", "GET", "task", AUTH_ROWS + LIST_ROWS + SITE_WIDE_ROWS,
+              steps=SITE_WIDE_STEPS),
     Operation("get-rack-tasks", "GET", "rack/{id}/task",
-              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_RACK,), "2.5", COMPONENT_STEPS,
-              "rack"),
+              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_RACK,),
+              steps=COMPONENT_STEPS, records="rack"),
     Operation("get-tray-tasks", "GET", "tray/{id}/task",
-              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_TRAY,), "2.5", COMPONENT_STEPS,
-              "tray"),
+              AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_TRAY,),
+              steps=COMPONENT_STEPS, records="tray"),
 )  # fmt: skip
 
 
@@ -398,10 +401,11 @@ class Check:
 
     @property
     def name(self) -> str:
-        number = self.row.row.format(**self.operation.steps)
-        if number.startswith("#"):
-            number = f"{self.operation.section} {number}"
-        return f"{self.operation.operation_id} {number}: {self.row.condition}"
+        operation_id = self.operation.operation_id
+        number = self.row.row.format(list=operation_id, **self.operation.steps)
+        if number.startswith(f"{operation_id}-"):
+            return f"{number}: {self.row.condition}"
+        return f"{number} ({operation_id}): {self.row.condition}"
 
 
 class _Values:
@@ -569,7 +573,7 @@ class ContractReport:
         counts = Counter(o.verdict for o in self.outcomes)
         needed = Counter(o.check.needs for o in self.outcomes if o.verdict == "not run")
         lines = [
-            f"Contract checks (UPSTREAM.md section 2), as {self.target} answers them",
+            f"Contract checks (docs/contract.md), as {self.target} answers them",
             f"  checks:     {len(self.outcomes)} ({counts['pass']} passed, {counts['fail']} "
             f"failed, {counts['known difference']} known differences, {counts['not run']} "
             "not run)",
@@ -585,7 +589,8 @@ class ContractReport:
                 lines.append(f"    got:      {outcome.got}")
                 lines.append(f"    reproduce: {outcome.curl}")
             if outcome.verdict == "known difference":
-                lines.append(f"    README difference: {outcome.check.row.difference.where}")
+                where = outcome.check.row.difference.where
+                lines.append(f"    difference (docs/differences.md): {where}")
         return "\n".join(lines)
 
     def junit(self) -> ElementTree.Element:
@@ -623,8 +628,8 @@ class ContractReport:
 
 
 def run(client: httpx.Client, caller: Caller, target: str = TARGETS[0]) -> ContractReport:
-    """Every check against the server `client` talks to; with target production, the README's
-    differences are known answers, not failures."""
+    """Every check against the server `client` talks to; with target production, the rows of
+    docs/differences.md are known answers, not failures."""
     report = ContractReport(target)
     for check in checks(caller):
         report.outcomes.append(_outcome(client, check, caller, target))

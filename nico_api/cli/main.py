@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nico_api.cli.contract import TARGETS
 from nico_api.config import MULTIPROCESS_DIR, SPEC_PATH, InvalidInputError, Settings
@@ -33,8 +33,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.reload and args.workers > 1:
         raise InvalidInputError("--reload runs one worker: leave out --workers")
     logging.config.dictConfig(logs.config(args.log_level))
-    # Refuse to start on an invalid auth configuration, with its message rather than a traceback.
-    auth.auth_config_for(settings)
+    # Refuse to start on an invalid auth configuration, with its message rather than a traceback;
+    # without one, each worker's app says once that it trusts the development issuer.
+    if settings.auth_config is not None:
+        auth.load_auth_config(settings.auth_config)
     with _metrics_for_workers(settings):
         # Each worker builds its own app from the same environment.
         uvicorn.run(
@@ -385,8 +387,24 @@ def _positive(text: str) -> int:
     return value
 
 
+# Every command's help ends with where its settings are listed.
+SETTINGS_EPILOG = (
+    "Settings: NICO_* environment variables, then a .env file in the working directory; "
+    "every one is listed in docs/production.md."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help, and its commands' (argparse makes them of its class), names the
+    settings page."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", SETTINGS_EPILOG)
+        super().__init__(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nico-api",
         description="A NICo Task API server, its simulated NICo Flow, and their tools. Settings "
         "come from NICO_* environment variables and a .env file in the working directory.",
@@ -510,15 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     check_api.add_argument(
         "--contract",
         action="store_true",
-        help="also check production's behaviour row by row (UPSTREAM.md section 2): "
+        help="also check production's behaviour row by row (docs/contract.md): "
         "statuses, messages and the order of the checks",
     )
     check_api.add_argument(
         "--target",
         choices=TARGETS,
         default=TARGETS[0],
-        help="whose answers --contract expects: production reports the README's differences "
-        "from production as known, not as failures",
+        help="whose answers --contract expects: production reports the differences "
+        "of docs/differences.md as known, not as failures",
     )
     check_api.add_argument(
         "--tenant-token", help="--contract: a token of the org without the Provider Admin role"

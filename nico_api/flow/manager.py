@@ -1,6 +1,6 @@
 """NICo Flow's task manager, as it behaves behind the REST API: a request's targets resolved to
 racks, one task per rack, queued behind a rack's active task or scheduled at once; waiting tasks
-promoted when their rack is free and ended when their queue time is up (UPSTREAM.md section 3).
+promoted when their rack is free and ended when their queue time is up (docs/flow.md).
 
 Every write locks the racks it touches first, so that the server processes and the Flow process
 see one rack's queue change in one order, on PostgreSQL and SQLite alike."""
@@ -149,7 +149,7 @@ def _rule(c: Connection, request: Submission) -> Rule:
 
 
 def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, list[str]]]:
-    """The targeted components of each rack, by component type (UPSTREAM.md section 3.2)."""
+    """The targeted components of each rack, by component type (docs/flow.md)."""
     trays = (
         select(Tray.rack_id, Tray.type, Tray.id)
         .join(Rack, Rack.id == Tray.rack_id)

@@ -1,4 +1,4 @@
-"""How a task's report evolves while Flow runs it (UPSTREAM.md section 3.5), step by step.
+"""How a task's report evolves while Flow runs it (docs/flow.md), step by step.
 
 A task's execution is a fixed sequence of steps, numbered from 0: the start (the initial report,
 every stage pending), then for each stage that has work three steps (begin, progress, end), the

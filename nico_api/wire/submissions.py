@@ -1,6 +1,6 @@
 """The requests that create tasks (power control, firmware update, bring-up of racks and trays):
 each body validated as production validates it, with its messages and field errors, and what
-it asks of Flow (UPSTREAM.md section 3.1-3.2)."""
+it asks of Flow (docs/contract.md and docs/flow.md)."""
 
 from __future__ import annotations
 
