@@ -138,7 +138,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "nico_api.web.framework:ProvideRuntime.__call__",
         "connexion.middleware.swagger_ui:SwaggerUIMiddleware.__call__",
         "nico_api.web.framework:NoSlashRedirect.__call__",
-        "nico_api.web.edge:BodyLimit.__call__",
+        "nico_api.web.edge:BodyGuard.__call__",
         "connexion.middleware.lifespan:LifespanMiddleware.__call__",
     ),
     "access log and metrics": ("nico_api.logs:AccessLog.__call__",),

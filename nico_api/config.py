@@ -41,11 +41,13 @@ class Settings(BaseModel):
     db_statement_timeout: Seconds = 5.0
     # A request's whole database work, answered 503 past it even if the database never answers.
     db_request_timeout: Seconds = 10.0
-    # The HTTP edge: what a client can make the server read, and how long a request's head
-    # (request line and headers) may take to arrive, idle connections included.
+    # The HTTP edge: what a client can make the server read (a request's head, its request line
+    # and headers, is bounded by uvicorn; its body by the app), and how long it may take.
     max_body_bytes: int = Field(1 << 20, ge=1)
     max_header_bytes: int = Field(64 << 10, ge=1024)
-    header_timeout: Seconds = 10.0
+    # From the end of a request's head to the end of its body; past it, 408 and a closed
+    # connection.
+    body_timeout: Seconds = 10.0
     keepalive_timeout: Seconds = 5.0
     # The simulated NICo Flow: how long each step of a task takes, how often it looks for due
     # work, how long a task may wait in its rack's queue, and how often a component fails.

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,9 +46,11 @@ def serving(
     port: int,
     start_timeout: float = 30,
     process_group: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[str]:
     """Run a server until the block ends (with `process_group`, its children too, for a
-    launcher such as npx); yields its base URL once it answers."""
+    launcher such as npx; `preexec_fn` runs in the child before it starts, e.g. to lower a
+    limit); yields its base URL once it answers."""
     with log.open("w") as out:
         process = subprocess.Popen(
             list(command),
@@ -56,6 +58,7 @@ def serving(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=process_group,
+            preexec_fn=preexec_fn,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:

@@ -1,57 +1,82 @@
-"""The HTTP edge over real sockets against `nico-api serve`: request heads bounded in size and
-time, idle and slow connections closed, bodies bounded before they are read, and every refusal
-in the envelope while other clients are served as usual."""
+"""The HTTP edge over real sockets against `nico-api serve`: request heads bounded in size by
+uvicorn's settings, bodies bounded in size and in time by the app's guard, every refusal of a
+body in the envelope with the connection closed, and other clients served meanwhile."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.demo import ACME, ACME_SITE, PENDING_TASK, RUNNING_TASK, task_path
+from tests.demo import ACME, ACME_SITE, COMPLETED_TASK, PENDING_TASK, RUNNING_TASK, task_path
 from tests.processes import NICO_API, free_port, run, serving
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
 pytestmark = pytest.mark.slow
 
-HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
+KEEPALIVE_TIMEOUT = 1.0
+MAX_BODY = 1 << 20
+MAX_HEAD = 64 << 10
+FILE_LIMIT = 256
 
 
-@pytest.fixture(scope="module")
-def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str]]:
-    """`nico-api serve` with a 1 s header timeout, shared by this module's tests (the edge is
-    the same whatever the database, so SQLite serves): base URL, port, a member's token."""
-    folder = tmp_path_factory.mktemp("edge")
+class EdgeServer:
+    def __init__(self, base_url: str, port: int, token: str, log: Path) -> None:
+        self.base_url, self.port, self.token, self.log = base_url, port, token, log
+
+
+def prepared(folder: Path) -> tuple[dict[str, str], str]:
+    """An environment with the demo data in `folder`, body and keep-alive timeouts of 1 s, and a
+    member's token."""
     env = {
         **os.environ,
         "NICO_INSTANCE_DIR": str(folder / "instance"),
         "NICO_DATABASE_URL": f"sqlite:///{folder / 'nico.db'}",
-        "NICO_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-        "NICO_MAX_BODY_BYTES": "65536",
+        "NICO_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        "NICO_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT),
     }
     assert run(env, "db", "init").returncode == 0
     assert run(env, "db", "seed", "--demo").returncode == 0
     token = run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN", "--create-key")
     assert token.returncode == 0, token.stderr
+    return env, token.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def edge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeServer]:
+    """`nico-api serve` with the default limits, 1 s timeouts and at most 256 open files,
+    shared by this module's tests (the edge is the same whatever the database, so SQLite
+    serves)."""
+    folder = tmp_path_factory.mktemp("edge")
+    env, token = prepared(folder)
     port = free_port()
+    log = folder / "server.log"
     command = [NICO_API, "serve", "--port", str(port)]
-    with serving(command, env, folder / "server.log", port) as base_url:
-        yield base_url, port, token.stdout.strip()
+    with serving(command, env, log, port, preexec_fn=low_file_limit) as base_url:
+        yield EdgeServer(base_url, port, token, log)
+
+
+def low_file_limit() -> None:
+    """In the server's process: at most FILE_LIMIT open files, sockets included."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FILE_LIMIT, FILE_LIMIT))
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return sock
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
 def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Read one response to its end (the server closes the connection after a refusal)."""
+    """Read one response to the end of the connection (the server closes it after a refusal)."""
     data = b""
     try:
         while chunk := sock.recv(65536):
@@ -64,13 +89,20 @@ def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
-def cancel_head(token: str, length: int) -> bytes:
-    """The head of a cancel of the pending demo task, declaring a body of `length` bytes."""
+def cancel_head(token: str, length: int, task: str = PENDING_TASK, close: bool = True) -> bytes:
+    """The head of a cancel of `task`, declaring a body of `length` bytes."""
+    connection = "Connection: close\r\n" if close else ""
     return (
-        f"POST /v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel HTTP/1.1\r\nHost: x\r\n"
+        f"POST /v2/org/{ACME}/nico/task/{task}/cancel HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {length}\r\n{connection}\r\n"
     ).encode()
+
+
+def cancel_body(size: int) -> bytes:
+    """A valid cancel body of exactly `size` bytes: the Site id, padded with spaces."""
+    body = b'{"siteId":"' + ACME_SITE.encode() + b'"}'
+    return body + b" " * (size - len(body))
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -83,12 +115,12 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
         return True
 
 
-def get_task(base_url: str, token: str) -> httpx.Response:
+def get_task(base_url: str, token: str, timeout: float = 5) -> httpx.Response:
     return httpx.get(
         base_url + task_path(RUNNING_TASK),
         params={"siteId": ACME_SITE},
         headers={"Authorization": f"Bearer {token}"},
-        timeout=5,
+        timeout=timeout,
     )
 
 
@@ -96,28 +128,53 @@ def envelope(message: str) -> dict[str, object]:
     return {"source": "nico", "message": message, "data": None}
 
 
-def test_a_header_over_the_limit_is_431(edge_server) -> None:
-    _base_url, port, _token = edge_server
-    with connect(port) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
-        status, headers, body = answer(sock)
-    assert status == 431
-    assert headers["content-type"] == "application/json"
-    assert json.loads(body) == envelope("Request Header Fields Too Large")
+def access_log(log: Path, request_id: str) -> dict[str, object]:
+    """The access log's record of one request, by its X-Request-ID."""
+    for line in log.read_text().splitlines():
+        if request_id in line and '"request"' in line:
+            return json.loads(line)
+    raise AssertionError(f"no access log record of {request_id}")
+
+
+def requests_counted(base_url: str, status: int) -> float:
+    """nico_http_requests_total for `status`, summed over operations."""
+    text = httpx.get(base_url + "/metrics", timeout=5).text
+    pattern = rf'^nico_http_requests_total{{[^}}]*status="{status}"[^}}]*}} (\S+)$'
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+# The head: uvicorn's h11_max_incomplete_event_size (NICO_MAX_HEADER_BYTES).
+
+
+def test_a_head_just_under_the_limit_is_served(edge_server) -> None:
+    with connect(edge_server.port) as sock:
+        padding = b"a" * (MAX_HEAD - 1024)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + padding + b"\r\n")
+        sock.sendall(b"Connection: close\r\n\r\n")
+        status, _headers, _body = answer(sock)
+    assert status == 200
+
+
+def test_a_head_over_the_limit_is_refused_and_the_connection_closed(edge_server) -> None:
+    with connect(edge_server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD + 1024))
+        status, headers, _body = answer(sock)
+    # uvicorn's own answer to a head its parser refuses: plain text, before any app runs.
+    assert status == 400
+    assert headers["connection"] == "close"
 
 
 def test_others_are_served_while_a_client_sends_a_60_mb_header(edge_server) -> None:
-    base_url, port, token = edge_server
     sent = threading.Event()
 
     def send_huge_header() -> None:
-        with connect(port) as sock:
+        with connect(edge_server.port) as sock:
             try:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
                 for _ in range(60 * 16):
                     sock.sendall(b"a" * 65536)
             except OSError:
-                pass  # refused, and closed once the answer had time to arrive
+                pass  # refused and closed at the limit
             sent.set()
 
     sender = threading.Thread(target=send_huge_header, daemon=True)
@@ -125,100 +182,158 @@ def test_others_are_served_while_a_client_sends_a_60_mb_header(edge_server) -> N
     slowest = 0.0
     while not sent.is_set():
         started = time.monotonic()
-        assert get_task(base_url, token).status_code == 200
+        assert get_task(edge_server.base_url, edge_server.token).status_code == 200
         slowest = max(slowest, time.monotonic() - started)
     sender.join(timeout=10)
-    assert slowest < 2.0  # the whole 60 MB head would stall the server for seconds
+    assert slowest < 2.0
 
 
-@pytest.mark.parametrize(
-    "request_line",
-    [b"NOT A REQUEST", b"FETCH /healthz HTTP/1.1"],
-    ids=["garbage", "unknown-method"],
-)
-def test_a_malformed_request_line_is_400_in_the_envelope(edge_server, request_line: bytes) -> None:
-    _base_url, port, _token = edge_server
-    with connect(port) as sock:
-        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
-        status, headers, body = answer(sock)
+def test_a_malformed_request_line_is_400_and_closed(edge_server) -> None:
+    with connect(edge_server.port) as sock:
+        sock.sendall(b"NOT A REQUEST\r\nHost: x\r\n\r\n")
+        status, headers, _body = answer(sock)
     assert status == 400
-    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+
+
+def test_an_unknown_method_reaches_the_app_and_is_405_in_the_envelope(edge_server) -> None:
+    with connect(edge_server.port) as sock:
+        sock.sendall(b"FETCH /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _headers, body = answer(sock)
+    assert status == 405
     assert json.loads(body)["source"] == "nico"
 
 
-def test_idle_connections_are_closed_after_the_header_timeout(edge_server) -> None:
-    base_url, port, token = edge_server
-    idle = [connect(port) for _ in range(200)]
-    try:
+def test_an_idle_kept_alive_connection_is_closed(edge_server) -> None:
+    """uvicorn's timeout_keep_alive (NICO_KEEPALIVE_TIMEOUT)."""
+    with connect(edge_server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b'{"status":"ok"}\n'):
+            data += sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200")
         started = time.monotonic()
-        response = get_task(base_url, token)
-        assert response.status_code == 200 and time.monotonic() - started < 1
-        assert all(closed_within(sock, HEADER_TIMEOUT + 2) for sock in idle)
-    finally:
-        for sock in idle:
-            sock.close()
+        assert closed_within(sock, KEEPALIVE_TIMEOUT + 3)
+    assert time.monotonic() - started >= KEEPALIVE_TIMEOUT * 0.9
 
 
-def test_a_head_sent_a_byte_at_a_time_is_cut_off(edge_server) -> None:
-    _base_url, port, _token = edge_server
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
-    with connect(port) as sock:
+# The body: the app's guard (NICO_MAX_BODY_BYTES, NICO_BODY_TIMEOUT).
+
+
+@pytest.mark.parametrize("size", [60_000, 70_000, 500_000], ids=["60KB", "70KB", "500KB"])
+def test_a_body_under_the_limit_is_answered_as_a_small_one(edge_server, size: int) -> None:
+    """The body counts against the body limit only, never against the head's."""
+    answers = []
+    for body in (cancel_body(0), cancel_body(size)):
+        with connect(edge_server.port) as sock:
+            sock.sendall(cancel_head(edge_server.token, len(body), COMPLETED_TASK) + body)
+            status, _headers, content = answer(sock)
+        answers.append((status, json.loads(content)))
+    assert answers[1] == answers[0]
+    assert answers[0][0] not in (400, 408, 413, 431)
+
+
+def test_a_body_of_exactly_the_limit_is_read_and_the_task_cancelled(edge_server) -> None:
+    body = cancel_body(MAX_BODY)
+    with connect(edge_server.port) as sock:
+        sock.sendall(cancel_head(edge_server.token, len(body)) + body)
+        status, _headers, content = answer(sock)
+    assert status == 202, content
+    assert json.loads(content)["id"] == PENDING_TASK
+
+
+def test_a_declared_body_over_the_limit_is_413_unread_and_closed(edge_server) -> None:
+    with connect(edge_server.port) as sock:
         started = time.monotonic()
-        try:
-            for byte in head:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.05)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        assert closed_within(sock, 2)
-    # Every byte arrived in time, yet the head as a whole took too long.
-    assert time.monotonic() - started < HEADER_TIMEOUT + 2
-
-
-def test_a_declared_huge_body_is_413_before_it_is_read(edge_server) -> None:
-    _base_url, port, token = edge_server
-    with connect(port) as sock:
-        sock.sendall(cancel_head(token, 200 * 2**20))
-        status, _headers, body = answer(sock)
+        # Only the head: the 1 MiB + 1 byte body is refused without waiting for any of it.
+        sock.sendall(cancel_head(edge_server.token, MAX_BODY + 1, close=False))
+        status, headers, body = answer(sock)
+    assert time.monotonic() - started < BODY_TIMEOUT
     assert status == 413
+    assert headers["connection"] == "close"
     assert json.loads(body) == envelope("Request Entity Too Large")
+    record = access_log(edge_server.log, headers["x-request-id"])
+    assert record["status"] == 413
 
 
 def test_an_undeclared_body_is_cut_off_at_the_limit(edge_server) -> None:
-    base_url, _port, token = edge_server
-
     def chunks() -> Iterator[bytes]:
         yield b'{"siteId": "' + ACME_SITE.encode() + b'", "padding": "'
-        for _ in range(64):
+        for _ in range(300):
             yield b"a" * 4096
         yield b'"}'
 
     response = httpx.post(
-        base_url + f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel",
+        edge_server.base_url + f"/v2/org/{ACME}/nico/task/{PENDING_TASK}/cancel",
         content=chunks(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {edge_server.token}",
+            "Content-Type": "application/json",
+        },
         timeout=10,
     )
     assert response.status_code == 413
-    assert response.json()["message"] == "Request Entity Too Large"
+    assert response.json() == envelope("Request Entity Too Large")
 
 
-def test_an_unterminated_header_is_431_as_it_arrives(edge_server) -> None:
-    _base_url, port, _token = edge_server
-    with connect(port) as sock:
+def test_a_body_not_sent_in_time_is_408_and_closed(edge_server) -> None:
+    before = requests_counted(edge_server.base_url, 408)
+    with connect(edge_server.port) as sock:
+        sock.sendall(cancel_head(edge_server.token, 100, COMPLETED_TASK, close=False) + b'{"si')
         started = time.monotonic()
-        # One header that never ends: no parser callback would ever see it whole.
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000)
-        status, _headers, body = answer(sock)
-    assert status == 431
-    assert json.loads(body)["message"] == "Request Header Fields Too Large"
-    assert time.monotonic() - started < HEADER_TIMEOUT
+        status, headers, body = answer(sock)
+    assert BODY_TIMEOUT * 0.9 <= time.monotonic() - started < BODY_TIMEOUT + 2
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert json.loads(body) == envelope("Request Timeout")
+    assert access_log(edge_server.log, headers["x-request-id"])["status"] == 408
+    assert requests_counted(edge_server.base_url, 408) == before + 1
 
 
-def test_a_body_sent_with_its_head_does_not_count_as_head(edge_server) -> None:
-    _base_url, port, token = edge_server
-    body = b'{"siteId": "' + ACME_SITE.encode() + b'", "padding": "' + b"a" * 60_000 + b'"}'
-    with connect(port) as sock:
-        sock.sendall(cancel_head(token, len(body)) + body)
-        status, _headers, _body = answer(sock)
-    assert status == 202
+def test_a_refused_token_closes_the_connection_without_reading_the_body(edge_server) -> None:
+    with connect(edge_server.port) as sock:
+        head = cancel_head("not-a-token", 100_000, COMPLETED_TASK, close=False)
+        sock.sendall(head + b'{"siteId"')
+        started = time.monotonic()
+        status, headers, body = answer(sock)
+    assert time.monotonic() - started < BODY_TIMEOUT
+    assert status == 401
+    assert headers["connection"] == "close"
+    assert json.loads(body)["source"] == "nico"
+
+
+def test_a_kept_alive_connection_serves_the_next_request_after_a_full_body(edge_server) -> None:
+    """A body read to its end leaves the connection open for the next request."""
+    body = cancel_body(70_000)
+    with connect(edge_server.port) as sock:
+        head = cancel_head(edge_server.token, len(body), COMPLETED_TASK, close=False)
+        sock.sendall(head + body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 ")[1:]
+    assert b"connection: close" not in first.partition(b"\r\n\r\n")[0].lower()
+    assert second.startswith(b"200")
+
+
+def test_slow_bodies_beyond_the_file_limit_leave_others_served(edge_server) -> None:
+    """300 connections that send a head and then too little of a body, against a server allowed
+    256 open files: each is answered 408 and closed at the body deadline, and a client that
+    comes after them, while the server is out of file descriptors, is served at its first try."""
+    slow = []
+    try:
+        for _ in range(FILE_LIMIT + 44):
+            sock = connect(edge_server.port)
+            sock.sendall(cancel_head(edge_server.token, 100, COMPLETED_TASK, close=False) + b"{")
+            slow.append(sock)
+        started = time.monotonic()
+        response = get_task(edge_server.base_url, edge_server.token, timeout=10)
+        assert response.status_code == 200
+        assert time.monotonic() - started < BODY_TIMEOUT + 4
+        for sock in slow:
+            status, headers, _body = answer(sock)
+            assert (status, headers["connection"]) == (408, "close")
+    finally:
+        for sock in slow:
+            sock.close()

@@ -62,9 +62,9 @@ def test_unusable_settings_are_refused_naming_the_variable(
 
 def test_every_unusable_setting_is_named_at_once() -> None:
     with pytest.raises(SettingsError) as refused:
-        Settings.from_env({"NICO_DB_POOL_SIZE": "0", "NICO_HEADER_TIMEOUT": "never"})
+        Settings.from_env({"NICO_DB_POOL_SIZE": "0", "NICO_BODY_TIMEOUT": "never"})
     assert "NICO_DB_POOL_SIZE:" in str(refused.value)
-    assert "NICO_HEADER_TIMEOUT:" in str(refused.value)
+    assert "NICO_BODY_TIMEOUT:" in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from nico_api import logs
     from nico_api.auth import authenticator as auth
-    from nico_api.web.edge import BoundedHttpProtocol
+    from nico_api.web import edge
 
     if args.reload and args.workers > 1:
         raise InvalidInputError("--reload runs one worker: leave out --workers")
@@ -48,9 +48,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_level=args.log_level,
             log_config=logs.config(args.log_level),
             access_log=False,
-            # Bounded request heads and idle connections, and protocol errors in the envelope.
-            http=BoundedHttpProtocol,
-            timeout_keep_alive=settings.keepalive_timeout,
+            # Bounded request heads and idle kept-alive connections (bodies: the app's guard).
+            **edge.server_options(settings),
             reload=args.reload,
             # The package's code and the spec it serves (the handlers live apart in a checkout).
             reload_dirs=_source_dirs() if args.reload else None,

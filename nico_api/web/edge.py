@@ -1,139 +1,114 @@
-"""The HTTP edge: bounds on what a client can make the server read or wait for (a request's
-head and body, idle and slow connections), each refusal answered in the NICo envelope."""
+"""The HTTP edge: bounds on what a client can make the server read or wait for, each refusal
+answered in the NICo envelope.
+
+A request's head (request line and headers) is bounded by uvicorn's own settings
+(`server_options`); its body by `BodyGuard`, an ASGI middleware: in size, and in time."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nico_api.config import Settings
 from nico_api.wire.errors import envelope_body
 
 BODY_TOO_LARGE = "Request Entity Too Large"
-HEAD_TOO_LARGE = "Request Header Fields Too Large"
-BAD_REQUEST = "Invalid HTTP request received"
-LINGER_SECONDS = 2.0
+BODY_TOO_SLOW = "Request Timeout"
+# uvicorn's pure-Python HTTP/1.1 implementation: the one whose head size it bounds.
+HTTP_IMPLEMENTATION = "h11"
+# asyncio's own loop: out of file descriptors, it leaves new connections waiting in the listen
+# backlog until some are free; uvloop (libuv) accepts and drops them.
+EVENT_LOOP = "asyncio"
 
 
-class BodyLimit:
-    """ASGI middleware: a body over `max_bytes` is refused with 413, by its declared length
-    before any of it is read, or as soon as a body of undeclared length passes the limit."""
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings for the edge: a head over `max_header_bytes` is refused (uvicorn's
+    400, the connection closed), an idle kept-alive connection is closed, and clients that come
+    while the process is out of file descriptors wait rather than being dropped."""
+    return {
+        "http": HTTP_IMPLEMENTATION,
+        "loop": EVENT_LOOP,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_keep_alive": settings.keepalive_timeout,
+    }
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyGuard:
+    """ASGI middleware bounding a request's body: over `max_bytes` it is 413, by its declared
+    length before any of it is read, or as soon as a body of undeclared length passes the limit;
+    not complete within `timeout` seconds of the head, it is 408. An answer that starts before
+    the body was read to its end closes the connection (`Connection: close`), so that the server
+    never waits for the rest of a body it has already answered (a 401, 403 or 413 included)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            raise HTTPException(413, BODY_TOO_LARGE)
-        received = 0
-
-        async def bounded() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, BODY_TOO_LARGE)
-            return message
-
-        await self.app(scope, bounded, send)
-
-
-@functools.cache
-def _limits() -> Settings:
-    # uvicorn builds its protocol objects itself, with no app at hand: a serving process's
-    # limits are read once, from the environment `nico-api serve` and its workers share.
-    return Settings.from_env()
-
-
-class BoundedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with a request's head (request line and headers) bounded
-    in size and in time: a connection that sends no complete head within the header timeout,
-    idle from the start or dripping bytes, is closed; a head over the limit is 431. Protocol
-    errors are answered in the envelope instead of plain text."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_head = _limits().max_header_bytes
-        self._head_timeout = _limits().header_timeout
-        self._head_bytes = 0
-        self._in_head = True
-        self._head_deadline: asyncio.TimerHandle | None = None
-        self._refusal: tuple[int, str] | None = None
-        self._discarding = False
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm()
-
-    def on_headers_complete(self) -> None:
-        self._disarm()
-        self._in_head = False
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
-
-    def data_received(self, data: bytes) -> None:
-        if self._discarding:
+            # Outside the error handlers: refused before the app sees the request.
+            await _refusal(413, BODY_TOO_LARGE)(scope, receive, send)
             return
-        super().data_received(data)
-        # What arrived while the head is still incomplete was all head: counted as it arrives,
-        # since the parser reports a header only once the next one starts.
-        if self._in_head and not self._discarding:
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_head:
-                self._refusal = (431, HEAD_TOO_LARGE)
-                self.send_400_response(HEAD_TOO_LARGE)
-
-    def send_400_response(self, msg: str) -> None:
-        status, message = self._refusal or (400, BAD_REQUEST)
-        body = envelope_body(message).encode()
-        reason = {400: b"Bad Request", 431: HEAD_TOO_LARGE.encode()}[status]
-        if self.cycle is not None and not self.cycle.response_complete:
-            # An earlier request still being answered on this connection is abandoned.
-            self.cycle.disconnected = True
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        body = _Body(
+            receive,
+            self.max_bytes,
+            asyncio.get_running_loop().time() + self.timeout,
+            expected=declared not in ("", "0") or "transfer-encoding" in headers,
         )
-        # A lingering close: what the client still sends is read and dropped for a moment, so
-        # that closing with unread data (a reset) does not destroy the answer on its way.
-        self._discarding = True
-        self._disarm()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
-    def _arm(self) -> None:
-        if self._head_deadline is None:
-            self._head_deadline = self.loop.call_later(self._head_timeout, self._head_too_slow)
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body.complete:
+                message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
+            await send(message)
 
-    def _disarm(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+        await self.app(scope, body.receive, closing_send)
 
-    def _head_too_slow(self) -> None:
-        self._head_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
+
+class _Body:
+    """One request's body as the app receives it, counted and bounded by a deadline."""
+
+    def __init__(self, receive: Receive, max_bytes: int, deadline: float, expected: bool) -> None:
+        self._receive = receive
+        self._max_bytes = max_bytes
+        self._deadline = deadline
+        self._received = 0
+        self.complete = not expected
+
+    async def receive(self) -> Message:
+        if self.complete:
+            # The body is read: what follows is the wait for a disconnect, with no deadline.
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
+        except TimeoutError:
+            raise HTTPException(408, BODY_TOO_SLOW) from None
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._max_bytes:
+                raise HTTPException(413, BODY_TOO_LARGE)
+            self.complete = not message.get("more_body", False)
+        return message
+
+
+_CLOSE = (b"connection", b"close")
+
+
+def _refusal(status: int, message: str) -> Response:
+    return Response(
+        envelope_body(message),
+        status_code=status,
+        media_type="application/json",
+        headers={"Connection": "close"},
+    )

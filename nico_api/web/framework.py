@@ -126,11 +126,6 @@ def build_app(runtime: Runtime) -> NICoApp:
         )
     app.add_middleware(NoSlashRedirect, position=MiddlewarePosition.BEFORE_ROUTING)
     app.add_middleware(
-        edge.BodyLimit,
-        position=MiddlewarePosition.BEFORE_ROUTING,
-        max_bytes=settings.max_body_bytes,
-    )
-    app.add_middleware(
         logs.AccessLog,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         path_templates=logs.path_templates(SPEC_PATH),
@@ -140,6 +135,14 @@ def build_app(runtime: Runtime) -> NICoApp:
     # Above the error handlers, so that every layer below (security included) finds it.
     app.add_middleware(
         ProvideRuntime, position=MiddlewarePosition.BEFORE_EXCEPTION, runtime=runtime
+    )
+    # Around the error handlers, inside the access log: it closes the connection after an answer
+    # given before the body was read, and the log records what the client got.
+    app.add_middleware(
+        edge.BodyGuard,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
     )
     return app
 
