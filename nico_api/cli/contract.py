@@ -6,7 +6,9 @@ message or a wrong order in the server fails a check. They are production's (UPS
 except where this server deliberately differs (the README's differences): there a row expects
 this server's answer and names production's as a known difference. Every request that could
 change a record names a random task id no record has, except the cancels of the tasks the
-caller names for them when writes are allowed."""
+caller names for them when writes are allowed. The operations that create tasks are checked
+only when writes are allowed: their requests name a rack or tray no record has, except each
+operation's one success, which names the records the caller names for writes."""
 
 from __future__ import annotations
 
