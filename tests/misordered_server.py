@@ -1,6 +1,7 @@
 """The real server made wrong in the ways `nico-api conformance --contract` must tell apart: a
-reworded message, a check made before the ones production makes first, and production's own
-answer where this server deliberately differs (a row of docs/differences.md)."""
+reworded message, a check made before the ones production makes first (a task read's id, a
+rack power request's body), and production's own answer where this server deliberately
+differs (a row of docs/differences.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nico_api.wire.errors import envelope_body
 
 Scope = dict[str, Any]
 TASK_READ = re.compile(r"/v2/org/[^/]+/nico/task/(?P<id>[^/]+)")
+RACK_POWER = re.compile(r"/v2/org/[^/]+/nico/rack/[^/]+/power")
 REWORDED = {"Site specified in request does not exist": "Site does not exist"}
 
 
@@ -29,6 +31,14 @@ def app() -> Any:
             # The task id checked before the caller's membership and role.
             await _answer(send, 400, "Invalid Task ID specified in URL")
             return
+        if RACK_POWER.fullmatch(scope.get("path", "")) and scope["method"] == "PATCH":
+            body, receive = await _read_body(receive)
+            try:
+                json.loads(body)
+            except ValueError:
+                # A rack's power request read before the caller's membership and role.
+                await _answer(send, 400, "Failed to parse request data")
+                return
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -51,6 +61,27 @@ def app() -> Any:
         await inner(scope, receive, rewrite)
 
     return wrong
+
+
+async def _read_body(receive: Any) -> tuple[bytes, Any]:
+    """The request's body, and a receive that hands it on again."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, again
 
 
 async def _answer(send: Any, status: int, message: str) -> None:

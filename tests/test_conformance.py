@@ -120,6 +120,14 @@ def test_conformance_passes_against_this_server(
     assert rows.get("tests") == str(every) and rows.get("failures") == "0"
     assert "pass: cancel-task-14: the same task again" in result.stdout
     assert "pass: get-task-6 before get-task-8" in result.stdout
+    # Each create operation made its task on the records named, and its checks answered in
+    # production's order.
+    for operation in contract.CREATE_OPERATIONS:
+        made = f"pass: {operation.operation_id}-8: the records named for writes"
+        assert made in result.stdout
+    assert "pass: power-control-racks-1 before power-control-racks-4:" in result.stdout
+    assert "pass: firmware-update-tray-2 before firmware-update-tray-4:" in result.stdout
+    assert "pass: body-1 (bringup-rack): keys in another case" in result.stdout
     # Writes touched only the records named: the task to cancel, R-15, and R-14's tray.
     made = {
         task: target
@@ -160,8 +168,10 @@ def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped:    12 operations that change records" in result.stdout
     assert "POST" not in result.stderr and "PATCH" not in result.stderr
-    # The contract's cancels name only random ids; the named task needs --allow-writes.
-    assert "not run:    2 need --allow-writes" in result.stdout
+    # The contract's cancels name only random ids; the named task needs --allow-writes, as
+    # does every request to an operation that creates tasks.
+    creates = sum(len(operation.rows) for operation in contract.CREATE_OPERATIONS)
+    assert f"not run:    {2 + creates} need --allow-writes" in result.stdout
     assert stored_rows(env["NICO_DATABASE_URL"]) == before
 
 
@@ -250,6 +260,7 @@ def test_contract_names_a_wrong_message_and_a_wrong_order(
             *contract_options(env),
             "--target",
             target,
+            "--allow-writes",
         )
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
@@ -267,6 +278,20 @@ def test_contract_names_a_wrong_message_and_a_wrong_order(
     )
     # The deprecated path of the same operation is not misordered.
     assert "pass: get-task-6 before get-task-8 (get-rack-task)" in out
+    # A create operation's body read before the caller's role; the same row of another passes.
+    create_order = out.split(
+        "fail: power-control-rack-2 before power-control-rack-4: a body that is not JSON, "
+        "without the role\n"
+    )[1]
+    assert create_order.startswith(
+        '    expected: 403 "User does not have Provider Admin role with org" data null\n'
+        '    got:      400 "Failed to parse request data"\n'
+        "    reproduce: curl -X PATCH -H 'Authorization: Bearer $TENANT_TOKEN' "
+        "-H 'Content-Type: application/json' -d '{' "
+    )
+    assert "pass: power-control-tray-2 before power-control-tray-4" in out
+    # Without named records no task is made: the batches on racks need their names.
+    assert "not run:    3 need --rack-name" in out
     missing = "get-task-16: a task that does not exist at the Site"
     if target == "production":
         assert f"known difference: {missing}" in out

@@ -4,6 +4,7 @@ rack queues; and identical requests in flight answered alike."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -827,3 +828,113 @@ def test_a_task_that_runs_at_once_has_no_queue_time(
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
     row = stored(storage, task_id)
     assert (row.status, row.queue_expires_at, row.due_at is not None) == ("pending", None, True)
+
+
+# How a create request's body is read (the `body` rows), for every create operation.
+
+CREATE_OPS = {
+    "power-control-rack": ("PATCH", f"rack/{FREE_RACK}/power", {"State": "On"}),
+    "power-control-racks": ("PATCH", "rack/power", {"STATE": "On"}),
+    "firmware-update-rack": ("PATCH", f"rack/{FREE_RACK}/firmware", {"Version": "1"}),
+    "firmware-update-racks": ("PATCH", "rack/firmware", {"VERSION": "1"}),
+    "bringup-rack": ("POST", f"rack/{FREE_RACK}/bringup", {}),
+    "bringup-racks": ("POST", "rack/bringup", {}),
+    "power-control-tray": ("PATCH", f"tray/{TRAY}/power", {"state": "On"}),
+    "power-control-trays": ("PATCH", "tray/power", {"sTaTe": "On"}),
+    "firmware-update-tray": ("PATCH", f"tray/{TRAY}/firmware", {"Version": "1"}),
+    "firmware-update-trays": ("PATCH", "tray/firmware", {}),
+}
+FIRMWARE_OPS = [op for op in CREATE_OPS if op.startswith("firmware")]
+
+
+def send(client: TestClient, headers: dict[str, str], operation: str, content: bytes):
+    method, path, _ = CREATE_OPS[operation]
+    return client.request(
+        method,
+        f"/v2/org/{ACME}/nico/{path}",
+        content=content,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize("operation", sorted(CREATE_OPS))
+def test_body_1_keys_in_any_case(client: TestClient, bearer: Bearer, operation: str) -> None:
+    # The keys bind as Go binds them: the request goes on to the Site check.
+    body = {"SiteId": str(uuid.UUID(int=7)), **CREATE_OPS[operation][2]}
+    response = send(client, bearer(), operation, json_bytes(body))
+    assert_error(response, 400, "Site specified in request does not exist")
+
+
+def test_body_1_keys_in_any_case_make_the_task(client: TestClient, bearer: Bearer) -> None:
+    # The long s and the Kelvin sign fold to ASCII letters in Go; the last key read wins.
+    body = {"siteId": "nope", "\u017fITEID": ACME_SITE, "\u212aey": 1, "STATE": "Off"}
+    response = send(client, bearer(), "power-control-rack", json_bytes(body))
+    assert response.status_code == 200, response.text
+    (task_id,) = response.json()["taskIds"]
+    assert task(client, bearer(), task_id)["description"] == "API power off Rack"
+
+
+def test_body_1_nested_keys_in_any_case(client: TestClient, bearer: Bearer) -> None:
+    body = {"siteId": ACME_SITE, "state": "On", "Filter": {"NAMES": ["Z-9"]}}
+    response = send(client, bearer(), "power-control-racks", json_bytes(body))
+    assert response.status_code == 404 and "rack Z-9 is not found" in response.json()["message"]
+
+
+def test_body_1_authentication_data_is_read_by_exact_names(
+    client: TestClient, bearer: Bearer
+) -> None:
+    # Its own reader matches names exactly: another case is an unknown field.
+    body = {"siteId": ACME_SITE, "AuthenticationData": {"Shared": "s"}}
+    response = send(client, bearer(), "firmware-update-rack", json_bytes(body))
+    assert_error(response, 400, 'authenticationData contains unknown field "Shared"')
+
+
+@pytest.mark.parametrize("operation", sorted(CREATE_OPS))
+@pytest.mark.parametrize("after", [b" {not json", b"}\xff\xfe", b'{"siteId": 1}', b"\n\n[]"])
+def test_body_2_bytes_after_the_value_are_not_read(
+    client: TestClient, bearer: Bearer, operation: str, after: bytes
+) -> None:
+    body = {"siteId": str(uuid.UUID(int=7)), **CREATE_OPS[operation][2]}
+    response = send(client, bearer(), operation, b"  " + json_bytes(body) + after)
+    assert_error(response, 400, "Site specified in request does not exist")
+
+
+@pytest.mark.parametrize("operation", FIRMWARE_OPS)
+def test_body_4_unknown_authentication_fields_stop_the_reading(
+    client: TestClient, bearer: Bearer, operation: str
+) -> None:
+    # The earlier value of the wrong type is not what is answered.
+    content = b'{"siteId":5,"authenticationData":{"zz":1,"aa":1}}'
+    response = send(client, bearer(), operation, content)
+    assert_error(response, 400, 'authenticationData contains unknown fields: "aa", "zz"')
+
+
+def test_body_4_the_outer_object_is_read_first(client: TestClient, bearer: Bearer) -> None:
+    content = b'{"authenticationData":{"perComponent":{"gpu":1},"shared":5,"x":1},"siteId":5}'
+    response = send(client, bearer(), "firmware-update-trays", content)
+    assert_error(response, 400, 'authenticationData contains unknown field "x"')
+
+
+def test_body_5_field_errors_in_sorted_order(client: TestClient, bearer: Bearer) -> None:
+    content = b'{"siteId": "", "state": "Up", "ruleId": "nope"}'
+    response = send(client, bearer(), "power-control-rack", content)
+    assert response.status_code == 400
+    assert response.text.startswith(
+        '{"source":"nico","message":"Failed to validate power control request data",'
+        '"data":{"ruleId":"must be a valid UUID","siteId":"siteId is required",'
+        '"state":"must be one of [On Off Cycle ForceOff ForceCycle ACPowerCycle]"}}'
+    )
+
+
+def test_body_5_nested_field_errors_in_sorted_order(client: TestClient, bearer: Bearer) -> None:
+    ids = [""] * 11
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"ids": ids, "rackId": ""}}
+    response = send(client, bearer(), "power-control-trays", json_bytes(body))
+    assert response.status_code == 400
+    data = response.json()["data"]
+    assert list(data) == ["ids", "rackId"]
+    assert list(data["ids"]) == sorted(str(i) for i in range(11))  # "0", "1", "10", "2", ...
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()

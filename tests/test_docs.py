@@ -102,6 +102,7 @@ def test_every_contract_row_is_on_the_contract_page() -> None:
     documented = set(re.findall(r"^\| ([a-z-]+-\d+) \|", text, re.M))
     for section, rows in (("get-rack-tasks", 13), ("get-tray-tasks", 13)):
         documented |= {f"{section}-{n}" for n in range(1, rows + 1)}
+    documented |= shared_create_rows(text)
     caller = contract.Caller("t", KnownValues(org="o", site_id="s"))
     used = {
         row_id
@@ -109,6 +110,16 @@ def test_every_contract_row_is_on_the_contract_page() -> None:
         for row_id in check.name.split(":")[0].split(" (")[0].split(" before ")
     }
     assert used and used <= documented
+
+
+def shared_create_rows(text: str) -> set[str]:
+    """The create operations share two tables (one target, a batch), each listing its operations."""
+    rows = set()
+    for lead in ("**One rack or tray**", "**Batches**"):
+        listed, table = text.split(lead, 1)[1].split("\n\n", 2)[:2]
+        numbers = re.findall(r"^\| (\d+) \|", table, re.M)
+        rows |= {f"{op}-{n}" for op in re.findall(r"`([a-z-]+)`", listed) for n in numbers}
+    return rows
 
 
 def test_tests_named_after_a_row_name_a_row_of_the_contract() -> None:
@@ -121,7 +132,7 @@ def test_tests_named_after_a_row_name_a_row_of_the_contract() -> None:
         for test in (ROOT / "tests").glob("test_*.py")
         for m in pattern.finditer(test.read_text("utf-8"))
     }
-    documented = set(re.findall(r"^\| ([a-z-]+-\d+) \|", text, re.M))
+    documented = set(re.findall(r"^\| ([a-z-]+-\d+) \|", text, re.M)) | shared_create_rows(text)
     assert named and named <= documented
 
 

@@ -6,7 +6,9 @@ message or a wrong order in the server fails a check. They are production's (doc
 except where this server deliberately differs (docs/differences.md): there a row expects
 this server's answer and names production's as a known difference. Every request that could
 change a record names a random task id no record has, except the cancels of the tasks the
-caller names for them when writes are allowed."""
+caller names for them when writes are allowed. The operations that create tasks are checked
+only when writes are allowed: their requests name a rack or tray no record has, except each
+operation's one success, which names the records the caller names for writes."""
 
 from __future__ import annotations
 
@@ -145,7 +147,8 @@ class Row:
     query: tuple[tuple[str, str], ...] = ()  # after siteId
     body: str | dict[str, Any] | None = None  # raw text, or fields over {"siteId": ...}
     difference: Difference | None = None
-    verify: str = ""  # task, cancelled, page: further checks of a success
+    verify: str = ""  # task, cancelled, page, made: further checks of a success
+    after: str = ""  # sent after a body's JSON value
 
 
 FOO = (("foo", "1"),)
@@ -324,9 +327,15 @@ class Operation:
     rows: tuple[Row, ...]
     steps: dict[str, Any] = field(default_factory=dict)
     records: str = "task"  # task, rack or tray: what {id} names
+    body: dict[str, Any] = field(default_factory=dict)  # fields every request sends
+    made: str = ""  # an operation that creates tasks: their description ({id}: the path's)
+
+    @property
+    def creates(self) -> bool:
+        return bool(self.made)
 
 
-OPERATIONS = (
+TASK_OPERATIONS = (
     Operation("get-task", "GET", "task/{id}", AUTH_ROWS + TASK_READ_ROWS),
     Operation("get-rack-task", "GET", "rack/task/{id}", AUTH_ROWS + TASK_READ_ROWS),
     Operation("cancel-task", "POST", "task/{id}/cancel",
@@ -341,6 +350,161 @@ OPERATIONS = (
               AUTH_ROWS + LIST_ROWS + COMPONENT_ROWS + (MISSING_TRAY,),
               steps=COMPONENT_STEPS, records="tray"),
 )  # fmt: skip
+
+
+# The operations that create tasks: each request names either a random rack or tray that no
+# record has, or (the one success row of each, and only with --allow-writes) the records the
+# caller names; so a check that wrongly passes reaches Flow's "not found", never a task.
+BUSY_RACK_DIFFERENCE = "a rack busy with a conflicting task, when a task is created"
+FLOW_TEXT_DIFFERENCE = "Flow's error texts for the operations that create tasks"
+BUSY_DIFFERS = Difference(BUSY_RACK_DIFFERENCE, Answer(500, "failed to create any tasks"))
+FLOW_TEXT_DIFFERS = Difference(FLOW_TEXT_DIFFERENCE, Answer(404))
+SITE_LOOKUP_FAILED = "Failed to retrieve Site due to DB error"
+BATCH_INVALID = "Failed to validate request data"
+INVALID_STATE = "must be one of [On Off Cycle ForceOff ForceCycle ACPowerCycle]"
+UNKNOWN_AUTHENTICATION_FIELDS = 'authenticationData contains unknown fields: "aa", "zz"'
+# A Site id no Site has, for the rows whose body spells siteId its own way.
+NO_SUCH_SITE = "00000000-0000-0000-0000-000000000007"
+# Flow's answers for a rack or tray that no record has ({id}: the one the request names).
+NO_TARGET_RACK = (
+    "failed to resolve rack target: failed to get rack by identifier "
+    "{{ID:00000000-0000-0000-0000-000000000000 Name: ExternalID:{id}}}: "
+    "rpc error: code = NotFound desc = rack with external id {id} is not found"
+)
+NO_TARGET_RACK_NAME = (
+    "failed to resolve rack target: failed to get rack by identifier "
+    "{{ID:00000000-0000-0000-0000-000000000000 Name:{id} ExternalID:}}: "
+    "rpc error: code = NotFound desc = rack {id} is not found"
+)
+NO_TARGET_TRAY = (
+    "failed to get component target external_id={id}: rpc error: code = NotFound "
+    'desc = component identifier "{id}" not found'
+)
+# Each list's steps in the order production checks them: one rack or tray, or a batch.
+SINGLE_CREATE_STEPS = dict(member=1, role=2, provider=3, bind=4, valid=5, site=6, flow=7, ok=8)
+BATCH_CREATE_STEPS = dict(bind=1, valid=2, member=3, role=4, provider=5, site=6, flow=7, ok=8)
+
+
+SINGLE_INVALID = {
+    "power": "Failed to validate power control request data",
+    "firmware": "Failed to validate firmware update request data",
+    "bringup": "Failed to validate bring up request data",
+}
+
+
+def create_rows(operation_id: str, kind: str, rack: bool, batch: bool) -> tuple[Row, ...]:
+    """The rows of a power, firmware or bring-up operation on one rack or tray, or a batch. A
+    rack operation answers a Site id that is not a UUID as the Site check, a tray operation as
+    its Site lookup's DB error; a batch power request without siteId names no field."""
+    steps = BATCH_CREATE_STEPS if batch else SINGLE_CREATE_STEPS
+    invalid = BATCH_INVALID if batch else SINGLE_INVALID[kind]
+    no_site_id = {} if batch and kind == "power" else {"siteId": "siteId is required"}
+
+    def n(*checks: str) -> str:
+        return " before ".join(f"{operation_id}-{steps[check]}" for check in checks)
+
+    not_uuid = (400, INVALID_SITE_ID) if rack else (500, SITE_LOOKUP_FAILED)
+    missing = NO_TARGET_RACK_NAME if rack and batch else NO_TARGET_RACK if rack else NO_TARGET_TRAY
+    bad_rule = {"ruleId": "must be a valid UUID"}
+    rows = [
+        Row(n("member"), "an org the caller is not a member of", 403, NOT_A_MEMBER,
+            org="other", difference=ORG_DIFFERS),
+        Row(n("role"), "a caller without the Provider Admin role", 403, NOT_PROVIDER_ADMIN,
+            token="tenant"),
+        Row(n("bind"), "a body that is not JSON", 400, UNREADABLE, body="{"),
+        Row(n("bind"), "a siteId that is not a string", 400, UNREADABLE, body={"siteId": 5}),
+        Row(n("valid"), "a body without siteId", 400, invalid, no_site_id, site="missing"),
+        Row(n("valid"), "a ruleId that is not a UUID", 400, invalid, bad_rule,
+            body={"ruleId": "not-a-rule"}),
+        Row(n("site"), "a siteId that is not a UUID", *not_uuid, site="not a uuid"),
+        Row(n("site"), "a Site that does not exist", 400, NO_SITE, site="unknown"),
+        Row(n("flow"), f"a {'rack' if rack else 'tray'} that no record is", 404, missing,
+            difference=FLOW_TEXT_DIFFERS),
+        Row(n("ok"), "the records named for writes", 200, record="known", verify="made",
+            difference=BUSY_DIFFERS),
+        Row(n("valid", "site"), "a ruleId that is not a UUID, at a Site that does not exist",
+            400, invalid, bad_rule, site="unknown", body={"ruleId": "not-a-rule"}),
+        Row("body-1", "keys in another case (siteId as SiteId)", 400, NO_SITE, site="missing",
+            body={"SiteId": NO_SUCH_SITE}),
+        Row("body-2", "bytes after the JSON value", 400, NO_SITE, site="unknown",
+            after=" {not json"),
+    ]  # fmt: skip
+    if kind == "power":
+        rows.append(Row(n("valid"), "a state that is not a power state", 400, invalid,
+                        {"state": INVALID_STATE}, body={"state": "Up"}))  # fmt: skip
+    if not rack and batch:
+        rows.append(Row(n("valid"), "a blank tray id in the filter", 400, invalid,
+                        {"ids": {"0": "cannot be blank"}},
+                        body={"filter": {"ids": [""]}}))  # fmt: skip
+    if kind == "firmware":
+        rows.append(Row("body-4", "unknown authenticationData fields after a value of the wrong "
+                        "type", 400, UNKNOWN_AUTHENTICATION_FIELDS,
+                        body='{"siteId":5,"authenticationData":{"zz":1,"aa":1}}'))  # fmt: skip
+    if batch:
+        rows += [
+            Row(n("bind", "role"), "a body that is not JSON, without the role", 400,
+                UNREADABLE, token="tenant", body="{"),
+            Row(n("valid", "member"), "a ruleId that is not a UUID, in another org", 400,
+                invalid, bad_rule, org="other", body={"ruleId": "not-a-rule"},
+                difference=ORG_DIFFERS),
+            Row(n("valid", "role"), "a ruleId that is not a UUID, without the role", 400,
+                invalid, bad_rule, token="tenant", body={"ruleId": "not-a-rule"}),
+        ]  # fmt: skip
+    else:
+        rows += [
+            Row(n("member", "bind"), "a body that is not JSON, in another org", 403,
+                NOT_A_MEMBER, org="other", body="{", difference=ORG_DIFFERS),
+            Row(n("role", "bind"), "a body that is not JSON, without the role", 403,
+                NOT_PROVIDER_ADMIN, token="tenant", body="{"),
+            Row(n("role", "valid"), "a ruleId that is not a UUID, without the role", 403,
+                NOT_PROVIDER_ADMIN, token="tenant", body={"ruleId": "not-a-rule"}),
+        ]  # fmt: skip
+    # In production's order: by the check that answers; the shared body rows last.
+    return tuple(sorted(rows, key=lambda row: _step(row.row, operation_id)))
+
+
+def _step(row_id: str, operation_id: str) -> tuple[int, int]:
+    first = row_id.split(" ")[0]
+    if first.startswith(f"{operation_id}-"):
+        return 0, int(first.removeprefix(f"{operation_id}-"))
+    return 1, int(first.removeprefix("body-"))
+
+
+def create_operation(
+    operation_id: str, method: str, path: str, made: str, body: dict[str, Any] | None = None
+) -> Operation:
+    kind = operation_id.split("-")[0]
+    rack = path.startswith("rack/")
+    batch = "{id}" not in path
+    return Operation(
+        operation_id,
+        method,
+        path,
+        AUTH_ROWS + create_rows(operation_id, kind, rack, batch),
+        records="rack" if rack else "tray",
+        body=body or {},
+        made=made,
+    )
+
+
+ON = {"state": "On"}
+CREATE_OPERATIONS = (
+    create_operation("power-control-racks", "PATCH", "rack/power", "API power on Rack", ON),
+    create_operation("power-control-rack", "PATCH", "rack/{id}/power", "API power on Rack", ON),
+    create_operation("firmware-update-racks", "PATCH", "rack/firmware",
+                     "API firmware update Rack"),
+    create_operation("firmware-update-rack", "PATCH", "rack/{id}/firmware",
+                     "API firmware update Rack"),
+    create_operation("bringup-racks", "POST", "rack/bringup", "API batch bring up Racks"),
+    create_operation("bringup-rack", "POST", "rack/{id}/bringup", "API bring up Rack {id}"),
+    create_operation("power-control-trays", "PATCH", "tray/power", "API power on Tray", ON),
+    create_operation("power-control-tray", "PATCH", "tray/{id}/power", "API power on Tray", ON),
+    create_operation("firmware-update-trays", "PATCH", "tray/firmware",
+                     "API firmware update Tray"),
+    create_operation("firmware-update-tray", "PATCH", "tray/{id}/firmware",
+                     "API firmware update Tray"),
+)  # fmt: skip
+OPERATIONS = TASK_OPERATIONS + CREATE_OPERATIONS
 
 
 @dataclass(frozen=True)
@@ -466,6 +630,18 @@ class _Values:
             return "", f"--{kind}-id"
         return (f"urn:uuid:{known[0]}" if which == "urn" else known[0]), ""
 
+    def batch_filter(self, kind: str, which: str) -> tuple[dict[str, Any], str]:
+        """A batch's filter: the racks or trays named for writes, else a record no one has
+        (without a filter a batch acts on every rack or tray of the Site)."""
+        c = self.caller.known
+        if which != "known":
+            return {"names" if kind == "rack" else "ids": [self.unknown_component]}, ""
+        if kind == "rack":
+            return ({"names": list(c.rack_names)}, "") if c.rack_names else ({}, "--rack-name")
+        if c.tray_ids:
+            return {"ids": list(c.tray_ids)}, ""
+        return ({"rackId": c.rack_ids[0]}, "") if c.rack_ids else ({}, "--tray-id")
+
 
 def checks(caller: Caller) -> list[Check]:
     values = _Values(caller)
@@ -487,14 +663,21 @@ def _check(values: _Values, operation: Operation, row: Row) -> Check:
     path = f"/v2/org/{quote(org, safe='')}/nico/" + operation.path.replace("{id}", record)
     query: tuple[tuple[str, str], ...] = row.query
     body = None
+    fields = {} if site is None else {"siteId": site}
+    need_writes = ""
+    if operation.creates:
+        # Requests that may create tasks are sent only when writes are allowed.
+        need_writes = "" if values.caller.allow_writes else "--allow-writes"
+        fields.update(operation.body)
+        if "{id}" not in operation.path:
+            fields["filter"], need_record = values.batch_filter(operation.records, row.record)
     if operation.method == "GET":
         query = ((("siteId", site),) if site is not None else ()) + row.query
     elif isinstance(row.body, str):
         body = row.body.encode()
     else:
-        fields = {} if site is None else {"siteId": site}
-        body = json.dumps({**fields, **(row.body or {})}).encode()
-    needs = need_token or need_org or need_site or need_record
+        body = (json.dumps({**fields, **(row.body or {})}) + row.after).encode()
+    needs = need_writes or need_token or need_org or need_site or need_record
     request = None
     if not needs:
         request = Request(operation.method, path, query, authorization, body, shown)
@@ -650,6 +833,8 @@ def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) ->
     response = check.request.send(client)
     answered = expected.given_by(response)
     problem = _verify(check, response) if answered and expected.status < 400 else None
+    if answered and problem is None and check.row.verify == "made":
+        problem = _made(client, check, caller, response)
     difference = check.row.difference
     if answered and problem is None:
         verdict = "pass"
@@ -659,3 +844,26 @@ def _outcome(client: httpx.Client, check: Check, caller: Caller, target: str) ->
         verdict = "fail"
     got = f"{response}; {problem}" if problem else str(response)
     return Outcome(check, verdict, str(expected), got, curl)
+
+
+def _made(client: httpx.Client, check: Check, caller: Caller, response: Response) -> str | None:
+    """A create's success: one task per rack (one for a single rack or tray), each readable at
+    the Site with the operation's description."""
+    assert check.request is not None
+    body = response.body
+    ids = body.get("taskIds") if isinstance(body, dict) and set(body) == {"taskIds"} else None
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        return 'the body is not {"taskIds": [...]} naming at least one task'
+    if "{id}" in check.operation.path and len(ids) != 1:
+        return f"{len(ids)} tasks made for one {check.operation.records}"
+    description = check.operation.made.format(id=check.record)
+    org = check.request.path.split("/")[3]
+    for task_id in ids:
+        read = Request("GET", f"/v2/org/{org}/nico/task/{quote(task_id, safe='')}",
+                       (("siteId", caller.known.site_id or ""),),
+                       check.request.authorization).send(client)  # fmt: skip
+        if read.status != 200 or not isinstance(read.body, dict):
+            return f"task {task_id} cannot be read: {read}"
+        if read.body.get("description") != description:
+            return f"task {task_id}'s description is {read.body.get('description')!r}"
+    return None

@@ -17,14 +17,17 @@ are in `nico_api.web.framework`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+import yaml
 from jsonschema.exceptions import ValidationError
 
+from nico_api.config import SPEC_PATH
 from nico_api.wire.errors import NICoError
 
 PARSE_FAILED = "Failed to parse request data"
@@ -175,33 +178,97 @@ def parse_body(text: bytes, encoding: str, problems: RequestProblems) -> Any:
     return body
 
 
+_DECODER = json.JSONDecoder(parse_constant=lambda constant: _not_json(constant))
+_LEADING_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def _json_value(text: bytes, encoding: str = "utf-8") -> Any:
-    """One JSON value as Go's `encoding/json` reads it, or `UNREADABLE`."""
+    """The first JSON value of the text as Go's `json.Decoder` reads it, or `UNREADABLE`: bytes
+    after the value are never read, and bytes that are not UTF-8 read as U+FFFD."""
     try:
-        return json.loads(text.decode(encoding), parse_constant=_not_json)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        decoded = text.decode(encoding, errors="replace")
+        return _DECODER.raw_decode(decoded, _LEADING_SPACE.match(decoded).end())[0]  # type: ignore[union-attr]
+    except (ValueError, LookupError, RecursionError):
         return UNREADABLE
 
 
 def bound_body(body: Any) -> Any:
-    """What Go binds of a JSON body: null as an empty body, a null field (at any depth) as an
-    absent one, a null in a list of strings as "", and a lone surrogate in text as U+FFFD."""
+    """What Go binds of a JSON body into the request's struct: null as an empty body, a null
+    field (at any depth) as an absent one, a null in a list of strings as "", a lone surrogate
+    in text as U+FFFD, and each key as the field it names, matched as Go matches it."""
     if body is None:
         return {}
-    return _bound(body)
+    return _bound(body, _body_fields())
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Go's name folding maps these two non-ASCII letters onto ASCII ones (unicode.SimpleFold).
+_GO_FOLDS = str.maketrans({"\u017f": "S", "\u212a": "K"})
+
+# A struct's fields by their folded name: each field's name and its own fields (None: an object
+# read by its own exact-name reader, or not an object).
+Fields = dict[str, tuple[str, "Fields | None"]]
 
 
-def _bound(value: Any) -> Any:
+def _go_fold(name: str) -> str:
+    """A key folded as Go folds it to match a field: ASCII letters in upper case."""
+    return "".join(c.upper() if c.isascii() else c for c in name.translate(_GO_FOLDS))
+
+
+def _bound(value: Any, fields: Fields | None) -> Any:
     if isinstance(value, dict):
-        return {name: _bound(item) for name, item in value.items() if item is not None}
+        bound: dict[str, Any] = {}
+        for name, item in value.items():
+            if item is None:
+                continue
+            field = None if fields is None else fields.get(_go_fold(name))
+            if field is None:
+                bound[name] = _bound(item, None)
+                continue
+            # Keys matching one field, in any case: the last one read is the one bound.
+            bound.pop(field[0], None)
+            bound[field[0]] = _bound(item, field[1])
+        return bound
     if isinstance(value, list):
-        return ["" if item is None else _bound(item) for item in value]
+        return ["" if item is None else _bound(item, fields) for item in value]
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
     return value
+
+
+@functools.cache
+def _body_fields() -> Fields:
+    """The fields of every request body in openapi.yaml, nested objects' fields under theirs.
+    An object that refuses unknown properties is read by names exactly, as production's own
+    reader of it does (its `UnmarshalJSON`), so none of its keys is folded."""
+    document = yaml.safe_load(SPEC_PATH.read_text())
+
+    def resolved(schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            node: Any = document
+            for part in schema["$ref"].removeprefix("#/").split("/"):
+                node = node[part]
+            schema = node
+        return schema
+
+    def merge(fields: Fields, schema: dict[str, Any]) -> None:
+        schema = resolved(schema)
+        for name, property_schema in (schema.get("properties") or {}).items():
+            inner = resolved(property_schema)
+            inner = resolved(inner.get("items", inner)) if inner.get("type") == "array" else inner
+            nested = None
+            if "properties" in inner and inner.get("additionalProperties") is not False:
+                nested = fields.get(_go_fold(name), (name, None))[1] or {}
+                merge(nested, inner)
+            fields[_go_fold(name)] = (name, nested)
+
+    fields: Fields = {}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            for content in (body or {}).get("content", {}).values():
+                merge(fields, content["schema"])
+    return fields
 
 
 def keep_body_problems(
@@ -209,11 +276,27 @@ def keep_body_problems(
 ) -> None:
     """The spec's verdict on a bound body (`errors`), kept as production's problem: a value of
     the wrong type cannot be read; any other failure, or an empty required value (which Go's
-    validation reads as a missing one), is the operation's validation message."""
+    validation reads as a missing one), is the operation's validation message. An object that
+    refuses unknown fields is read by its own reader, whose error stops the reading: it comes
+    before any other."""
+    closed = [error for error in errors if error.validator == "additionalProperties"]
+    if closed:
+        problems.add(Step.BODY, _unknown_fields(min(closed, key=lambda e: len(e.absolute_path))))
     if any(_unreadable(error) for error in errors):
         problems.add(Step.BODY, NICoError(400, PARSE_FAILED))
     if errors or any(body.get(name) == "" for name in required if isinstance(body, dict)):
         problems.add(Step.BODY, BodyInvalidError())
+
+
+def _unknown_fields(error: ValidationError) -> NICoError:
+    """Production's error for a closed object's unknown fields, named in sorted order."""
+    where = ".".join(str(part) for part in error.absolute_path)
+    known = set(error.schema.get("properties") or ())
+    unknown = sorted(set(error.instance) - known)
+    if len(unknown) == 1:
+        return NICoError(400, f'{where} contains unknown field "{unknown[0]}"')
+    names = ", ".join(f'"{name}"' for name in unknown)
+    return NICoError(400, f"{where} contains unknown fields: {names}")
 
 
 def _unreadable(error: ValidationError) -> bool:

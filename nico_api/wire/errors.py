@@ -47,11 +47,16 @@ class NICoError(Exception):
 
 
 def envelope_body(message: str, data: dict[str, Any] | None = None) -> str:
-    """The envelope as Go's encoder writes it: compact, one line."""
-    return (
-        json.dumps({"source": "nico", "message": message, "data": data}, separators=(",", ":"))
-        + "\n"
-    )
+    """The envelope as Go's encoder writes it: compact, one line, `data` (a Go map: ozzo
+    validation's field errors) with its keys in sorted order at every depth."""
+    envelope = {"source": "nico", "message": message, "data": _go_map(data)}
+    return json.dumps(envelope, separators=(",", ":")) + "\n"
+
+
+def _go_map(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _go_map(value[key]) for key in sorted(value)}
+    return value
 
 
 def envelope(

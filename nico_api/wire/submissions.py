@@ -30,13 +30,11 @@ _POWER = {
 }
 # govalidator's UUID: lower-case hex only.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_AUTHENTICATION_FIELDS = {"shared", "perComponent"}
 # The request's flags, by the names Flow stores them under.
 FLAG_NAMES = {
     "overrideReadinessCheck": "override_readiness_check",
     "overrideVersionCheck": "override_version_check",
 }
-_PER_COMPONENT_FIELDS = {"compute", "nvswitch", "powershelf"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,6 @@ def power(body: dict[str, Any], entity: str, target: str | None, message: str) -
 def firmware(body: dict[str, Any], entity: str, target: str | None, message: str) -> Order:
     """A firmware update request: a single rack or tray (`target`), or a batch (its filter)."""
     _check_slot_binds(body)
-    _check_authentication_fields(body.get("authenticationData"))
     fields: dict[str, Any] = {}
     _site_required(body, fields)
     _rule(body, fields)
@@ -224,25 +221,6 @@ def _check_slot_binds(body: dict[str, Any]) -> None:
     slot = wanted.get("slotId") if isinstance(wanted, dict) else None
     if isinstance(slot, int) and not -(2**31) <= slot < 2**31:
         raise NICoError(400, PARSE_FAILED)
-
-
-def _check_authentication_fields(authentication: Any) -> None:
-    """Production's binder refuses unknown fields of the authentication data, by name."""
-    if not isinstance(authentication, dict):
-        return
-    _refuse_unknown("authenticationData", authentication, _AUTHENTICATION_FIELDS)
-    per_component = authentication.get("perComponent")
-    if isinstance(per_component, dict):
-        _refuse_unknown("authenticationData.perComponent", per_component, _PER_COMPONENT_FIELDS)
-
-
-def _refuse_unknown(where: str, value: dict[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(value) - known)
-    if len(unknown) == 1:
-        raise NICoError(400, f'{where} contains unknown field "{unknown[0]}"')
-    if unknown:
-        names = ", ".join(f'"{name}"' for name in unknown)
-        raise NICoError(400, f"{where} contains unknown fields: {names}")
 
 
 def _targets(entity: str, target: str | None, wanted: Any) -> dict[str, Any]:
