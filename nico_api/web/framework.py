@@ -5,8 +5,10 @@ Each goes through an extension point the framework documents where there is one:
 `add_middleware`, `add_error_handler` (with the envelope's handlers, `errors.install`), the
 request context handed to handlers, and the routing constant Connexion exports. Where none
 exists (Starlette's process-wide path convertor), the reach into the framework is named here.
-Each has a test in tests/test_framework.py that fails if the framework behaviour it relies on
-changes, so that a Connexion upgrade fails a test instead of changing an answer silently.
+No private name of the frameworks is used; what relies on public-named but undocumented parts
+is listed in docs/framework.md. Each has a test in tests/test_framework.py that fails if the
+framework behaviour it relies on changes, so that an upgrade fails a test instead of changing
+an answer silently.
 """
 
 from __future__ import annotations
@@ -377,11 +379,6 @@ async def _authenticate(request: ConnexionRequest) -> dict[str, Any]:
 
 class GoURIParser(OpenAPIURIParser):
     """Query values as production reads them; one that cannot be read is left out."""
-
-    @functools.cached_property
-    def param_schemas(self) -> dict[str, Any]:  # type: ignore[override]
-        """Connexion's, worked out once (it builds the mapping anew at each parameter read)."""
-        return super().param_schemas
 
     def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
         if _in != "query":
