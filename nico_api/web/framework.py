@@ -298,7 +298,10 @@ def runtime_of(scope: Scope) -> Runtime:
 
 
 def problems_of(scope: Scope) -> RequestProblems:
-    context = request_context(scope)
+    return problems_in(request_context(scope))
+
+
+def problems_in(context: dict[str, Any]) -> RequestProblems:
     problems = context.get(PROBLEMS)
     if problems is None:
         problems = context[PROBLEMS] = RequestProblems()
@@ -395,18 +398,19 @@ class NICoParameterValidator(ParameterValidator):
     MEMO_LIMIT = 4096
 
     def validate(self, scope: Scope) -> None:
+        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        context = request.context
         raw: dict[str, str] = {}
         for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
             raw.setdefault(name, text)  # Echo binds the first of repeated keys
         validation.check_query(
             self.parameters.get("query", []),
             raw,
-            problems_of(scope),
+            problems_in(context),
             self.first_error,
-            body_bound=not request_context(scope).get(UNBOUND_BODY),
+            body_bound=not context.get(UNBOUND_BODY),
         )
         # Path and header parameters are read by the router as they are: checked at once.
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
         for param in self.parameters.get("path", []):
             if message := self.validate_path_parameter(param, request):
                 raise NICoError(400, message)
