@@ -3,6 +3,7 @@ if the framework behaviour the customisation relies on changes in an upgrade."""
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import json
@@ -369,10 +370,11 @@ def test_each_operation_is_decorated_once_not_per_request(
 ) -> None:
     # The app at the end of Connexion's stack is ours, in the place AsyncApp keeps it, and it
     # serves every operation.
-    assert isinstance(app._middleware_app, framework._OnceDecoratedApp)
+    assert isinstance(app.operations_app, framework._OnceDecoratedApp)
+    assert app.middleware.middleware_stack[-1] is app.operations_app
     operations = [
         operation
-        for apis in app._middleware_app.apis.values()
+        for apis in app.operations_app.apis.values()
         for api in apis
         for operation in api.operations.values()
     ]
@@ -456,7 +458,7 @@ def test_parameters_are_checked_as_connexion_checks_them(param: dict, value: obj
     assert ours == ParameterValidator.validate_parameter(param["in"], value, param)
 
 
-def test_the_uri_parsers_parameter_schemas_are_connexions_worked_out_once() -> None:
+def test_the_uri_parser_reads_connexions_parameter_schemas() -> None:
     from connexion.uri_parsing import OpenAPIURIParser
 
     params = [
@@ -466,7 +468,6 @@ def test_the_uri_parsers_parameter_schemas_are_connexions_worked_out_once() -> N
     ]
     parser = framework.GoURIParser(params, {})
     assert parser.param_schemas == OpenAPIURIParser(params, {}).param_schemas
-    assert parser.param_schemas is parser.param_schemas
 
 
 def test_handlers_get_the_arguments_connexions_decorator_gives_them(
@@ -532,3 +533,149 @@ def test_handlers_get_the_arguments_connexions_decorator_gives_them(
         "get-health",
     ]
     assert ours == arguments()
+
+
+# The frameworks whose private names the service must not use, and the service's packages.
+FRAMEWORKS = ("connexion", "starlette", "uvicorn")
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (ROOT / "nico_api", ROOT / "handlers")
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")
+
+
+def python_files(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        yield from sorted(root.rglob("*.py"))
+
+
+@functools.cache
+def framework_names() -> tuple[frozenset[str], frozenset[str]]:
+    """Every private name the frameworks define (functions, classes, attributes, module
+    globals), and the `connexion_*` strings they use as scope keys."""
+    import importlib.util
+
+    names: set[str] = set()
+    keys: set[str] = set()
+    for framework_name in FRAMEWORKS:
+        spec = importlib.util.find_spec(framework_name)
+        assert spec is not None and spec.submodule_search_locations, framework_name
+        for path in python_files(*map(Path, spec.submodule_search_locations)):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    names.add(node.name)
+                elif isinstance(node, ast.Attribute):
+                    names.add(node.attr)
+                elif isinstance(node, ast.Name):
+                    names.add(node.id)
+                elif isinstance(node, ast.Constant) and str(node.value).startswith("connexion_"):
+                    keys.add(node.value)
+    return frozenset(filter(is_private, names)), frozenset(keys)
+
+
+# Python's own underscore API (named tuples), which the frameworks use too.
+PYTHONS = frozenset({"_asdict", "_field_defaults", "_fields", "_make", "_replace"})
+
+
+@functools.cache
+def names_defined_by_the_service() -> frozenset[str]:
+    defined: set[str] = set()
+    for path in python_files(*PACKAGES):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                defined.add(node.attr)
+    return frozenset(defined)
+
+
+def private_framework_names(path: Path) -> list[str]:
+    """Where `path` uses a private name of connexion, starlette or uvicorn: one imported, a
+    private module, a scope key of theirs, any underscore member of a class built on one of
+    theirs, or (where the module imports theirs) an attribute that only they define."""
+    private, scope_keys = framework_names()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    theirs: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FRAMEWORKS:
+            theirs.update(alias.asname or alias.name for alias in node.names)
+            if any(is_private(part) for part in node.module.split(".")):
+                found.append(f"{node.lineno}: module {node.module}")
+            found += [f"{node.lineno}: {a.name}" for a in node.names if is_private(a.name)]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in FRAMEWORKS:
+                    theirs.add((alias.asname or alias.name).split(".")[0])
+                    if any(is_private(part) for part in alias.name.split(".")):
+                        found.append(f"{node.lineno}: module {alias.name}")
+        elif isinstance(node, ast.Constant) and node.value in scope_keys:
+            found.append(f"{node.lineno}: scope key {node.value!r}")
+    in_their_classes: set[ast.AST] = set()
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        if not {ast.unparse(base).split(".")[0] for base in cls.bases} & theirs:
+            continue
+        class_attributes = {
+            target
+            for statement in cls.body
+            if isinstance(statement, ast.Assign | ast.AnnAssign)
+            for target in getattr(statement, "targets", [getattr(statement, "target", None)])
+        }
+        for node in ast.walk(cls):
+            in_their_classes.add(node)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node is not cls:
+                name = node.name
+            elif isinstance(node, ast.Attribute):
+                name = node.attr
+            elif isinstance(node, ast.Name) and node in class_attributes:
+                name = node.id
+            else:
+                continue
+            if is_private(name):
+                found.append(f"{node.lineno}: {name} in {cls.name}, built on theirs")
+    if theirs:
+        ours = names_defined_by_the_service()
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node not in in_their_classes
+                and node.attr in private - PYTHONS
+                and node.attr not in ours
+            ):
+                found.append(f"{node.lineno}: .{node.attr}")
+    return sorted(set(found), key=lambda line: int(line.partition(":")[0]))
+
+
+def test_no_private_name_of_the_frameworks_is_used() -> None:
+    # Connexion, Starlette and uvicorn are customised through what they document: an upgrade
+    # that keeps their documented interfaces keeps the service's answers.
+    used = {
+        str(path.relative_to(ROOT)): names
+        for path in python_files(*PACKAGES)
+        if (names := private_framework_names(path))
+    }
+    assert used == {}
+
+
+def test_the_private_name_check_finds_them(tmp_path: Path) -> None:
+    source = tmp_path / "reach.py"
+    source.write_text(
+        "from connexion.decorators.parameter import _get_val_from_param\n"
+        "from connexion.apps.asynchronous import AsyncOperation\n"
+        "from starlette.requests import Request\n"
+        "class Op(AsyncOperation):\n"
+        "    def fn(self):\n"
+        "        return self._fn\n"
+        "def context(scope, app):\n"
+        "    app._middleware_app = None\n"
+        "    return scope['extensions']['connexion_context']\n"
+    )
+    assert private_framework_names(source) == [
+        "1: _get_val_from_param",
+        "6: _fn in Op, built on theirs",
+        "8: ._middleware_app",
+        "9: scope key 'connexion_context'",
+    ]

@@ -5,14 +5,15 @@ Each goes through an extension point the framework documents where there is one:
 `add_middleware`, `add_error_handler` (with the envelope's handlers, `errors.install`), the
 request context handed to handlers, and the routing constant Connexion exports. Where none
 exists (Starlette's process-wide path convertor), the reach into the framework is named here.
-Each has a test in tests/test_framework.py that fails if the framework behaviour it relies on
-changes, so that a Connexion upgrade fails a test instead of changing an answer silently.
+No private name of the frameworks is used; what relies on public-named but undocumented parts
+is listed in docs/framework.md. Each has a test in tests/test_framework.py that fails if the
+framework behaviour it relies on changes, so that an upgrade fails a test instead of changing
+an answer silently.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 from collections.abc import AsyncIterator
@@ -21,21 +22,18 @@ from typing import Any, ClassVar
 
 import connexion
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
-from connexion.context import context
 from connexion.context import receive as context_receive
 from connexion.context import scope as context_scope
 from connexion.datastructures import MediaTypeDict
-from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import (
-    CONTEXT_NAME,
-    AsyncParameterDecorator,
-    _get_body_argument,
-    _get_query_defaults,
-    _get_val_from_param,
-    _query_args_helper,
+    prep_kwargs,
     pythonic,
+    sanitized,
     unwrap_decorators,
 )
+from connexion.decorators.response import AsyncResponseDecorator
+from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.json_schema import Draft4RequestValidator
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import MiddlewarePosition
@@ -51,12 +49,13 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.utils import deep_merge, inspect_function_arguments, is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from connexion.validators import VALIDATOR_MAP, ParameterValidator
 from connexion.validators.parameter import draft4_format_checker
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError, best_match
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
@@ -154,29 +153,74 @@ class NICoApp(connexion.AsyncApp):
     def __init__(self, runtime: Runtime, **options: Any) -> None:
         super().__init__(__name__, **options)
         self.runtime = runtime
-        # No extension point chooses the app at the end of the middleware stack: set it, as
-        # AsyncApp does, before any API is added (tests/test_framework.py checks it serves).
-        self._middleware_app = self.middleware.app = _OnceDecoratedApp()
+        # The app that ConnexionMiddleware wraps (its `app`), chosen before any API is added.
+        self.operations_app = self.middleware.app = _OnceDecoratedApp()
 
 
-class _OnceDecorator(StarletteDecorator):
-    """Connexion's decorator, building the decorated handler (its signature read, its parameter
-    and response wrappers made) and the operation's URI parser once per operation, not on every
-    request."""
+class _OnceDecorator:
+    """Connexion's Starlette decorator, from its parts, building the decorated handler (its
+    signature read, its parameter and response wrappers made) and the operation's URI parser
+    once per operation, not on every request. What differs: no form is read (the spec's request
+    bodies are JSON), and a body sent to an operation without one is never passed (request
+    validation reads it as production binds it)."""
 
-    def __init__(self, operation: AbstractOperation, **options: Any) -> None:
-        super().__init__(**options)
+    framework = StarletteFramework
+
+    def __init__(
+        self, operation: AbstractOperation, *, pythonic_params: bool, jsonifier: Any
+    ) -> None:
         self.operation = operation
-
-    @property
-    def _parameter_decorator_cls(self) -> Any:
-        return functools.partial(_ParameterDecorator, self.operation)
+        self.jsonifier = jsonifier
+        self.sanitize = _pythonic if pythonic_params else sanitized
 
     @functools.cached_property
-    def uri_parser(self) -> Any:  # type: ignore[override]
+    def uri_parser(self) -> Any:
         operation = self.operation
-        parser_class = self.uri_parser_class or operation.uri_parser_class
-        return parser_class(operation.parameters, operation.body_definition())
+        return operation.uri_parser_class(operation.parameters, operation.body_definition())
+
+    def decorate(self, function: Any) -> Any:
+        """The handler as Connexion's decorator wraps it: run on the event loop (or in a thread
+        if it is a plain function), given its arguments, its answer made a response."""
+        handler = function
+        if not asyncio.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def handler(*args: Any, **kwargs: Any) -> Any:
+                return await run_in_threadpool(function, *args, **kwargs)
+
+        parameters = self.parameters(handler)
+        return AsyncResponseDecorator(framework=self.framework, jsonifier=self.jsonifier)(
+            parameters
+        )
+
+    def parameters(self, function: Any) -> Any:
+        """Connexion's parameter decorator (`prep_kwargs`), with no form read."""
+        operation = self.operation
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        # Connexion passes a body to an operation that defines one, and no other.
+        takes_body = operation.is_request_body_defined
+        sanitize = self.sanitize
+
+        @functools.wraps(function)
+        async def wrapper(request: ConnexionRequest) -> Any:
+            body = None
+            if takes_body and (
+                has_kwargs or sanitize(operation.body_name(request.content_type)) in arguments
+            ):
+                body = request.get_body()
+                while asyncio.iscoroutine(body):
+                    body = await body
+            kwargs = prep_kwargs(
+                request,
+                request_body=body,
+                files={},
+                arguments=arguments,
+                has_kwargs=has_kwargs,
+                sanitize=sanitize,
+            )
+            return await function(**kwargs)
+
+        return wrapper
 
     def __call__(self, function: Any) -> Any:
         decorated = self.decorate(function)
@@ -191,69 +235,18 @@ class _OnceDecorator(StarletteDecorator):
         return wrapper
 
 
-class _ParameterDecorator(AsyncParameterDecorator):
-    """Connexion's parameter decorator, with what depends on the operation alone worked out once
-    (its path and query parameters, the query defaults, the handler's arguments, each name's
-    Python form), and no form read: the spec's request bodies are JSON, and a body sent to an
-    operation without one is never passed (request validation reads it as production binds it)."""
-
-    def __init__(self, operation: AbstractOperation, **options: Any) -> None:
-        super().__init__(**options)
-        self.sanitize_fn = _pythonic
-        self.operation = operation
-
-    def __call__(self, function: Any) -> Any:
-        operation = self.operation
-        sanitize = self.sanitize_fn
-        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
-        wanted = set(arguments)
-        path = {p["name"]: p for p in operation.parameters if p["in"] == "path"}
-        query = {p["name"]: p for p in operation.parameters if p["in"] == "query"}
-        defaults = _get_query_defaults(query)
-        # Connexion passes a body to an operation that defines one, and no other.
-        takes_body = operation.is_request_body_defined
-
-        @functools.wraps(function)
-        async def wrapper(request: ConnexionRequest) -> Any:
-            body = None
-            if takes_body:
-                body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
-                while asyncio.iscoroutine(body):
-                    body = await body
-            # Connexion's get_arguments and prep_kwargs, without the form's files.
-            kwargs = {
-                sanitize(name): _get_val_from_param(value, path[name]) if name in path else value
-                for name, value in request.path_params.items()
-            }
-            values = deep_merge(copy.deepcopy(defaults), request.query_params)
-            kwargs.update(_query_args_helper(query, values, arguments, has_kwargs, sanitize))
-            kwargs.update(
-                _get_body_argument(
-                    body,
-                    operation=operation,
-                    arguments=arguments,
-                    has_kwargs=has_kwargs,
-                    sanitize=sanitize,
-                    content_type=request.mimetype,
-                )
-            )
-            for key, value in context.items():
-                if has_kwargs or key in wanted:
-                    kwargs[key] = value
-            if CONTEXT_NAME in wanted:
-                kwargs[CONTEXT_NAME] = context
-            return await function(**kwargs)
-
-        return wrapper
-
-
 # The spec's names and a client's query keys: a bounded memo, as clients choose the keys.
 _pythonic = functools.lru_cache(maxsize=1024)(pythonic)
 
 
 class _OnceDecoratedOperation(AsyncOperation):
-    # The spec's operation, which Connexion's AsyncOperation keeps only its handler of.
+    # The spec's operation and its handler, which Connexion's AsyncOperation keeps only the
+    # handler of.
     spec: AbstractOperation
+
+    def __init__(self, fn: Any, **options: Any) -> None:
+        super().__init__(fn, **options)
+        self.handler = fn
 
     @classmethod
     def from_operation(cls, operation: AbstractOperation, **options: Any) -> AsyncOperation:
@@ -266,7 +259,7 @@ class _OnceDecoratedOperation(AsyncOperation):
         decorator = _OnceDecorator(
             self.spec, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
         )
-        return decorator(self._fn)
+        return decorator(self.handler)
 
 
 class _OnceDecoratedApi(AsyncApi):
@@ -296,14 +289,10 @@ def handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
 
 
-# Where ConnexionRequest.context keeps a request's context in its scope, read here without
-# building a request object three times per request.
-_CONTEXT = "connexion_context"
-
-
 def request_context(scope: Scope) -> dict[str, Any]:
-    """The request's Connexion context: what the handler is passed by name."""
-    return scope.setdefault("extensions", {}).setdefault(_CONTEXT, {})
+    """The request's Connexion context: what the handler is passed by name. Kept in the scope,
+    it is there before Connexion's context middleware (security and validation run first)."""
+    return ConnexionRequest(scope).context
 
 
 def runtime_of(scope: Scope) -> Runtime:
@@ -312,7 +301,10 @@ def runtime_of(scope: Scope) -> Runtime:
 
 
 def problems_of(scope: Scope) -> RequestProblems:
-    context = request_context(scope)
+    return problems_in(request_context(scope))
+
+
+def problems_in(context: dict[str, Any]) -> RequestProblems:
     problems = context.get(PROBLEMS)
     if problems is None:
         problems = context[PROBLEMS] = RequestProblems()
@@ -394,11 +386,6 @@ async def _authenticate(request: ConnexionRequest) -> dict[str, Any]:
 class GoURIParser(OpenAPIURIParser):
     """Query values as production reads them; one that cannot be read is left out."""
 
-    @functools.cached_property
-    def param_schemas(self) -> dict[str, Any]:  # type: ignore[override]
-        """Connexion's, worked out once (it builds the mapping anew at each parameter read)."""
-        return super().param_schemas
-
     def resolve_params(self, params: dict[str, Any], _in: str) -> dict[str, Any]:
         if _in != "query":
             return super().resolve_params(params, _in)
@@ -410,22 +397,23 @@ class NICoParameterValidator(ParameterValidator):
 
     # Each parameter's JSON Schema validator, compiled once rather than on every request; a
     # memo of the specs loaded in this process, emptied should many apps' specs fill it.
-    _validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
-    _MEMO_LIMIT = 4096
+    compiled_validators: ClassVar[dict[int, tuple[dict[str, Any], Draft4Validator]]] = {}
+    MEMO_LIMIT = 4096
 
     def validate(self, scope: Scope) -> None:
+        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        context = request.context
         raw: dict[str, str] = {}
         for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
             raw.setdefault(name, text)  # Echo binds the first of repeated keys
         validation.check_query(
             self.parameters.get("query", []),
             raw,
-            problems_of(scope),
-            self._first_error,
-            body_bound=not request_context(scope).get(UNBOUND_BODY),
+            problems_in(context),
+            self.first_error,
+            body_bound=not context.get(UNBOUND_BODY),
         )
         # Path and header parameters are read by the router as they are: checked at once.
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
         for param in self.parameters.get("path", []):
             if message := self.validate_path_parameter(param, request):
                 raise NICoError(400, message)
@@ -443,49 +431,58 @@ class NICoParameterValidator(ParameterValidator):
             return None
         if value is not None:
             # The first error, as Connexion's `validate` raises it.
-            error = next(cls._validator(param).iter_errors(value), None)
+            error = next(cls.compiled(param).iter_errors(value), None)
             return None if error is None else str(error)
         if param.get("required"):
             return f"Missing {parameter_type} parameter '{param['name']}'"
         return None
 
     @classmethod
-    def _first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
-        return best_match(cls._validator(param).iter_errors(value))
+    def first_error(cls, param: dict[str, Any], value: Any) -> ValidationError | None:
+        return best_match(cls.compiled(param).iter_errors(value))
 
     @classmethod
-    def _validator(cls, param: dict[str, Any]) -> Draft4Validator:
-        cached = cls._validators.get(id(param))
+    def compiled(cls, param: dict[str, Any]) -> Draft4Validator:
+        """The parameter's JSON Schema validator, compiled once."""
+        cached = cls.compiled_validators.get(id(param))
         if cached is None or cached[0] is not param:
-            if len(cls._validators) >= cls._MEMO_LIMIT:
-                cls._validators.clear()
+            if len(cls.compiled_validators) >= cls.MEMO_LIMIT:
+                cls.compiled_validators.clear()
             schema = param.get("schema", param)
             validator = Draft4Validator(schema, format_checker=draft4_format_checker)
-            cached = cls._validators[id(param)] = (param, validator)
+            cached = cls.compiled_validators[id(param)] = (param, validator)
         return cached[1]
 
 
-class NICoBodyValidator(JSONRequestBodyValidator):
+class NICoBodyValidator:
     """A JSON body read and validated as production reads it into the request's struct, its
-    problems kept for the handler's body step."""
+    problems kept for the handler's body step; the handler is then given the body as Go binds it
+    (validation.bound_body). A validator_map["body"] entry: Connexion makes one per request with
+    these keyword arguments and calls `wrap_receive`."""
 
-    # The handler is given the body as Go binds it (validation.bound_body), not the original.
-    MUTABLE_VALIDATION = True
+    def __init__(
+        self, *, schema: dict[str, Any], encoding: str, nullable: bool = False, **_options: Any
+    ) -> None:
+        self.schema = schema
+        self.encoding = encoding
+        self.nullable = nullable
 
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        # Parsed, then validated (`_validate`), once per request by this instance.
-        self._problems = problems_of(scope)
-        text = b"".join([message async for message in stream])
-        body = validation.parse_body(text, self._encoding, self._problems)
-        if body is validation.UNREADABLE:
-            # The handler is passed an empty object instead, which it never reads.
-            return {}
-        return validation.bound_body(body)
-
-    def _validate(self, body: Any) -> None:
-        errors = list(self._validator.iter_errors(body))
-        required = self._schema.get("required", [])
-        validation.keep_body_problems(body, errors, required, self._problems)
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
+        problems = problems_of(scope)
+        text = await _whole_body(receive)
+        body = validation.parse_body(text, self.encoding, problems)
+        # One that cannot be read: the handler is passed an empty object, which it never reads.
+        body = {} if body is validation.UNREADABLE else validation.bound_body(body)
+        if not (body is None and self.nullable):
+            validator = Draft4RequestValidator(
+                self.schema, format_checker=Draft4Validator.FORMAT_CHECKER
+            )
+            errors = list(validator.iter_errors(body))
+            validation.keep_body_problems(body, errors, self.schema.get("required", []), problems)
+        bound = json.dumps(body).encode(self.encoding)
+        headers = [(n, v) for n, v in scope["headers"] if n != b"content-length"]
+        headers.append((b"content-length", str(len(bound)).encode()))
+        return _replaying(bound, receive), {**scope, "headers": headers}
 
 
 class _ValidationOperation(RequestValidationOperation):
@@ -494,11 +491,15 @@ class _ValidationOperation(RequestValidationOperation):
     `application/json` (a case-sensitive prefix), else `Failed to parse request data`. What the
     JSON validator is then given is always a JSON body with its length, chunked or not."""
 
+    def __init__(self, next_app: ASGIApp, *, operation: AbstractOperation, **options: Any) -> None:
+        super().__init__(next_app, operation=operation, **options)
+        self.spec = operation
+
     def validate_mime_type(self, mime_type: str) -> None:
         """Decided in `__call__`, where the problem can be kept for the handler."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._operation.request_body:
+        if self.spec.request_body:
             body = await _whole_body(receive)
             content_type = Headers(scope=scope).get("content-type", "")
             if body and not validation.json_typed(content_type):
@@ -516,7 +517,7 @@ class _ValidationOperation(RequestValidationOperation):
             ]
             scope = {**scope, "headers": headers}
             receive = _replaying(replay, receive)
-        elif self._binds_query and _has_body(scope):
+        elif self.binds_query and _has_body(scope):
             # Production's handler binds the body after the query: one it cannot read fails
             # the bind (validation.check_query).
             body = await _whole_body(receive)
@@ -527,9 +528,9 @@ class _ValidationOperation(RequestValidationOperation):
         await super().__call__(scope, receive, send)
 
     @functools.cached_property
-    def _binds_query(self) -> bool:
+    def binds_query(self) -> bool:
         """Whether production's handler binds a request (a GET of tasks: it has a query)."""
-        return any(p["in"] == "query" for p in self._operation.parameters)
+        return any(p["in"] == "query" for p in self.spec.parameters)
 
 
 async def _whole_body(receive: Receive) -> bytes:
