@@ -25,7 +25,7 @@ from sqlalchemy import func, insert, make_url, select
 
 from bench.run import BIN, database_url, publish
 from nico_api.config import Settings
-from nico_api.flow import manager
+from nico_api.flow import manager, operations
 from nico_api.storage import fixture, models
 from nico_api.storage.db import Storage
 
@@ -82,7 +82,7 @@ def prepare(url: str, racks: int, instance: Path) -> Storage:
 
 def submit(storage: Storage, racks: int) -> None:
     """A power on of every rack of the Site: one task per rack, all due at once."""
-    submission = manager.Submission(BENCH_SITE, "power_on", "API power on Rack", {})
+    submission = operations.Submission(BENCH_SITE, "power_on", "API power on Rack", {})
     with storage.engine.begin() as c:
         made = manager.submit(c, submission, models.utcnow(), 3600)
     assert len(made) == racks, len(made)

@@ -56,6 +56,10 @@ class Settings(BaseModel):
     flow_queue_timeout: float = Field(3600.0, ge=0)
     flow_failure_rate: float = Field(0.0, ge=0, le=1)
     flow_seed: int = Field(0, ge=0)
+    # How often Flow's promoter sweeps every rack, ending waiting tasks past their queue time;
+    # between sweeps a task expires when a task on its rack ends. Production sweeps each 300 s:
+    # the default ends an expired task within about a second instead, as a client expects.
+    flow_promoter_sweep_seconds: Seconds = 1.0
     # What a rack with a conflicting active task does with a new one: queue it, or refuse it.
     flow_conflicts: Literal["queue", "reject"] = "queue"
     # The origins whose pages may call the API from a browser (CORS); none by default.

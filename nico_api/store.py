@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nico_api.auth.authenticator import Caller
 from nico_api.flow import inventory, manager
+from nico_api.flow.operations import Submission
 from nico_api.storage import models, queries
 from nico_api.storage.db import Storage
 from nico_api.wire import schemas
@@ -82,7 +83,7 @@ class Store:
     ) -> tuple[list[schemas.Task], int]:
         """A page of a Site's tasks (queries.task_page's filters), and the filtered set's size;
         a rack named by its external id, a tray by its component id or BMC MAC address, as
-        Flow resolves them (flow.FlowError when it cannot)."""
+        Flow resolves them (a FlowError when it cannot, which the REST side maps)."""
         return await self.storage.run_in_thread(self._task_page, site_id, rack, tray, filters)
 
     def _task_page(
@@ -128,7 +129,7 @@ class Store:
     async def _submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
         return await self.storage.run_in_thread(self._submitted, order.for_site(site_id))
 
-    def _submitted(self, submission: manager.Submission) -> list[str]:
+    def _submitted(self, submission: Submission) -> list[str]:
         settings = self.storage.settings
         queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
         deadline = time.monotonic() + settings.db_request_timeout

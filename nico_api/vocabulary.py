@@ -1,11 +1,11 @@
-"""NICo Flow's vocabulary: the task statuses it stores and what each set of them means, and the
-statuses of a report's stages and steps. Storage and the wire format both read it from here."""
+"""NICo Flow's vocabulary: the task statuses it stores and what each set of them means, the
+statuses of a report's stages and steps, and the outcome codes of its answers. Storage, the wire
+format and the REST side all read it from here; it imports nothing of theirs."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
-
-from nico_api.wire.errors import NICoError
 
 # Every status Flow stores for a task; `waiting` is a task queued behind another on its rack.
 STATUSES = ("unknown", "pending", "waiting", "running", "completed", "failed", "terminated")
@@ -26,23 +26,7 @@ PhaseStatus = Literal["pending", "running", "completed", "failed", "skipped"]
 # The kinds of component a rack holds, as Flow names them in rules and reports.
 COMPONENT_TYPES = ("Compute", "NVSwitch", "PowerShelf")
 
-# Flow's operations, each of one task type.
-POWER_OPERATIONS = (
-    "power_on",
-    "power_off",
-    "restart",
-    "force_power_off",
-    "force_restart",
-    "cold_reset",
-)
-OPERATIONS = (*POWER_OPERATIONS, "firmware_update", "bring_up")
-TASK_TYPES = {
-    **dict.fromkeys(POWER_OPERATIONS, "power_control"),
-    "firmware_update": "firmware_control",
-    "bring_up": "bring_up",
-}
-
-# What Flow writes at each transition of a task (docs/flow.md).
+# What Flow writes at each transition of a task.
 PENDING_MESSAGE = "Pending"
 QUEUED_MESSAGE = "Queued: waiting for rack to become available"
 PROMOTED_MESSAGE = "Promoted: no conflicting active tasks"
@@ -65,5 +49,23 @@ def truncated(error: str) -> str:
     return error.encode()[:MESSAGE_BYTES].decode(errors="ignore")
 
 
-class FlowError(NICoError):
-    """Flow's answer, with the HTTP status the REST API maps its gRPC code to."""
+class Code(StrEnum):
+    """The gRPC code of Flow's answer, as Flow names it in its error text; what each means to a
+    REST client is the REST side's to say."""
+
+    INVALID_ARGUMENT = "InvalidArgument"
+    NOT_FOUND = "NotFound"
+    FAILED_PRECONDITION = "FailedPrecondition"
+    RESOURCE_EXHAUSTED = "ResourceExhausted"
+    INTERNAL = "Internal"
+    # A plain error, with no code of its own: what gRPC reports for it.
+    UNKNOWN = "Unknown"
+
+
+class FlowError(Exception):
+    """Flow's answer when it does not do what it was asked: an outcome code and Flow's text."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -15,10 +16,18 @@ from nico_api.config import Settings
 from nico_api.flow.executor import Executor
 from nico_api.storage import fixture
 from nico_api.storage.db import Storage
-from nico_api.storage.models import Rack, Task, utcnow
+from nico_api.storage.models import Rack, Task, Tray, utcnow
 from tests.conftest import Bearer
-from tests.demo import ACME_SITE, FAILING_RACK, FAILING_TRAY, FAILURE, FREE_RACK, RACK
-from tests.test_create_tasks import power, stored, task
+from tests.demo import (
+    ACME_SITE,
+    FAILING_RACK,
+    FAILING_TRAY,
+    FAILURE,
+    FREE_RACK,
+    OTHER_FREE_RACK,
+    RACK,
+)
+from tests.test_create_tasks import call, power, stored, task
 
 SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -77,21 +86,19 @@ def test_a_power_on_runs_to_succeeded(
     assert SECOND.fullmatch(begun[0]["startedAt"])
     assert begun[0]["steps"][0]["startedAt"] == begun[0]["startedAt"]
     step(flow)
-    half = task(client, bearer(), task_id)["report"]["stages"][0]["steps"][0]
-    assert (half["status"], half["succeededComponents"]) == ("running", 1)
+    ended = task(client, bearer(), task_id)["report"]["stages"]
+    assert [s["status"] for s in ended] == ["completed", "pending", "pending"]
     drive(flow)
     done = task(client, bearer(), task_id)
     assert (done["status"], done["message"]) == ("Succeeded", "Succeeded")
     assert done["finished"] is not None and done["started"] == started["started"]
     stages = done["report"]["stages"]
     assert [s["status"] for s in stages] == ["completed"] * 3
-    assert all(
-        s["steps"][0]["succeededComponents"] == s["steps"][0]["totalComponents"] for s in stages
-    )
+    assert all(s["steps"][0]["succeededComponents"] == 0 for s in stages)
     assert [s["startedAt"] for s in stages] == sorted(s["startedAt"] for s in stages)
     assert "error" not in done["report"]
     row = stored(storage, task_id)
-    assert (row.progress, row.due_at) == (10, None)  # the start and three steps per stage
+    assert (row.progress, row.due_at) == (7, None)  # the start and two steps per stage
 
 
 def test_a_declared_failure_fails_the_stage_and_the_task(
@@ -102,7 +109,7 @@ def test_a_declared_failure_fails_the_stage_and_the_task(
     drive(flow)
     failed = task(client, bearer(), task_id)
     error = f"component type Compute failed: {FAILING_TRAY}: {FAILURE}"
-    assert (failed["status"], failed["message"]) == ("Failed", error)
+    assert (failed["status"], failed["message"]) == ("Failed", f"stage 1 failed: {error}")
     assert failed["finished"] is not None
     first, *later = failed["report"]["stages"]
     assert (first["status"], first["error"]) == ("failed", error)
@@ -110,8 +117,8 @@ def test_a_declared_failure_fails_the_stage_and_the_task(
         "componentType": "Compute",
         "status": "failed",
         "totalComponents": 4,
-        "succeededComponents": 3,
-        "failedComponents": 1,
+        "succeededComponents": 0,
+        "failedComponents": 0,
         "error": error,
         "startedAt": None,
         "finishedAt": None,
@@ -130,7 +137,7 @@ def test_a_seeded_failure_rate_fails_tasks(
     drive(always)
     failed = task(client, bearer(), task_id)
     assert failed["status"] == "Failed"
-    assert failed["message"].startswith("component type PowerShelf failed: ")
+    assert failed["message"].startswith("stage 1 failed: component type PowerShelf failed: ")
     assert failed["message"].endswith(": simulated failure")
 
 
@@ -138,8 +145,8 @@ def test_a_cancel_mid_run_stops_the_execution(
     client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
 ) -> None:
     (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
-    for _ in range(3):
-        step(flow)
+    for _ in range(2):
+        step(flow)  # the start, and the first stage begun
     cancelled = client.post(
         f"/v2/org/acme-inc/nico/task/{task_id}/cancel", json={"siteId": ACME_SITE}, headers=bearer()
     ).json()
@@ -162,7 +169,7 @@ def test_the_oldest_waiting_task_is_promoted_when_the_rack_is_free(
     (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
     (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
     (third,) = power(client, bearer(), FREE_RACK, "Cycle").json()["taskIds"]
-    for _ in range(10):
+    for _ in range(7):
         step(flow)
     assert task(client, bearer(), first)["status"] == "Succeeded"
     promoted = task(client, bearer(), second)
@@ -247,7 +254,7 @@ def test_each_step_is_written_once_by_two_executors(
     assert stored(storage, task_id).progress == 1
     drive(one)
     drive(two)
-    assert stored(storage, task_id).progress == 10
+    assert stored(storage, task_id).progress == 7
 
 
 def test_an_executor_started_afresh_continues_from_the_stored_state(
@@ -289,11 +296,9 @@ def test_a_task_past_its_queue_time_is_not_promoted(
         c.execute(
             update(Task).where(Task.id == uuid.UUID(second)).values(queue_expires_at=utcnow())
         )
-    for _ in range(10):
-        step(flow)  # the first task's steps: its end frees the rack
+    for _ in range(7):
+        step(flow)  # the first task's steps: its end frees the rack, and ends what expired
     assert stored(storage, first).status == "completed"
-    assert stored(storage, second).status == "waiting"
-    flow.sweep()
     assert task(client, bearer(), second)["message"] == "Expired: queue timeout reached"
 
 
@@ -307,10 +312,196 @@ def test_a_long_failure_is_cut_to_512_bytes(
     failed = task(client, bearer(), task_id)
     stage = failed["report"]["stages"][0]
     assert failed["status"] == "Failed"
+    assert failed["message"].startswith("stage 1 failed: component type PowerShelf failed: é")
+    assert len(failed["message"].encode()) <= 512
     for text in (
-        failed["message"],
         failed["report"]["error"],
         stage["error"],
         stage["steps"][0]["error"],
     ):
         assert len(text.encode()) <= 512 and text.startswith("component type PowerShelf failed: é")
+
+
+# Production's Flow, row by row (the contract's `flow` rows).
+
+
+def compute_tray(storage: Storage, rack: str) -> str:
+    """The external id of a compute tray of the rack named by its external id."""
+    with storage.connection() as c:
+        return c.scalars(
+            select(Tray.external_id)
+            .join(Rack, Rack.id == Tray.rack_id)
+            .where(Rack.external_id == rack, Tray.type == "Compute", Tray.failure.is_(None))
+            .order_by(Tray.slot)
+        ).first()
+
+
+def power_tray(client: TestClient, headers: dict[str, str], tray: str, state: str = "On") -> str:
+    response = call(client, headers, f"tray/{tray}/power", {"siteId": ACME_SITE, "state": state})
+    assert response.status_code == 200, response.text
+    (task_id,) = response.json()["taskIds"]
+    return task_id
+
+
+def snapshots(client: TestClient, bearer: Bearer, flow: Executor, task_id: str) -> list[Any]:
+    """The task's report after each step Flow writes, until it finishes."""
+    seen = []
+    while flow.run_due():
+        seen.append(task(client, bearer(), task_id)["report"])
+    return seen
+
+
+def test_flow_1_a_failed_tasks_message_names_its_stage(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    # A power on of R-09's failing compute tray: compute is the rule's third stage.
+    task_id = power_tray(client, bearer(), FAILING_TRAY)
+    drive(flow)
+    failed = task(client, bearer(), task_id)
+    error = f"component type Compute failed: {FAILING_TRAY}: {FAILURE}"
+    assert (failed["status"], failed["message"]) == ("Failed", f"stage 3 failed: {error}")
+    # The report keeps the stage's error as it was: the workflow's error wraps it.
+    assert failed["report"]["error"] == error
+    assert failed["report"]["stages"][2]["error"] == error
+
+
+def test_flow_2_power_reports_count_no_components(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    (on,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (off,) = power(client, bearer(), FAILING_RACK, "Off").json()["taskIds"]
+    (up,) = call(
+        client, bearer(), f"rack/{OTHER_FREE_RACK}/bringup", {"siteId": ACME_SITE}, "POST"
+    ).json()["taskIds"]
+    drive(flow)
+    for task_id, status in ((on, "Succeeded"), (off, "Failed"), (up, "Succeeded")):
+        final = task(client, bearer(), task_id)
+        assert final["status"] == status
+        steps = [step for stage in final["report"]["stages"] for step in stage["steps"]]
+        assert {(s["succeededComponents"], s["failedComponents"]) for s in steps} == {(0, 0)}
+        assert all(s["totalComponents"] > 0 for s in steps)
+
+
+def test_flow_2_firmware_steps_count_their_components(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    (task_id,) = call(
+        client, bearer(), f"rack/{FREE_RACK}/firmware", {"siteId": ACME_SITE, "version": "2"}
+    ).json()["taskIds"]
+    seen = snapshots(client, bearer, flow, task_id)
+    final = task(client, bearer(), task_id)
+    assert final["status"] == "Succeeded"
+    steps = [step for stage in final["report"]["stages"] for step in stage["steps"]]
+    assert steps and all(s["succeededComponents"] == s["totalComponents"] > 0 for s in steps)
+    # Firmware steps report progress while they run: some of a stage's components done.
+    assert any(
+        stage["status"] == "running" and 0 < step["succeededComponents"] < step["totalComponents"]
+        for report in seen
+        for stage in report["stages"]
+        for step in stage["steps"]
+    )
+
+
+def test_flow_3_a_stage_with_no_targeted_component_is_begun_and_completed(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    # A compute tray's power on: the rule's power shelf and switch stages target nothing.
+    task_id = power_tray(client, bearer(), compute_tray(storage, FREE_RACK))
+    step(flow)
+    started = task(client, bearer(), task_id)["report"]["stages"]
+    assert [s["status"] for s in started] == ["pending"] * 3
+    assert [s["steps"][0]["status"] for s in started] == ["skipped", "skipped", "pending"]
+    drive(flow)
+    done = task(client, bearer(), task_id)
+    assert done["status"] == "Succeeded"
+    empty, *_ = stages = done["report"]["stages"]
+    assert [s["status"] for s in stages] == ["completed"] * 3
+    for stage in stages[:2]:
+        assert SECOND.fullmatch(stage["startedAt"]) and SECOND.fullmatch(stage["finishedAt"])
+        assert stage["steps"] == [
+            {
+                "componentType": stage["steps"][0]["componentType"],
+                "status": "skipped",
+                "totalComponents": 0,
+                "succeededComponents": 0,
+                "failedComponents": 0,
+            }
+        ]
+    assert empty["startedAt"] <= stages[2]["startedAt"]
+    assert stored(storage, task_id).progress == 7  # the start, and each stage begun and ended
+
+
+def test_flow_4_expiry_waits_for_the_promoters_sweep_when_production_paced(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    paced = Executor(
+        storage,
+        settings.model_copy(update={"flow_step_seconds": 0, "flow_promoter_sweep_seconds": 300}),
+    )
+    paced.promoter(clock=0.0)  # a promoter sweeps as it starts
+    # R-14 runs a task that never ends: its queue empties by expiry alone.
+    (waiting,) = power(client, bearer(), RACK).json()["taskIds"]
+    with storage.engine.begin() as c:
+        c.execute(
+            update(Task).where(Task.id == uuid.UUID(waiting)).values(queue_expires_at=utcnow())
+        )
+    for clock in (1.0, 2.0, 299.0):
+        paced.promoter(clock)
+        assert stored(storage, waiting).status == "waiting"  # past its time, until the sweep
+    paced.promoter(300.0)
+    expired = task(client, bearer(), waiting)
+    assert (expired["status"], expired["message"]) == (
+        "Terminated",
+        "Expired: queue timeout reached",
+    )
+
+
+def test_flow_4_expiry_is_prompt_by_default(
+    client: TestClient, bearer: Bearer, flow: Executor, storage: Storage
+) -> None:
+    assert flow.settings.flow_promoter_sweep_seconds == 1.0
+    flow.promoter(clock=0.0)
+    (waiting,) = power(client, bearer(), RACK).json()["taskIds"]
+    with storage.engine.begin() as c:
+        c.execute(
+            update(Task).where(Task.id == uuid.UUID(waiting)).values(queue_expires_at=utcnow())
+        )
+    flow.promoter(clock=1.0)
+    assert stored(storage, waiting).message == "Expired: queue timeout reached"
+
+
+def test_a_cancel_frees_its_rack_between_sweeps(
+    client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
+) -> None:
+    # Flow's promoter is told of every task's end, a cancel's too: no wait for the sweep.
+    paced = Executor(
+        storage,
+        settings.model_copy(update={"flow_step_seconds": 0, "flow_promoter_sweep_seconds": 300}),
+    )
+    (first,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (second,) = power(client, bearer(), FREE_RACK, "Off").json()["taskIds"]
+    paced.promoter(clock=0.0)
+    step(paced)
+    client.post(
+        f"/v2/org/acme-inc/nico/task/{first}/cancel", json={"siteId": ACME_SITE}, headers=bearer()
+    )
+    paced.promoter(clock=0.5)  # not yet a look
+    assert stored(storage, second).status == "waiting"
+    paced.promoter(clock=1.0)
+    assert task(client, bearer(), second)["message"] == "Promoted: no conflicting active tasks"
+
+
+def test_flow_5_power_snapshots_at_stage_start_and_end_only(
+    client: TestClient, bearer: Bearer, flow: Executor
+) -> None:
+    (task_id,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    seen = snapshots(client, bearer, flow, task_id)
+    assert [[stage["status"] for stage in report["stages"]] for report in seen] == [
+        ["pending", "pending", "pending"],
+        ["running", "pending", "pending"],
+        ["completed", "pending", "pending"],
+        ["completed", "running", "pending"],
+        ["completed", "completed", "pending"],
+        ["completed", "completed", "running"],
+        ["completed", "completed", "completed"],
+    ]

@@ -160,6 +160,7 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
                         "fields": {
                             "database": _safe_url(settings),
                             "step_seconds": settings.flow_step_seconds,
+                            "promoter_sweep_seconds": settings.flow_promoter_sweep_seconds,
                         }
                     },
                 )

@@ -39,8 +39,11 @@ log = logging.getLogger("nico_api.flow")
 # How many due steps one pass reads and writes, and how many one transaction writes.
 BATCH = 500
 STEPS_PER_COMMIT = 50
-# How often waiting tasks are looked at: a rack freed by a cancel, a queue timeout.
-SWEEP_SECONDS = 1.0
+# How often racks freed by a task's end that this process did not write (a cancel) are looked
+# at, as Flow's promoter is told of every end; the sweep of every rack has its own setting.
+NOTICE_SECONDS = 1.0
+# How far back a look for ended tasks reaches: an end committed just after the last look.
+NOTICE_OVERLAP = timedelta(seconds=5)
 # How many step lags are kept for the summary, of each kind.
 LAGS_KEPT = 100_000
 # How long to wait before trying a failing database again.
@@ -90,14 +93,17 @@ class Executor:
         }
         self.steps = 0
 
+        # When the promoter next sweeps every rack and next looks at racks freed meanwhile, on
+        # the monotonic clock; the first look sweeps, as Flow's promoter does when it starts.
+        self._next_sweep = 0.0
+        self._next_notice = 0.0
+        self._noticed_since: datetime | None = None
+
     def run(self, stop: threading.Event) -> None:
         """Run due work until `stop` is set; a database that fails is tried again shortly."""
-        next_sweep = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_sweep:
-                    self.sweep()
-                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                self.promoter(time.monotonic())
                 while self.run_due() == BATCH and not stop.is_set():
                     pass
                 wait = self._until_next_step()
@@ -118,14 +124,33 @@ class Executor:
             return poll
         return min(poll, max(0.0, (due - utcnow()).total_seconds()))
 
+    def promoter(self, clock: float, now: datetime | None = None) -> None:
+        """Flow's promoter, when `clock` (monotonic seconds) says it is due: every rack swept
+        each NICO_FLOW_PROMOTER_SWEEP_SECONDS, and between sweeps the racks on which a task
+        ended (a rack whose own task ends here is looked at as it ends, by run_due)."""
+        now = now or utcnow()
+        if clock >= self._next_sweep:
+            self.sweep(now)
+            self._next_sweep = clock + self.settings.flow_promoter_sweep_seconds
+            self._next_notice = clock + NOTICE_SECONDS
+            self._noticed_since = now
+        elif clock >= self._next_notice:
+            since = (self._noticed_since or now) - NOTICE_OVERLAP
+            with self.storage.connection() as c:
+                racks = manager.racks_freed_since(c, since)
+            for rack in racks:
+                self._promote(rack, now)
+            self._next_notice = clock + NOTICE_SECONDS
+            self._noticed_since = now
+
     def sweep(self, now: datetime | None = None) -> None:
-        """End waiting tasks whose queue time is up, and start the oldest waiting task of each
-        rack that nothing else runs on."""
+        """The promoter's sweep: end waiting tasks whose queue time is up, and start the oldest
+        waiting tasks of each rack, as far as nothing they conflict with runs there."""
         now = now or utcnow()
         with self.storage.connection() as c, c.begin():
             expired = manager.expire(c, now)
-        if expired:
-            log.info("waiting tasks expired", extra={"fields": {"tasks": expired}})
+        for task, rack in expired:
+            _task_event("task ended", task, rack, status="terminated", reason="expired")
         with self.storage.connection() as c:
             racks = manager.racks_to_promote(c)
         for rack in racks:
@@ -141,9 +166,11 @@ class Executor:
 
     def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
         with self.storage.connection() as c, c.begin():
-            promoted = manager.promote(c, rack_id, now)
-        for task in promoted:
-            log.info("task promoted", extra={"fields": {"task": str(task), "rack": str(rack_id)}})
+            done = manager.promote(c, rack_id, now)
+        for task in done.expired:
+            _task_event("task ended", task, rack_id, status="terminated", reason="expired")
+        for task in done.promoted:
+            _task_event("task promoted", task, rack_id)
 
     def run_due(self, now: datetime | None = None) -> int:
         """Write every step due by `now` (at most BATCH); how many were due."""
@@ -174,9 +201,10 @@ class Executor:
                     (row, self._step(c, row, written))
                     for row in due[start : start + STEPS_PER_COMMIT]
                 ]
-            for row, finished in outcomes:
+            for row, (finished, outcome) in outcomes:
                 if finished is None:
                     continue  # cancelled, or written already
+                _log_step(row, outcome)
                 self.steps += 1
                 kind = "start" if row.progress == 0 else "step"
                 lag = (written - row.due_at).total_seconds()
@@ -192,8 +220,11 @@ class Executor:
             self._promote(rack, utcnow())
         return len(due)
 
-    def _step(self, c: Connection, row: Any, now: datetime) -> bool | None:
-        """Write the task's next step; whether it finished the task (None: nothing written)."""
+    def _step(
+        self, c: Connection, row: Any, now: datetime
+    ) -> tuple[bool | None, report.Outcome | None]:
+        """Write the task's next step; whether it finished the task (None: nothing written),
+        and what the step did to the report (None for the start)."""
         step = row.progress
         values: dict[str, Any] = {
             "task_id": row.id,
@@ -204,12 +235,15 @@ class Executor:
             "message": vocabulary.RUNNING_MESSAGE,
             "finished_at": None,
         }
+        outcome = None
         if step == 0:
             plan = self._expand(c, row)
             # A rule applies to some targeted component (manager.submit): the report has work.
             values.update(started_at=now, plan=plan, report=report.initial(plan["stages"]))
         else:
-            outcome = report.advance(row.report, row.plan["stages"], step, now)
+            # A plan stored before it said otherwise runs as it was planned: with progress.
+            progress = row.plan.get("step_progress", True)
+            outcome = report.advance(row.report, row.plan["stages"], step, now, progress)
             values["report"] = outcome.report
             if outcome.status == "completed":
                 values.update(status="completed", message=vocabulary.SUCCEEDED_MESSAGE)
@@ -221,7 +255,7 @@ class Executor:
         else:
             values["due_at"] = now + timedelta(seconds=self.settings.flow_step_seconds)
         written = c.execute(START if step == 0 else ADVANCE, values).rowcount
-        return finished if written else None
+        return (finished if written else None), outcome
 
     def _expand(self, c: Connection, row: Any) -> dict[str, Any]:
         """The task's rule with its targets: each step's components, and those that will fail
@@ -263,6 +297,28 @@ class Executor:
                 summary[f"{kind}_p99_ms"] = 1000 * ordered[int((len(ordered) - 1) * 0.99)]
                 summary[f"{kind}_max_ms"] = 1000 * ordered[-1]
         return summary
+
+
+def _task_event(event: str, task: Any, rack: Any, **fields: Any) -> None:
+    """One JSON line for one event of a task's life, with the task and its rack."""
+    log.info(event, extra={"fields": {"task": str(task), "rack": str(rack), **fields}})
+
+
+def _log_step(row: Any, outcome: report.Outcome | None) -> None:
+    """The events a written step is: the task's start, a stage begun or ended, the task's end."""
+    if outcome is None:
+        _task_event("task started", row.id, row.rack_id)
+        return
+    if outcome.event == "begun":
+        _task_event("stage started", row.id, row.rack_id, stage=outcome.stage)
+    elif outcome.event == "ended":
+        stage = next(s for s in outcome.report["stages"] if s["number"] == outcome.stage)
+        _task_event(
+            "stage finished", row.id, row.rack_id, stage=outcome.stage, status=stage["status"]
+        )
+    if outcome.status is not None:
+        fields = {"message": outcome.error} if outcome.error else {}
+        _task_event("task ended", row.id, row.rack_id, status=outcome.status, **fields)
 
 
 @contextlib.contextmanager

@@ -13,12 +13,10 @@ from sqlalchemy import Connection, Row, or_, select
 
 from nico_api.config import storable
 from nico_api.storage.models import Rack, Tray
-from nico_api.vocabulary import FlowError
+from nico_api.vocabulary import Code, FlowError
 
 # A MAC address as Flow reads one: six two-digit hex numbers, separated by `:` or `-`.
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
-# How the REST API names the gRPC code of Flow's error that it passes on.
-GRPC_CODES = {400: "InvalidArgument", 404: "NotFound", 412: "FailedPrecondition"}
 _NO_ID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -36,7 +34,7 @@ def resolve_rack(c: Connection, site_id: uuid.UUID, external_id: str) -> uuid.UU
             select(Rack.id).where(Rack.site_id == site_id, Rack.external_id == external_id)
         )
     if rack is None:
-        raise FlowError(404, f"rack with external id {external_id} is not found")
+        raise FlowError(Code.NOT_FOUND, f"rack with external id {external_id} is not found")
     return rack
 
 
@@ -56,19 +54,18 @@ def target_components(
     try:
         return _components(c, site_id, identifiers, kind)
     except _UnresolvedError as exc:
-        code = GRPC_CODES.get(exc.status_code, "Unknown")
         raise FlowError(
-            exc.status_code,
+            exc.code,
             f"failed to get component target external_id={exc.identifier}: rpc error: "
-            f"code = {code} desc = {exc.message}",
+            f"code = {exc.code} desc = {exc.message}",
         ) from None
 
 
 class _UnresolvedError(FlowError):
     """The resolver's error for one of several identifiers, which the task manager wraps."""
 
-    def __init__(self, status: int, message: str, identifier: str) -> None:
-        super().__init__(status, message)
+    def __init__(self, code: Code, message: str, identifier: str) -> None:
+        super().__init__(code, message)
         self.identifier = identifier
 
 
@@ -92,7 +89,9 @@ def _components(
     rows = []
     for identifier in dict.fromkeys(identifiers):
         if not identifier:
-            raise _UnresolvedError(400, "component identifier is required", identifier)
+            raise _UnresolvedError(
+                Code.INVALID_ARGUMENT, "component identifier is required", identifier
+            )
         matches = [
             row
             for row in found
@@ -101,9 +100,9 @@ def _components(
         ]
         named = f'component identifier "{identifier}"'
         if not matches:
-            raise _UnresolvedError(404, f"{named} not found", identifier)
+            raise _UnresolvedError(Code.NOT_FOUND, f"{named} not found", identifier)
         if len(matches) > 1:
-            raise _UnresolvedError(412, f"{named} is ambiguous", identifier)
+            raise _UnresolvedError(Code.FAILED_PRECONDITION, f"{named} is ambiguous", identifier)
         rows.append(matches[0])
     return rows
 
@@ -115,7 +114,7 @@ def rack_by_external_id(c: Connection, site_id: uuid.UUID, external_id: str) -> 
         return resolve_rack(c, site_id, external_id)
     except FlowError as exc:
         raise FlowError(
-            404, _rack_target_error(f"Name: ExternalID:{external_id}", exc.message)
+            exc.code, _rack_target_error(f"Name: ExternalID:{external_id}", exc.message)
         ) from None
 
 
@@ -124,8 +123,8 @@ def racks_named(c: Connection, site_id: uuid.UUID, names: Sequence[str]) -> list
     name that matches no rack or several."""
     wanted = list(dict.fromkeys(names))
     if "" in wanted:
-        # Flow refuses the target before it looks: a plain error, which REST answers 500.
-        raise FlowError(500, "convert rack target: rack target name must not be empty")
+        # Flow refuses the target before it looks: a plain error, with no code of its own.
+        raise FlowError(Code.UNKNOWN, "convert rack target: rack target name must not be empty")
     found: dict[str, list[uuid.UUID]] = {}
     rows = c.execute(
         select(Rack.name, Rack.id).where(
@@ -140,12 +139,12 @@ def racks_named(c: Connection, site_id: uuid.UUID, names: Sequence[str]) -> list
         if len(matches) == 1:
             racks.append(matches[0])
             continue
-        code, problem, status = "NotFound", f"rack {name} is not found", 404
+        code, problem = Code.NOT_FOUND, f"rack {name} is not found"
         if matches:
-            code, status = "InvalidArgument", 400
+            code = Code.INVALID_ARGUMENT
             problem = f'rack name "{name}" matches multiple racks; use rack id'
         raise FlowError(
-            status,
+            code,
             _rack_target_error(
                 f"Name:{name} ExternalID:", f"rpc error: code = {code} desc = {problem}"
             ),

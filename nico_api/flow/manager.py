@@ -1,6 +1,7 @@
 """NICo Flow's task manager, as it behaves behind the REST API: a request's targets resolved to
 racks, one task per rack, queued behind a rack's active task or scheduled at once; waiting tasks
-promoted when their rack is free and ended when their queue time is up (docs/flow.md).
+promoted when their rack is free and ended when their queue time is up. What cannot be done is
+answered with a FlowError: an outcome code and Flow's text, which the REST side maps.
 
 Every write locks the racks it touches first, so that the server processes and the Flow process
 see one rack's queue change in one order, on PostgreSQL and SQLite alike."""
@@ -12,50 +13,23 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.orm import aliased
 
 from nico_api import vocabulary
 from nico_api.config import storable
 from nico_api.flow import inventory
-from nico_api.flow.rules import BUILT_IN, CO, PS, SW, NoApplicableStepError, Rule
+from nico_api.flow.operations import BY_NAME, Conflict, Submission, TrayFilter, conflict_of
+from nico_api.flow.rules import CO, PS, SW, NoApplicableStepError, Rule
 from nico_api.storage.models import OperationRule, Rack, Task, TaskComponent, Tray
-from nico_api.vocabulary import FlowError
+from nico_api.vocabulary import Code, FlowError
 
 log = logging.getLogger("nico_api.flow")
 
 # A task that Flow runs: one made through the API, with its plan (a fixture's is a snapshot).
 RUNNABLE = Task.plan.is_not(None)
-
-
-@dataclass(frozen=True)
-class TrayFilter:
-    """Which of a Site's trays a batch tray operation targets; unset fields match every tray."""
-
-    rack_id: str | None = None
-    rack_name: str | None = None
-    type: str | None = None
-    ids: tuple[str, ...] | None = None
-    slot_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A request for an operation on racks or trays of a Site, as the REST API hands it to Flow.
-
-    At most one way of naming the targets is set: a rack, rack names, a tray, or a tray filter;
-    none targets every rack of the Site."""
-
-    site_id: uuid.UUID
-    operation: str
-    description: str
-    information: dict[str, Any]
-    rule_id: uuid.UUID | None = None
-    rack: str | None = None
-    rack_names: tuple[str, ...] | None = None
-    tray: str | None = None
-    trays: TrayFilter | None = None
 
 
 def submit(
@@ -74,22 +48,22 @@ def submit(
         rule = _rule(c, request)
         components = _targets(c, request)
     if not components:
-        raise FlowError(500, "no valid racks found for request")
+        raise FlowError(Code.UNKNOWN, "no valid racks found for request")
     targeted = {kind for by_type in components.values() for kind in by_type}
     try:
         rule.check_applies_to(targeted)
     except NoApplicableStepError as exc:
-        raise FlowError(412, str(exc)) from None
+        raise FlowError(Code.FAILED_PRECONDITION, str(exc)) from None
     racks = sorted(components)
     lock_racks(c, racks)
     if not storable(request.description):
         # Flow cannot store the task: each rack's creation fails, is logged and skipped.
-        raise FlowError(500, "failed to create any tasks")
+        raise FlowError(Code.UNKNOWN, "failed to create any tasks")
     active, waiting = _queues(c, racks)
     tasks = []
     for rack_id in racks:
         task = _task(request, rule, rack_id, components[rack_id], now, queue_timeout)
-        work = Work(request.operation, components[rack_id])
+        work = Work(conflict_of(request.operation), components[rack_id])
         if not any(work.conflicts_with(other) for other in active.get(rack_id, ())):
             task.update(
                 _scheduled(rule.id, now),
@@ -110,7 +84,7 @@ def submit(
             continue
         tasks.append(task)
     if not tasks:
-        raise FlowError(500, "failed to create any tasks")
+        raise FlowError(Code.UNKNOWN, "failed to create any tasks")
     # One statement for the tasks and one for their components, whatever the batch's size.
     c.execute(insert(Task), tasks)
     c.execute(
@@ -122,6 +96,18 @@ def submit(
             for component in ids
         ],
     )
+    for task in tasks:
+        log.info(
+            "task submitted",
+            extra={
+                "fields": {
+                    "task": str(task["id"]),
+                    "rack": str(task["rack_id"]),
+                    "operation": request.operation,
+                    "status": task["status"],
+                }
+            },
+        )
     return [str(task["id"]) for task in tasks]
 
 
@@ -135,7 +121,7 @@ def _rule(c: Connection, request: Submission) -> Rule:
         row = c.execute(rules.where(OperationRule.id == request.rule_id)).one_or_none()
         if row is None:
             raise FlowError(
-                404,
+                Code.NOT_FOUND,
                 f"requested rule_id {request.rule_id}: rpc error: code = NotFound "
                 "desc = operation rule not found",
             )
@@ -145,11 +131,11 @@ def _rule(c: Connection, request: Submission) -> Rule:
                 OperationRule.operation == request.operation, OperationRule.is_default.is_(True)
             ).order_by(OperationRule.created, OperationRule.id)
         ).first()
-    return BUILT_IN[request.operation] if row is None else Rule.stored(*row)
+    return BY_NAME[request.operation].rule if row is None else Rule.stored(*row)
 
 
 def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, list[str]]]:
-    """The targeted components of each rack, by component type (docs/flow.md)."""
+    """The targeted components of each rack, by component type."""
     trays = (
         select(Tray.rack_id, Tray.type, Tray.id)
         .join(Rack, Rack.id == Tray.rack_id)
@@ -182,7 +168,7 @@ def _targets(c: Connection, request: Submission) -> dict[uuid.UUID, dict[str, li
         empty = set(rack_ids) - {row.rack_id for row in rows}
         if empty and wanted.slot_id is None:
             raise FlowError(
-                500,
+                Code.UNKNOWN,
                 "operation cannot be submitted: racks have no selected components: "
                 + ", ".join(sorted(str(rack) for rack in empty)),
             )
@@ -211,16 +197,22 @@ def _task(
     now: datetime,
     queue_timeout: float | None,
 ) -> dict[str, Any]:
-    """A rack's new task as Flow stores it, queued until it is found free to run."""
+    """A rack's new task as Flow stores it, queued until it is found free to run. Its plan is
+    the rule's stages, and whether its steps report progress while they run."""
+    operation = BY_NAME[request.operation]
     return {
         "id": uuid.uuid4(),
         "site_id": request.site_id,
         "rack_id": rack_id,
         "description": request.description,
-        "type": vocabulary.TASK_TYPES[request.operation],
+        "type": operation.task_type,
         "information": {**request.information, "operation": request.operation},
         "attributes": {"components_by_type": components},
-        "plan": {"rule_id": None if rule.id is None else str(rule.id), "stages": rule.as_plan()},
+        "plan": {
+            "rule_id": None if rule.id is None else str(rule.id),
+            "stages": rule.as_plan(),
+            "step_progress": operation.step_progress,
+        },
         "status": "waiting",
         "message": vocabulary.QUEUED_MESSAGE,
         "applied_rule_id": None,
@@ -254,52 +246,54 @@ def _queues(
 
 @dataclass(frozen=True)
 class Work:
-    """What a task does to its rack: its operation and the components it targets by type."""
+    """What a task does to its rack: its operation's conflict kind and the components it
+    targets by type."""
 
-    operation: str
+    conflict: Conflict
     components: dict[str, list[str]]
 
     @classmethod
     def of(cls, row: Any) -> Work:
         operation = (row.information or {}).get("operation", "")
-        return cls(operation, (row.attributes or {}).get("components_by_type", {}))
+        return cls(conflict_of(operation), (row.attributes or {}).get("components_by_type", {}))
 
     def conflicts_with(self, other: Work) -> bool:
-        """Flow's built-in conflict rules: a bring-up excludes everything; a power operation on
-        power shelves excludes every power and firmware operation on the rack; otherwise power
-        and firmware operations exclude each other where they touch the same components."""
-        kinds = {self.kind, other.kind}
-        if "bring_up" in kinds or "other" in kinds:
+        """Flow's built-in conflict rule: exclusive work excludes everything; power work on
+        power shelves excludes every power and firmware task on the rack; otherwise power and
+        firmware work exclude each other where they touch the same components."""
+        kinds = {self.conflict, other.conflict}
+        if Conflict.EXCLUSIVE in kinds:
             return True
-        for one, two in ((self, other), (other, self)):
-            if one.kind == "power" and one.components.get(PS) and two.kind in ("power", "firmware"):
-                return True
-        types = (CO, SW) if "power" in kinds else (CO, SW, PS)
+        # Neither is exclusive: the other is power or firmware work.
+        if any(w.conflict == Conflict.POWER and w.components.get(PS) for w in (self, other)):
+            return True
+        types = (CO, SW) if Conflict.POWER in kinds else (CO, SW, PS)
         return any(
             set(self.components.get(t, ())) & set(other.components.get(t, ())) for t in types
         )
 
-    @property
-    def kind(self) -> str:
-        if self.operation in vocabulary.POWER_OPERATIONS:
-            return "power"
-        return {"firmware_update": "firmware", "bring_up": "bring_up"}.get(self.operation, "other")
+
+class RackPass(NamedTuple):
+    """What one pass of the promoter over a rack did: the waiting tasks it ended as expired and
+    those it scheduled."""
+
+    expired: list[uuid.UUID]
+    promoted: list[uuid.UUID]
 
 
-def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
-    """Flow's promoter: the rack's waiting tasks scheduled, oldest first, until one conflicts
-    with what is active on the rack."""
+def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> RackPass:
+    """Flow's promoter on one rack: its waiting tasks past their queue time ended, then the
+    others scheduled, oldest first, until one conflicts with what is active on the rack."""
     lock_racks(c, [rack_id])
+    expired = [task for task, _rack in expire(c, now, rack_id)]
     active = _queues(c, [rack_id])[0][rack_id]
     promoted = []
     waiting = c.execute(
-        select(Task.id, Task.plan, Task.information, Task.attributes, Task.queue_expires_at)
+        select(Task.id, Task.plan, Task.information, Task.attributes)
         .where(Task.rack_id == rack_id, Task.status == "waiting", RUNNABLE)
         .order_by(Task.created_at, Task.id)
     ).all()
     for task in waiting:
-        if task.queue_expires_at is not None and task.queue_expires_at <= now:
-            continue  # its queue time is up: the sweep ends it
         work = Work.of(task)
         if any(work.conflicts_with(other) for other in active):
             break
@@ -316,7 +310,7 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> list[uuid.UUID]
         )
         active.append(work)
         promoted.append(task.id)
-    return promoted
+    return RackPass(expired, promoted)
 
 
 def racks_to_promote(c: Connection) -> list[uuid.UUID]:
@@ -325,11 +319,34 @@ def racks_to_promote(c: Connection) -> list[uuid.UUID]:
     return list(c.scalars(waiting))
 
 
-def expire(c: Connection, now: datetime) -> int:
-    """Waiting tasks whose queue time is up end, as Flow's promoter ends them."""
-    return c.execute(
+def racks_freed_since(c: Connection, since: datetime) -> list[uuid.UUID]:
+    """Racks with a waiting task on which a task has finished since `since`: the completions
+    Flow's promoter is told of, whoever finished the task (a cancel, say)."""
+    # From the few waiting tasks to each one's rack: no scan of every finished task.
+    finished = aliased(Task)
+    waiting = select(Task.rack_id).where(
+        Task.status == "waiting",
+        RUNNABLE,
+        select(finished.id)
+        .where(
+            finished.rack_id == Task.rack_id,
+            finished.status.in_(vocabulary.FINISHED_STATUSES),
+            finished.finished_at >= since,
+        )
+        .exists(),
+    )
+    return list(c.scalars(waiting.distinct()))
+
+
+def expire(
+    c: Connection, now: datetime, rack_id: uuid.UUID | None = None
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Waiting tasks whose queue time is up (on one rack, or on all) end, as Flow's promoter
+    ends them; each one's id and rack."""
+    rack = [] if rack_id is None else [Task.rack_id == rack_id]
+    ended = c.execute(
         update(Task)
-        .where(Task.status == "waiting", Task.queue_expires_at <= now)
+        .where(Task.status == "waiting", Task.queue_expires_at <= now, *rack)
         .values(
             status="terminated",
             message=vocabulary.EXPIRED_MESSAGE,
@@ -337,7 +354,9 @@ def expire(c: Connection, now: datetime) -> int:
             updated_at=now,
             queue_expires_at=None,
         )
-    ).rowcount
+        .returning(Task.id, Task.rack_id)
+    )
+    return [(task, rack_of) for task, rack_of in ended]
 
 
 def _scheduled(rule_id: Any, now: datetime) -> dict[str, Any]:

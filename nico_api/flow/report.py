@@ -1,22 +1,25 @@
-"""How a task's report evolves while Flow runs it (docs/flow.md), step by step.
+"""How a task's report evolves while Flow runs it, step by step.
 
 A task's execution is a fixed sequence of steps, numbered from 0: the start (the initial report,
-every stage pending), then for each stage that has work three steps (begin, progress, end), the
-last of which may fail the task or finish it. Each function here takes the stored report and
-returns the next one; the executor stores it with the step's number, so that a step is written
-once whatever happens to the process."""
+every stage pending), then for each stage its begin and its end, which may fail the task or finish
+it; an operation whose steps report progress (firmware) has a step between them, half of each
+step's components done. A stage with no targeted component is begun and ended too, its steps
+skipped. Each function here takes the stored report and returns the next one; the executor stores
+it with the step's number, so that a step is written once whatever happens to the process."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from nico_api.vocabulary import first_line, truncated
 
-# The steps of each stage that has work: begun, half its components done, ended.
-STEPS_PER_STAGE = 3
+
+def steps_per_stage(step_progress: bool) -> int:
+    """A stage's steps: begun and ended, with a progress report between them if it has one."""
+    return 3 if step_progress else 2
 
 
 def timestamp(now: datetime) -> str:
@@ -26,11 +29,14 @@ def timestamp(now: datetime) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A step's result: the report to store, and the task's final status once it has one."""
+    """A step's result: the report to store, the task's final status once it has one (and its
+    message if it failed), and the stage the step began or ended, if it did either."""
 
     report: dict[str, Any]
     status: str | None = None
     error: str | None = None
+    stage: int | None = None
+    event: Literal["begun", "ended"] | None = None
 
 
 def initial(plan: list[dict[str, Any]]) -> dict[str, Any]:
@@ -49,49 +55,50 @@ def initial(plan: list[dict[str, Any]]) -> dict[str, Any]:
                     "failed_components": 0,
                 }
             )
-        skipped = all(step["status"] == "skipped" for step in steps)
-        stages.append(
-            {
-                "number": stage["number"],
-                "status": "skipped" if skipped else "pending",
-                "steps": steps,
-            }
-        )
+        # A stage with no targeted component is pending too: it is begun and ended as the others.
+        stages.append({"number": stage["number"], "status": "pending", "steps": steps})
     return {"version": 1, "stages": stages}
 
 
 def working_stages(report: dict[str, Any]) -> list[int]:
-    """The positions of the stages that have work, in the order they run."""
+    """The positions of the stages that run, in the order they run (a report stored before
+    every stage ran may have skipped some)."""
     return [i for i, stage in enumerate(report["stages"]) if stage["status"] != "skipped"]
 
 
-def step_count(report: dict[str, Any]) -> int:
+def step_count(report: dict[str, Any], step_progress: bool) -> int:
     """How many steps follow the start."""
-    return STEPS_PER_STAGE * len(working_stages(report))
+    return steps_per_stage(step_progress) * len(working_stages(report))
 
 
 def advance(
-    report: dict[str, Any], plan: list[dict[str, Any]], step: int, now: datetime
+    report: dict[str, Any],
+    plan: list[dict[str, Any]],
+    step: int,
+    now: datetime,
+    step_progress: bool,
 ) -> Outcome:
-    """The report after step `step` (1 or more) of its execution."""
+    """The report after step `step` (1 or more) of its execution. Only steps that report
+    progress count their components; the others keep both counts at 0."""
     report = copy.deepcopy(report)
     order = sorted(plan, key=lambda s: s["number"])
-    position = working_stages(report)[(step - 1) // STEPS_PER_STAGE]
+    per_stage = steps_per_stage(step_progress)
+    position = working_stages(report)[(step - 1) // per_stage]
     stage, planned = report["stages"][position], order[position]
-    phase = (step - 1) % STEPS_PER_STAGE
+    phase = (step - 1) % per_stage
     at = timestamp(now)
     if phase == 0:
         stage.update(status="running", started_at=at)
         for each in stage["steps"]:
             if each["status"] == "pending":
                 each.update(status="running", started_at=at)
-        return Outcome(report)
+        return Outcome(report, stage=stage["number"], event="begun")
     running = [
         (each, planned["steps"][i])
         for i, each in enumerate(stage["steps"])
         if each["status"] == "running"
     ]
-    if phase == 1:
+    if phase < per_stage - 1:
         for each, plan_step in running:
             succeeding = len(plan_step["components"]) - len(plan_step["failures"])
             each["completed_components"] = succeeding // 2
@@ -99,21 +106,25 @@ def advance(
     error = None
     for each, plan_step in running:
         failures = plan_step["failures"]
-        each.update(
-            completed_components=len(plan_step["components"]) - len(failures),
-            failed_components=len(failures),
-            finished_at=at,
-        )
+        each["finished_at"] = at
+        if step_progress:
+            each.update(
+                completed_components=len(plan_step["components"]) - len(failures),
+                failed_components=len(failures),
+            )
         if failures:
             text = truncated(f"component type {each['component_type']} failed: {failures[0]}")
             each.update(status="failed", error=text)
             error = error or text
         else:
             each["status"] = "completed"
+    number = stage["number"]
     if error is not None:
         stage.update(status="failed", finished_at=at, error=error)
         report.setdefault("error", error)
-        return Outcome(report, "failed", first_line(error))
+        # The workflow's error wraps the stage's with its number; the report keeps it bare.
+        message = first_line(f"stage {number} failed: {error}")
+        return Outcome(report, "failed", message, number, "ended")
     stage.update(status="completed", finished_at=at)
-    last = step == step_count(report)
-    return Outcome(report, "completed" if last else None)
+    last = step == step_count(report, step_progress)
+    return Outcome(report, "completed" if last else None, stage=number, event="ended")

@@ -1,6 +1,6 @@
-"""Operation rules: the ordered stages of an operation, each a set of steps by component type.
-Flow's built-in rule for each operation, used when neither the request nor the Site names one,
-and how a task's rule is chosen."""
+"""Operation rules: the ordered stages of an operation, each a set of steps by component type,
+and whether a rule applies to what a request targets. Each operation's built-in rule, used when
+neither the request nor the Site names one, is declared with the operation."""
 
 from __future__ import annotations
 
@@ -58,23 +58,6 @@ class NoApplicableStepError(ValueError):
     """A rule that would do nothing to what the request targets."""
 
 
-def _built_in(name: str, *stages: tuple[str, ...]) -> Rule:
+def built_in(name: str, *stages: tuple[str, ...]) -> Rule:
+    """One of Flow's hardcoded rules (nico_api.flow.operations), its stages numbered from 1."""
     return Rule(None, f"Hardcoded Default {name}", tuple(enumerate(stages, start=1)))
-
-
-# Flow's hardcoded rules (its resolver's last resort), by operation: power flows from the shelves
-# through the switches to compute, and is taken away in reverse; forced operations verify every
-# component type at once after each pass; an AC power cycle is for compute trays only, and a
-# firmware upgrade is for compute trays and switches only.
-BUILT_IN = {
-    "power_on": _built_in("Power On", (PS,), (SW,), (CO,)),
-    "power_off": _built_in("Power Off", (CO,), (SW,), (PS,)),
-    "restart": _built_in("Restart", (CO,), (SW,), (PS,), (PS,), (SW,), (CO,)),
-    "force_power_off": _built_in("Force Power Off", (CO,), (SW,), (PS,), (PS, SW, CO)),
-    "force_restart": _built_in(
-        "Force Restart", (CO,), (SW,), (PS,), (PS, SW, CO), (PS,), (SW,), (CO,), (PS, SW, CO)
-    ),
-    "cold_reset": _built_in("AC Power Cycle", (CO,)),
-    "firmware_update": _built_in("Firmware Upgrade", (CO,), (SW,)),
-    "bring_up": _built_in("Bring-Up", (PS,), (CO,), (CO,), (SW,), (SW,), (CO,)),
-}

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session
 
 from nico_api.config import InvalidInputError, document_problems, storable
 from nico_api.flow.inventory import mac_address
+from nico_api.flow.operations import OPERATIONS
 from nico_api.storage import db, models
 from nico_api.storage.db import Storage
-from nico_api.vocabulary import COMPONENT_TYPES, OPERATIONS, STATUSES
+from nico_api.vocabulary import COMPONENT_TYPES, STATUSES
 from nico_api.wire.schemas import UTCTime
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]

@@ -11,6 +11,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from nico_api.vocabulary import Code, FlowError
+
 if TYPE_CHECKING:
     from connexion import AsyncApp
     from connexion.exceptions import ProblemException
@@ -44,6 +46,21 @@ class NICoError(Exception):
         self.message = message
         self.data = data
         self.headers = headers or {}
+
+
+# The status a REST client gets for Flow's answer, by its code, as production's REST layer maps
+# Flow's gRPC codes (its UnwrapWorkflowError); any other code, Unknown and Internal included, is
+# a 500. Flow's text is the message, unchanged.
+FLOW_STATUSES = {
+    Code.NOT_FOUND: 404,
+    Code.FAILED_PRECONDITION: 412,
+    Code.INVALID_ARGUMENT: 400,
+    Code.RESOURCE_EXHAUSTED: 429,
+}
+
+
+def flow_status(code: Code) -> int:
+    return FLOW_STATUSES.get(code, 500)
 
 
 def envelope_body(message: str, data: dict[str, Any] | None = None) -> str:
@@ -83,6 +100,10 @@ async def _nico_error(_request: ConnexionRequest, exc: NICoError) -> ConnexionRe
     return envelope(exc.status_code, exc.message, exc.data, exc.headers)
 
 
+async def _flow_error(_request: ConnexionRequest, exc: FlowError) -> ConnexionResponse:
+    return envelope(flow_status(exc.code), exc.message)
+
+
 async def _problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     if exc.status >= 500:
         # A response that breaks the spec, or another server fault: the detail is internal.
@@ -116,6 +137,7 @@ def install(app: AsyncApp) -> None:
     from connexion.exceptions import ProblemException
 
     app.add_error_handler(NICoError, _nico_error)
+    app.add_error_handler(FlowError, _flow_error)
     app.add_error_handler(ProblemException, _problem)
     app.add_error_handler(HTTPException, _http_error)
     app.add_error_handler(UnicodeDecodeError, _undecodable)

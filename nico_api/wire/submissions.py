@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from nico_api.flow.manager import Submission, TrayFilter
+from nico_api.flow.operations import Submission, TrayFilter
 from nico_api.vocabulary import COMPONENT_TYPES
 from nico_api.web.validation import PARSE_FAILED
 from nico_api.wire.errors import NICoError
