@@ -85,7 +85,7 @@ class ContractProxy:
             scope["path"],
             scope["query_string"].decode("latin-1"),
             named,
-            body or b"",
+            body,
         )
         checked = self.contract.check_request(sent)
         if body is None:

@@ -21,8 +21,9 @@ from urllib.parse import parse_qsl
 import yaml
 from connexion.json_schema import Draft4RequestValidator, Draft4ResponseValidator, resolve_refs
 from connexion.validators.parameter import draft4_format_checker
-from jsonschema import FormatChecker, Validator
+from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
 from nico_api.web.validation import bound_body, go_value
 
@@ -72,13 +73,14 @@ class Operation:
 
 @dataclass(frozen=True)
 class Sent:
-    """A request as the client sent it; header names in lower case."""
+    """A request as the client sent it; header names in lower case; `body` is None when it was
+    too large to read."""
 
     method: str
     path: str
     query: str
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes | None
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class Contract:
         self, operation: Operation, sent: Sent, client: Any
     ) -> Iterable[Violation]:
         declared = operation.request_body
-        if declared is None:
+        if declared is None or sent.body is None:
             return
         if not sent.body:
             if declared.get("required"):
