@@ -481,6 +481,8 @@ def _keyword(error: ValidationError) -> str:
         return f"not one of {_cut(json.dumps(error.validator_value))}"
     if error.validator == "type":
         return f"{_json_type(error.instance)}, not {error.validator_value}"
+    if error.validator in ("anyOf", "oneOf"):
+        return f"matches none of its {len(error.validator_value)} forms"
     return f"fails {error.validator} {_cut(json.dumps(error.validator_value, default=str))}"
 
 
