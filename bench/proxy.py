@@ -91,7 +91,8 @@ def main() -> int:
             try:
                 for connections in (int(n) for n in args.connections.split(",")):
                     ports = (server_port, proxy_port)
-                    rows.append(_compare(case.wrk_args, ports, proxy.pid, connections, args))
+                    pids = (server.pid, proxy.pid)
+                    rows.append(_compare(case.wrk_args, ports, pids, connections, args))
             finally:
                 summary = stop_proxy(proxy)
         finally:
@@ -107,24 +108,28 @@ def main() -> int:
 def _compare(
     wrk_args: list[str],
     ports: tuple[int, int],
-    proxy_pid: int,
+    pids: tuple[int, int],
     connections: int,
     args: argparse.Namespace,
 ) -> dict:
     """Alternating rounds, direct then proxied, after a warm-up of each."""
     server_port, proxy_port = ports
+    server_pid, proxy_pid = pids
     for port in ports:
         wrk("tasks.lua", port, wrk_args, 2, connections)
     direct, proxied = [], []
-    proxy_cpu = 0.0
+    proxy_cpu = server_cpu = 0.0
     for _ in range(args.rounds):
+        before = cpu_seconds(server_pid)
         direct.append(wrk("tasks.lua", server_port, wrk_args, args.seconds, connections))
+        server_cpu += cpu_seconds(server_pid) - before
         before = cpu_seconds(proxy_pid)
         proxied.append(wrk("tasks.lua", proxy_port, wrk_args, args.seconds, connections))
         proxy_cpu += cpu_seconds(proxy_pid) - before
     row = {
         "connections": connections,
         "proxy_cpu_ms": 1000 * proxy_cpu / sum(run["requests"] for run in proxied),
+        "server_cpu_ms": 1000 * server_cpu / sum(run["requests"] for run in direct),
     }
     for name, runs in (("direct", direct), ("proxied", proxied)):
         row[name] = {
@@ -174,7 +179,8 @@ def _report(
         lines.append(
             f"- {row['connections']} connections: p50 +{added['p50_ms']:.2f} ms ({verdict} the "
             f"{TARGET_P50_MS:g} ms budget), p99 +{added['p99_ms']:.2f} ms; the proxy's CPU "
-            f"time per exchange {row['proxy_cpu_ms']:.2f} ms"
+            f"time per exchange {row['proxy_cpu_ms']:.2f} ms (the server's per request, "
+            f"direct: {row['server_cpu_ms']:.2f} ms)"
         )
     lines += [
         "",
