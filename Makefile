@@ -90,7 +90,8 @@ test: $(DEV_STAMP)
 test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -m "not slow"
 
-# The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once);
+# The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once) and what
+# `nico-api proxy` adds to a task GET;
 # BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look at the first alone.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -98,6 +99,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.inprocess
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.flow)
+	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.proxy)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nico_api.cli import proxy
 from nico_api.cli.contract import TARGETS
 from nico_api.config import MULTIPROCESS_DIR, SPEC_PATH, InvalidInputError, Settings
 
@@ -558,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec", type=Path, default=SPEC_PATH, help="default: the openapi.yaml it serves"
     )
     check_api.set_defaults(run=_conformance)
+
+    proxy.add_command(commands)
 
     token = commands.add_parser(
         "token",

@@ -1,0 +1,254 @@
+"""The proxy as an ASGI app: each request forwarded to the target as the client sent it, the
+target's answer sent back as it came, with `X-Contract-Violations` added when the exchange broke
+the contract; each violation logged as one JSON line, and counted in the tally.
+
+The violations header must precede the body, so an answer is read (up to CHECKED_ANSWER_BYTES)
+before it is passed on; a longer one is passed on as it arrives, its body unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from nico_api.proxy.contract import (
+    CLIENT,
+    Answered,
+    Checked,
+    Contract,
+    Sent,
+    Violation,
+    hop_by_hop,
+)
+from nico_api.proxy.tally import Tally
+from nico_api.wire.errors import envelope_body
+
+log = logging.getLogger("nico_api.proxy")
+
+VIOLATIONS_HEADER = b"x-contract-violations"
+# Violations named in the header; the log and the summary have them all.
+VIOLATIONS_IN_HEADER = 10
+# Answers longer than this are passed on unchecked (a task list of 100 with reports is far less).
+CHECKED_ANSWER_BYTES = 16 << 20
+TOO_LARGE = "Request Entity Too Large"
+UNREACHABLE = "Bad Gateway: the target did not answer"
+
+
+class ContractProxy:
+    def __init__(
+        self,
+        target: str,
+        contract: Contract,
+        tally: Tally,
+        max_body_bytes: int,
+        timeout: float = 60.0,
+    ) -> None:
+        self.target = target.rstrip("/")
+        self.contract = contract
+        self.tally = tally
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
+        self.host = urlsplit(self.target).netloc.rpartition("@")[2].encode("latin-1")
+        self.client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._exchange(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.client = _forwarding_client(self.timeout)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.client is not None:
+                    await self.client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.client is not None, "the proxy serves once its lifespan has started"
+        headers = [(name, value) for name, value in scope["headers"]]
+        named = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        body = await self._body(receive, named.get("content-length"))
+        sent = Sent(
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            named,
+            body,
+        )
+        checked = self.contract.check_request(sent)
+        if body is None:
+            checked.violations.append(
+                Violation(checked.label, CLIENT, "body-too-large", f"over {self.max_body_bytes}")
+            )
+            await self._finish(checked, scope, 413)
+            await _envelope(send, 413, TOO_LARGE, None)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        url = self.target + raw_path.decode("latin-1")
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode("latin-1")
+        forwarded = [
+            (name, value)
+            for name, value in headers
+            if not hop_by_hop(name.decode("latin-1")) and name not in (b"host", b"content-length")
+        ]
+        # The target's own name: a virtual host (a staging gateway) routes by it.
+        forwarded.insert(0, (b"host", self.host))
+        request = self.client.build_request(scope["method"], url, headers=forwarded, content=body)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            log.error(
+                "target unreachable",
+                extra={
+                    "fields": {
+                        "target": self.target,
+                        "operation": checked.label,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                },
+            )
+            await self._finish(checked, scope, 502)
+            await _envelope(send, 502, UNREACHABLE, {"target": self.target})
+            return
+        try:
+            await self._answer(checked, scope, response, send)
+        finally:
+            await response.aclose()
+
+    async def _answer(
+        self, checked: Checked, scope: Scope, response: httpx.Response, send: Send
+    ) -> None:
+        chunks: list[bytes] = []
+        read = 0
+        raw = response.aiter_raw()
+        complete = True
+        async for chunk in raw:
+            chunks.append(chunk)
+            read += len(chunk)
+            if read > CHECKED_ANSWER_BYTES:
+                complete = False
+                break
+        body = b"".join(chunks)
+        decoded = _decoded(body, response.headers.get("content-encoding")) if complete else None
+        answered = Answered(response.status_code, response.headers, decoded)
+        violations = checked.violations + self.contract.check_answer(checked, answered)
+        if not complete:
+            log.info(
+                "answer not checked",
+                extra={"fields": {"operation": checked.label, "over_bytes": CHECKED_ANSWER_BYTES}},
+            )
+        headers = [
+            (name, value)
+            for name, value in response.headers.raw
+            if not hop_by_hop(name.decode("latin-1"))
+        ]
+        if violations:
+            headers.append((VIOLATIONS_HEADER, _header_value(violations)))
+        self._record(checked, scope, response.status_code, violations)
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        await send(start)
+        if complete:
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        async for chunk in raw:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _body(self, receive: Receive, declared_length: str | None) -> bytes | None:
+        """The request's body, or None when it is larger than the server takes (refused by its
+        declared length unread, as the server refuses it, or once it has grown past it)."""
+        declared = declared_length or ""
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in _chunks(receive):
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _finish(self, checked: Checked, scope: Scope, status: int) -> None:
+        self._record(checked, scope, status, checked.violations)
+
+    def _record(self, checked: Checked, scope: Scope, status: int, found: list[Violation]) -> None:
+        self.tally.record(checked.label, found)
+        for violation in found:
+            log.warning(
+                "contract violation",
+                extra={
+                    "fields": {
+                        **violation.as_dict(),
+                        "method": scope["method"],
+                        "path": checked.template,
+                        "status": status,
+                    }
+                },
+            )
+
+
+def _forwarding_client(timeout: float) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(
+        timeout=timeout,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+    )
+    # Forwarded as sent: none of httpx's default headers (User-Agent, Accept, ...) is added.
+    client.headers.clear()
+    return client
+
+
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _envelope(send: Send, status: int, message: str, data: dict[str, str] | None) -> None:
+    body = envelope_body(message, data).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header_value(violations: list[Violation]) -> bytes:
+    shown = [violation.as_dict() for violation in violations[:VIOLATIONS_IN_HEADER]]
+    # ASCII JSON on one line: a header value.
+    return json.dumps(shown, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _decoded(body: bytes, encoding: str | None) -> bytes | None:
+    """The body to check, its content coding undone; None when it cannot be."""
+    coding = (encoding or "identity").strip().lower()
+    try:
+        if coding == "identity":
+            return body
+        if coding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if coding == "deflate":
+            return zlib.decompress(body)
+    except zlib.error:
+        return None
+    return None
