@@ -427,7 +427,7 @@ def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     """`nico-api serve` with the demo data, on a free loopback port: its base URL."""
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
-    with serving(command, env, tmp_path / "server.log", port) as base_url:
+    with serving(command, env, tmp_path / "server.log", port, workers=workers) as base_url:
         yield base_url
 
 
