@@ -22,8 +22,9 @@ SPECTRAL := npx --yes @stoplight/spectral-cli@6.16.3
 
 # Test processes in parallel: many tests wait on servers, subprocesses and timeouts.
 TEST_WORKERS ?= 3
+FAST_WORKERS ?= 2
 
-.PHONY: run test test-fast lint bench install lock wheel-check clean
+.PHONY: run test test-deep test-fast lint bench install lock wheel-check clean
 
 # Installs come from the hashed lock files in requirements/ (`make lock` renews them): serving
 # needs serve.txt alone; the tests, linters and lock tool need dev.txt.
@@ -84,11 +85,16 @@ lint: $(DEV_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not deep"
+
+# The long runs `make test` leaves out: schemathesis's generated requests, operation by
+# operation, and whole lifecycles over `nico-api serve` and `nico-api flow` processes.
+test-deep: $(DEV_STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m deep
 
 # The tests that start no process, server or database instance: a quick check while editing.
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(FAST_WORKERS) -m "not slow and not deep"
 
 # The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once) and what
 # `nico-api proxy` adds to a task GET;

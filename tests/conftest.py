@@ -405,20 +405,34 @@ def workers() -> int:
     return 1
 
 
+@contextmanager
+def demo_served(
+    test_database: TestDatabase,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    **environment: str,
+) -> Iterator[str]:
+    """`nico-api serve` (with `environment` added) over a database of its own, `name`, holding
+    the demo data, for the block: for tests that only read, sharing one server. Its base URL."""
+    env = {
+        **os.environ,
+        "NICO_INSTANCE_DIR": str(settings.instance_dir),
+        "NICO_DATABASE_URL": test_database.copy("demo", name),
+        **environment,
+    }
+    port = free_port()
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    with serving([NICO_API, "serve", "--port", str(port)], env, log, port) as base_url:
+        yield base_url
+
+
 @pytest.fixture(scope="session")
 def demo_server(
     test_database: TestDatabase, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """`nico-api serve` for the session, with a database of its own holding the demo data: for
-    tests that only read. Its base URL."""
-    env = {
-        **os.environ,
-        "NICO_INSTANCE_DIR": str(settings.instance_dir),
-        "NICO_DATABASE_URL": test_database.copy("demo", "served"),
-    }
-    port = free_port()
-    log = tmp_path_factory.mktemp("demo-server") / "server.log"
-    with serving([NICO_API, "serve", "--port", str(port)], env, log, port) as base_url:
+    """`nico-api serve` for the session over the demo data, for tests that only read."""
+    with demo_served(test_database, settings, tmp_path_factory, "served") as base_url:
         yield base_url
 
 
@@ -427,7 +441,7 @@ def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     """`nico-api serve` with the demo data, on a free loopback port: its base URL."""
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
-    with serving(command, env, tmp_path / "server.log", port) as base_url:
+    with serving(command, env, tmp_path / "server.log", port, workers=workers) as base_url:
         yield base_url
 
 

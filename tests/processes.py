@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+# How often a wait looks again at what it waits for (a server's answer, a log line).
+POLL_SECONDS = 0.05
 
 BIN = Path(sys.executable).parent
 NICO_API = str(BIN / "nico-api")
@@ -47,10 +51,12 @@ def serving(
     start_timeout: float = 30,
     process_group: bool = False,
     preexec_fn: Callable[[], None] | None = None,
+    workers: int = 1,
 ) -> Iterator[str]:
     """Run a server until the block ends (with `process_group`, its children too, for a
     launcher such as npx; `preexec_fn` runs in the child before it starts, e.g. to lower a
-    limit); yields its base URL once it answers."""
+    limit); yields its base URL once it answers, and once each of its `workers` (worker
+    processes of `nico-api serve`, which logs JSON lines) has answered a request."""
     with log.open("w") as out:
         process = subprocess.Popen(
             list(command),
@@ -65,12 +71,15 @@ def serving(
             deadline = time.monotonic() + start_timeout
             while True:
                 try:
-                    httpx.get(base_url + "/healthz", timeout=1)
-                    break
+                    # A new connection each time, so that any worker may take it.
+                    httpx.get(base_url + "/healthz", headers={"Connection": "close"}, timeout=1)
+                    if workers == 1 or len(serving_pids(log)) >= workers:
+                        break
                 except httpx.TransportError:
-                    assert process.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "the server did not start"
-                    time.sleep(0.2)
+                    pass
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the server did not start\n" + log.read_text()
+                time.sleep(POLL_SECONDS)
             yield base_url
         finally:
             if process_group:
@@ -78,6 +87,31 @@ def serving(
             else:
                 process.terminate()
             process.wait(timeout=15)
+
+
+def log_lines(log: Path) -> list[dict]:
+    """A JSON-logging process's log lines (a line cut short by a write in progress left out)."""
+    lines = []
+    for line in log.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def started_pids(log: Path) -> list[int]:
+    """The worker processes of `nico-api serve` that have started, in order, from its log."""
+    return [
+        line["pid"]
+        for line in log_lines(log)
+        if "Application startup complete" in line.get("message", "")
+    ]
+
+
+def serving_pids(log: Path) -> set[int]:
+    """The worker processes of `nico-api serve` that have answered a request, from its log."""
+    return {line["pid"] for line in log_lines(log) if "operation" in line}
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -80,6 +80,7 @@ def contract_options(env: dict[str, str]) -> list[str]:
     ]
 
 
+@pytest.mark.deep  # a long generated run: `make test-deep`
 def test_conformance_passes_against_this_server(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -145,6 +146,7 @@ def test_conformance_passes_against_this_server(
     assert changed == [uuid.UUID(PENDING_TASK)]
 
 
+@pytest.mark.deep  # a long generated run: `make test-deep`
 def test_a_default_run_changes_nothing(server: str, env: dict[str, str], tmp_path: Path) -> None:
     # Read-only unless asked: against production it must not cancel tasks or power racks.
     # (The caller's own user record is remembered by any request, as production does.)
@@ -318,6 +320,7 @@ def test_every_known_difference_is_in_the_differences_page() -> None:
     assert named and named <= wheres
 
 
+@pytest.mark.deep  # a long generated run: `make test-deep`
 def test_a_plain_schemathesis_run_finds_only_business_rules(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -8,11 +8,17 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from nico_api.config import Settings
+from tests.conftest import demo_served
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK
 from tests.processes import CHROMIUM, free_port, headless_dom, run
+
+if TYPE_CHECKING:  # imported here, pytest would collect the class as a test
+    from tests.conftest import TestDatabase
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -33,15 +39,25 @@ const out = document.getElementById("out");
 </script></body></html>"""
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def allowed_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def env(env: dict[str, str], allowed_port: int) -> dict[str, str]:
-    """The server lets pages from one loopback origin call it."""
-    return {**env, "NICO_CORS_ORIGINS": f"http://127.0.0.1:{allowed_port}"}
+@pytest.fixture(scope="module")
+def server(
+    test_database: TestDatabase,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    allowed_port: int,
+) -> Iterator[str]:
+    """One server for the module's tests, which only read: it lets pages from one loopback
+    origin call it."""
+    origin = f"http://127.0.0.1:{allowed_port}"
+    with demo_served(
+        test_database, settings, tmp_path_factory, "cors", NICO_CORS_ORIGINS=origin
+    ) as base_url:
+        yield base_url
 
 
 @pytest.fixture

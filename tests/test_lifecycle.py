@@ -34,6 +34,9 @@ from tests.demo import (
 )
 from tests.processes import NICO_API, free_port, run, serving
 
+# Whole lifecycles over real processes: `make test-deep` runs them.
+pytestmark = pytest.mark.deep
+
 STEP_SECONDS = "0.1"
 
 

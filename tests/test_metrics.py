@@ -31,7 +31,7 @@ from nico_api.web.framework import NICoApp
 from nico_api.web.runtime import Runtime
 from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, FREE_RACK, RUNNING_TASK, task_path
-from tests.processes import NICO_API, free_port, run, serving
+from tests.processes import NICO_API, POLL_SECONDS, free_port, run, serving, started_pids
 from tests.test_create_tasks import power
 
 GET_TASK_OK = ("nico_http_requests_total", {"operation": "get-task", "status": "200"})
@@ -94,8 +94,10 @@ def test_database_waits_and_timeouts_are_counted(settings: Settings) -> None:
 
     async def hold_and_wait() -> None:
         holder = asyncio.ensure_future(storage.run_in_thread(release.wait, 5))
-        await asyncio.sleep(0.05)
-        assert get("nico_db_connections_in_use") == 1
+        # Until the holder has the one connection.
+        while get("nico_db_connections_in_use") != 1:
+            assert not holder.done(), holder
+            await asyncio.sleep(0.001)
         with pytest.raises(PoolTimeoutError):
             await storage.run_in_thread(lambda: None)
         release.set()
@@ -186,15 +188,6 @@ def read_tasks(base_url: str, token: str, count: int) -> None:
         assert response.status_code == 200, response.text
 
 
-def worker_pids(log: Path) -> list[int]:
-    """The worker processes that have started, in order, from the server's JSON log."""
-    return [
-        line["pid"]
-        for line in map(json.loads, log.read_text().splitlines())
-        if "Application startup complete" in line["message"]
-    ]
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metrics_over_http_sum_every_worker(
     server: str, token: str, tmp_path: Path, workers: int
@@ -222,13 +215,14 @@ def test_a_worker_that_died_is_no_longer_counted(
     server: str, token: str, tmp_path: Path, workers: int
 ) -> None:
     log = tmp_path / "server.log"
-    first, _second = worker_pids(log)
+    # `server` has waited for both workers to answer.
+    first, _second = started_pids(log)
     os.kill(first, signal.SIGKILL)
     # uvicorn starts a worker in its place.
     deadline = time.monotonic() + 20
-    while len(worker_pids(log)) < 3:
+    while len(started_pids(log)) < 3:
         assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
+        time.sleep(POLL_SECONDS)
     read_tasks(server, token, 4)
     # The dead worker's pool is gone from the live figures: two workers' pools, not three.
     assert value(scrape(server + "/metrics"), "nico_db_connections_max") == 8
@@ -257,7 +251,7 @@ def metrics_port_server(
     port, metrics_port = free_port(), free_port()
     command = [NICO_API, "serve", "--port", str(port), "--workers", "2"]
     own_port = {**env, "NICO_METRICS_PORT": str(metrics_port)}
-    with serving(command, own_port, tmp_path / "server.log", port) as base_url:
+    with serving(command, own_port, tmp_path / "server.log", port, workers=2) as base_url:
         yield base_url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 

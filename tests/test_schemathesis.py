@@ -23,7 +23,7 @@ from tests.demo import (
     TRAY_MAC,
 )
 
-# Over a thousand generated requests: run by `make test`, left out by `make test-fast`.
+# Generated requests against the app: left out by `make test-fast`.
 pytestmark = pytest.mark.slow
 
 OPERATIONS = {
@@ -96,7 +96,8 @@ def test_writes_act_only_on_records_named_and_need_them(app: AsyncApp, issuer: D
     assert "PATCH /v2/org/{org}/nico/tray/power" in report.operations
 
 
-# One operation per test, so that parallel workers share the run.
+# One operation per test, so that parallel workers share the run; `make test-deep` runs them.
+@pytest.mark.deep
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 def test_every_response_conforms_to_the_spec(
     app: AsyncApp, issuer: DevIssuer, operation: str

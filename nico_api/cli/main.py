@@ -46,6 +46,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            # A worker that is still importing on a busy host is not dead: uvicorn's 5 s default
+            # had it killed and restarted, over and over, before it could serve.
+            timeout_worker_healthcheck=60,
             log_level=args.log_level,
             log_config=logs.config(args.log_level),
             access_log=False,
