@@ -938,3 +938,47 @@ def test_body_5_nested_field_errors_in_sorted_order(client: TestClient, bearer: 
 
 def json_bytes(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
+
+
+def send_typed(
+    client: TestClient, headers: dict[str, str], path: str, content_type: str, body: bytes
+):
+    return client.patch(
+        f"/v2/org/{ACME}/nico/{path}",
+        content=body,
+        headers={**headers, "Content-Type": content_type},
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; x=1"]
+)
+def test_body_3_a_form_binds_nothing_then_is_validated(
+    client: TestClient, bearer: Bearer, content_type: str
+) -> None:
+    body = f"siteId={ACME_SITE}&state=On".encode()
+    response = send_typed(client, bearer(), f"rack/{FREE_RACK}/power", content_type, body)
+    assert response.status_code == 400
+    assert response.json() == {
+        "source": "nico",
+        "message": "Failed to validate power control request data",
+        "data": {"siteId": "siteId is required", "state": "a value is required"},
+    }
+
+
+@pytest.mark.parametrize("body", [b"siteId=a;state=On", b"siteId=%zz"])
+def test_body_3_a_form_go_cannot_read_fails_the_bind(
+    client: TestClient, bearer: Bearer, body: bytes
+) -> None:
+    content_type = "application/x-www-form-urlencoded"
+    response = send_typed(client, bearer(), f"rack/{FREE_RACK}/power", content_type, body)
+    assert_error(response, 400, "Failed to parse request data")
+
+
+@pytest.mark.parametrize("content_type", ["application/xml", "multipart/form-data", "text/plain"])
+def test_body_3_other_types_fail_the_bind(
+    client: TestClient, bearer: Bearer, content_type: str
+) -> None:
+    body = f"siteId={ACME_SITE}&state=On".encode()
+    response = send_typed(client, bearer(), f"rack/{FREE_RACK}/power", content_type, body)
+    assert_error(response, 400, "Failed to parse request data")

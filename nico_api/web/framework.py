@@ -487,9 +487,9 @@ class NICoBodyValidator:
 
 class _ValidationOperation(RequestValidationOperation):
     """Connexion's request validation, with a body read first as production's binder reads it:
-    an empty one binds nothing (an empty object is validated instead), a non-empty one must be
-    `application/json` (a case-sensitive prefix), else `Failed to parse request data`. What the
-    JSON validator is then given is always a JSON body with its length, chunked or not."""
+    an empty one binds nothing (an empty object is validated instead), nor does a form; any
+    other must be `application/json` (a case-sensitive prefix), else `Failed to parse request
+    data`. The JSON validator is then always given a JSON body with its length, chunked or not."""
 
     def __init__(self, next_app: ASGIApp, *, operation: AbstractOperation, **options: Any) -> None:
         super().__init__(next_app, operation=operation, **options)
@@ -503,7 +503,10 @@ class _ValidationOperation(RequestValidationOperation):
             body = await _whole_body(receive)
             content_type = Headers(scope=scope).get("content-type", "")
             if body and not validation.json_typed(content_type):
-                problems_of(scope).add(Step.BODY, NICoError(400, validation.PARSE_FAILED))
+                # A form binds nothing, then the empty request is validated; anything else fails.
+                form = validation.form_typed(content_type) and validation.form_readable(body)
+                if not form:
+                    problems_of(scope).add(Step.BODY, NICoError(400, validation.PARSE_FAILED))
                 body = b""
             replay = body or b"{}"
             headers = [

@@ -160,10 +160,26 @@ def json_typed(content_type: str) -> bool:
     return content_type.startswith("application/json")
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+_FORM_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def form_typed(content_type: str) -> bool:
+    """Whether a body of this type is read as a form (a case-sensitive prefix, as Echo's)."""
+    return content_type.startswith(FORM_TYPE)
+
+
+def form_readable(body: bytes) -> bool:
+    """Whether Go's `url.ParseQuery` reads a form body: no `;` separator, no broken escape.
+    What it reads binds no field (production's request types have no `form` tags)."""
+    return b";" not in body and _FORM_ESCAPE.search(body) is None
+
+
 def binds(body: bytes, content_type: str) -> bool:
     """Whether Go's binder reads a body sent with a GET into the handler's request struct:
     none at all, or one JSON value that is an object or null (JSON alone, as for a body)."""
-    if not body:
+    if not body or form_typed(content_type):
+        # Go's ParseForm reads no body of a GET.
         return True
     value = _json_value(body) if json_typed(content_type) else UNREADABLE
     return value is None or isinstance(value, dict)
