@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -16,6 +17,14 @@ SPEC_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 # Where `serve`'s workers write their metrics (prometheus-client's multiprocess folder); named
 # here, as prometheus-client must not be imported before `serve` sets it.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# libyaml's parser where PyYAML was built with it: about 15 times faster on the spec.
+SPEC_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def spec_document(text: str | bytes | None = None) -> dict[str, Any]:
+    """openapi.yaml as a document (or `text`, another spec's), read with SPEC_LOADER."""
+    return yaml.load(SPEC_PATH.read_bytes() if text is None else text, Loader=SPEC_LOADER)
+
 
 PREFIX = "NICO_"
 Seconds = Annotated[float, Field(ge=0.001)]

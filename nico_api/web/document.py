@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from nico_api.config import spec_document
 
 YAML = "application/yaml"
 JSON = "application/json"
@@ -21,7 +21,7 @@ class Document:
     @classmethod
     def read(cls, path: Path) -> Document:
         text = path.read_bytes()
-        as_json = json.dumps(yaml.safe_load(text), separators=(",", ":")).encode()
+        as_json = json.dumps(spec_document(text), separators=(",", ":")).encode()
         return cls({YAML: text, JSON: as_json})
 
     def for_accept(self, accept: str | None) -> tuple[bytes, str]:

@@ -64,7 +64,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import handlers
 from nico_api import logs
-from nico_api.config import SPEC_PATH
+from nico_api.config import SPEC_PATH, spec_document
 from nico_api.web import edge, validation
 from nico_api.web.runtime import Runtime
 from nico_api.web.validation import RequestProblems, Step
@@ -103,8 +103,9 @@ def build_app(runtime: Runtime) -> NICoApp:
             serve_spec=False, spec_path="/v2/openapi.yaml", swagger_ui_path=DOCS_PATH
         ),
     )
+    spec = spec_document()
     app.add_api(
-        SPEC_PATH.name,
+        spec,
         resolver=Resolver(function_resolver=handler_for),
         strict_validation=True,
         validate_responses=settings.validate_responses,
@@ -127,7 +128,7 @@ def build_app(runtime: Runtime) -> NICoApp:
     app.add_middleware(
         logs.AccessLog,
         position=MiddlewarePosition.BEFORE_EXCEPTION,
-        path_templates=logs.path_templates(SPEC_PATH),
+        path_templates=logs.path_templates(spec),
         operation_of=operation_id,
         observe=runtime.metrics.request if runtime.metrics else None,
     )

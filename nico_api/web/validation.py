@@ -24,10 +24,9 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
-import yaml
 from jsonschema.exceptions import ValidationError
 
-from nico_api.config import SPEC_PATH
+from nico_api.config import spec_document
 from nico_api.wire.errors import NICoError
 
 PARSE_FAILED = "Failed to parse request data"
@@ -257,7 +256,7 @@ def _body_fields() -> Fields:
     """The fields of every request body in openapi.yaml, nested objects' fields under theirs.
     An object that refuses unknown properties is read by names exactly, as production's own
     reader of it does (its `UnmarshalJSON`), so none of its keys is folded."""
-    document = yaml.safe_load(SPEC_PATH.read_text())
+    document = spec_document()
 
     def resolved(schema: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in schema:
