@@ -3,6 +3,8 @@ report evolve (docs/flow.md), failures, cancels, queues, and each step written o
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import uuid
 from datetime import timedelta
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
+from nico_api import logs
 from nico_api.config import Settings
 from nico_api.flow.executor import Executor
 from nico_api.storage import fixture
@@ -352,8 +355,9 @@ def snapshots(client: TestClient, bearer: Bearer, flow: Executor, task_id: str) 
 
 
 def test_flow_1_a_failed_tasks_message_names_its_stage(
-    client: TestClient, bearer: Bearer, flow: Executor
+    client: TestClient, bearer: Bearer, flow: Executor, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="nico_api.flow")
     # A power on of R-09's failing compute tray: compute is the rule's third stage.
     task_id = power_tray(client, bearer(), FAILING_TRAY)
     drive(flow)
@@ -363,6 +367,14 @@ def test_flow_1_a_failed_tasks_message_names_its_stage(
     # The report keeps the stage's error as it was: the workflow's error wraps it.
     assert failed["report"]["error"] == error
     assert failed["report"]["stages"][2]["error"] == error
+    # Its log line is still the event, the task's message beside it.
+    (ended,) = [
+        json.loads(logs.JsonFormatter().format(record))
+        for record in caplog.records
+        if getattr(record, "fields", {}).get("task") == task_id and "error" in record.fields
+    ]
+    assert (ended["message"], ended["status"]) == ("task ended", "failed")
+    assert ended["error"] == f"stage 3 failed: {error}"
 
 
 def test_flow_2_power_reports_count_no_components(

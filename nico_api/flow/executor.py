@@ -317,7 +317,7 @@ def _log_step(row: Any, outcome: report.Outcome | None) -> None:
             "stage finished", row.id, row.rack_id, stage=outcome.stage, status=stage["status"]
         )
     if outcome.status is not None:
-        fields = {"message": outcome.error} if outcome.error else {}
+        fields = {"error": outcome.error} if outcome.error else {}
         _task_event("task ended", row.id, row.rack_id, status=outcome.status, **fields)
 
 
