@@ -17,8 +17,8 @@ from nico_api.auth.authenticator import Caller
 from nico_api.flow import inventory, manager
 from nico_api.storage import models, queries
 from nico_api.storage.db import Storage
+from nico_api.storage.errors import StorageDeadlineError
 from nico_api.wire import schemas
-from nico_api.wire.errors import StorageDeadlineError
 from nico_api.wire.submissions import Order
 
 # A stored report longer than this (in characters) is decoded in a worker thread.

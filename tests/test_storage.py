@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from nico_api.config import Settings
 from nico_api.metrics import ServiceMetrics
 from nico_api.storage.db import LocalReads, LockedError, Storage
-from nico_api.wire.errors import StorageDeadlineError
+from nico_api.storage.errors import StorageDeadlineError
 
 READ = text("SELECT x FROM t")
 

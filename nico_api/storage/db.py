@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from nico_api.config import Settings
 from nico_api.storage import queries
-from nico_api.wire.errors import StorageDeadlineError
+from nico_api.storage.errors import StorageDeadlineError
 
 if TYPE_CHECKING:
     from nico_api.metrics import ServiceMetrics
