@@ -36,16 +36,20 @@ def workers_registry() -> CollectorRegistry:
     """A registry that reads every worker's figures from the multiprocess folder, leaving out
     the live figures (connections in use and possible) of workers that died."""
     registry = CollectorRegistry()
-    _LiveWorkers(registry)
+    LiveWorkers(registry, os.environ[MULTIPROCESS_DIR])
     return registry
 
 
-class _LiveWorkers(multiprocess.MultiProcessCollector):
+class LiveWorkers(multiprocess.MultiProcessCollector):
     """prometheus-client's collector of the workers' files, dead workers' live gauges dropped
     first (uvicorn starts a new worker in place of one that died)."""
 
+    def __init__(self, registry: CollectorRegistry, folder: str) -> None:
+        super().__init__(registry, path=folder)
+        self.folder = Path(folder)
+
     def collect(self) -> Iterable[Any]:
-        for path in Path(self._path).glob("gauge_live*_*.db"):
+        for path in self.folder.glob("gauge_live*_*.db"):
             pid = int(path.stem.rpartition("_")[2])
             if not _alive(pid):
                 multiprocess.mark_process_dead(pid)
