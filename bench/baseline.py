@@ -34,7 +34,7 @@ from nico_api.wire.errors import NICoError
 
 class DirectLookup:
     """Store.lookup at its cheapest: the service's own read on the event loop (Storage.local
-    on SQLite, Storage.direct on PostgreSQL), without its turn and deadline; or, with
+    on SQLite, Storage.pooled on PostgreSQL), without its turn and deadline; or, with
     NICO_LIMIT_DATABASE=thread, the read in a worker thread."""
 
     def __init__(self, store: Store, thread: bool) -> None:
@@ -56,9 +56,9 @@ class DirectLookup:
                 return lookup_from_row(storage.local.row(queries.PROVIDER_SITE_AND_TASK, params))
             except LockedError:
                 return await asyncio.to_thread(self.store._lookup, params)
-        assert storage.direct is not None
+        assert storage.pooled is not None
         async with self.turns:
-            row = await storage.direct.row(queries.PROVIDER_SITE_AND_TASK, params)
+            row = await storage.pooled.row(queries.PROVIDER_SITE_AND_TASK, params)
         return lookup_from_row(row)
 
 

@@ -6,8 +6,11 @@ loop every request shares (a page of tasks holds many reports)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 import uuid
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
@@ -18,9 +21,11 @@ from nico_api.flow import inventory, manager
 from nico_api.flow.operations import Submission
 from nico_api.storage import models, queries
 from nico_api.storage.db import Storage
+from nico_api.storage.errors import StorageDeadlineError
 from nico_api.wire import schemas
-from nico_api.wire.errors import StorageDeadlineError
 from nico_api.wire.submissions import Order
+
+log = logging.getLogger(__name__)
 
 # A stored report longer than this (in characters) is decoded in a worker thread.
 LARGE_REPORT = 64 * 1024
@@ -116,18 +121,26 @@ class Store:
         """The ids of the tasks Flow makes for the order; an identical order already being
         submitted (the same workflow id) is joined, and answered as it is answered."""
         if order.workflow_id is None:
-            return await self._submit(order, site_id)
+            return await self._submit(order, site_id, models.utcnow())
         # Workflow ids are a Site's own: each Site has its own Flow.
         key = (site_id, order.workflow_id)
         running = self._in_flight.get(key)
+        log.debug(
+            "order received",
+            extra={"fields": {"workflow": order.workflow_id, "joined": running is not None}},
+        )
         if running is None:
-            running = asyncio.ensure_future(self._submit(order, site_id))
+            # Joined in this process here; across processes by Flow (manager.submit).
+            running = asyncio.ensure_future(self._submit(order, site_id, models.utcnow()))
             self._in_flight[key] = running
             running.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
-        return await self.storage.run_in_thread(self._submitted, order.for_site(site_id))
+    async def _submit(self, order: Order, site_id: uuid.UUID, received: datetime) -> list[str]:
+        submission = dataclasses.replace(
+            order.for_site(site_id), workflow_id=order.workflow_id, received_at=received
+        )
+        return await self.storage.run_in_thread(self._submitted, submission)
 
     def _submitted(self, submission: Submission) -> list[str]:
         settings = self.storage.settings

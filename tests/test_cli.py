@@ -231,6 +231,26 @@ def test_db_load_names_text_it_cannot_store_without_a_traceback(
     assert "Traceback" not in result.stderr
 
 
+def test_db_load_refuses_a_nest_of_aliases_with_a_message(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert run(env, "db", "seed", "--demo").returncode == 0
+    levels = [f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n" for n in range(1, 10)]
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text(
+        "anchors:\n  l0: &l0 [lol]\n" + "".join(levels) + f"tasks:\n  - id: {RUNNING_TASK}\n"
+        f"    site_id: {ACME_SITE}\n    status: failed\n    report: *l9\n"
+    )
+    started = time.monotonic()
+    result = run(env, "db", "load", str(bomb))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert f"{bomb}: its aliases expand it by more than 100000 values" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The command's own start-up included: the file is refused before it is expanded.
+    assert elapsed < 10, elapsed
+
+
 def test_db_load_accepts_a_good_file(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "db", "seed", "--demo").returncode == 0
     good = tmp_path / "good.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -285,3 +286,61 @@ def test_a_mac_address_is_stored_as_requests_are_matched(storage: Storage, engin
     fixture.load(storage, fixture.parse(text))
     with storage.session() as session:
         assert session.get(models.Tray, uuid.UUID(NEW_TASK)).bmc_mac == "0a:1b:2c:3d:4e:5f"
+
+
+def _laughs(levels: int) -> str:
+    """A report nested of aliases, each level ten of the one before: 10**levels values."""
+    lines = [f"{TASK_HEAD}, report: *l{levels}}}"]
+    anchors = ["l0: &l0 [lol]"] + [
+        f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels + 1)
+    ]
+    return "anchors:\n" + "".join(f"  {a}\n" for a in anchors) + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_a_nest_of_aliases_is_refused_at_once_and_nothing_is_stored(
+    storage: Storage, engine: Engine, levels: int
+) -> None:
+    fixture.load(storage, fixture.demo())
+    before = _counts(storage)
+    bomb = _laughs(levels)
+    assert len(bomb) < 1000
+    started = time.monotonic()
+    with pytest.raises(fixture.FixtureError) as refused:
+        fixture.load(storage, fixture.parse(bomb, "laughs.yaml"))
+    assert time.monotonic() - started < 1.0
+    assert (
+        f"laughs.yaml: its aliases expand it by more than {fixture.MAX_ALIASED_VALUES} values"
+        in str(refused.value)
+    )
+    assert _counts(storage) == before
+    assert _task(storage, NEW_TASK) is None
+
+
+def test_aliases_that_expand_a_little_are_loaded() -> None:
+    report = f"{{stages: [{', '.join(['{x: 1}'] * 10)}]}}"
+    text = (
+        f"tasks:\n- {{id: {NEW_TASK}, site_id: {ACME_SITE}, status: pending, "
+        f"report: &report {report}}}\n"
+        f"- {{id: {PENDING_TASK}, site_id: {ACME_SITE}, status: pending, report: *report}}\n"
+    )
+    loaded = fixture.parse(text, "tasks.yaml")
+    assert loaded.tasks[0].report == loaded.tasks[1].report == {"stages": [{"x": 1}] * 10}
+
+
+def test_a_value_that_contains_itself_is_refused() -> None:
+    text = f"{TASK_HEAD}, report: &self [*self]}}\n"
+    with pytest.raises(fixture.FixtureError, match="an alias refers to the value that contains it"):
+        fixture.parse(text, "tasks.yaml")
+
+
+def test_a_document_larger_than_the_bound_is_refused_unread(
+    tmp_path: Path, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fixture, "MAX_DOCUMENT_BYTES", 1000)
+    big = tmp_path / "big.yaml"
+    big.write_text(f"{TASK_HEAD}, message: {'x' * 1000}}}\n")
+    with pytest.raises(fixture.FixtureError, match=r"big.yaml: larger than 1000 bytes"):
+        fixture.load_file(storage, big)
+    with pytest.raises(fixture.FixtureError, match=r"tasks.yaml: larger than 1000 bytes"):
+        fixture.parse(big.read_text(), "tasks.yaml")

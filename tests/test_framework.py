@@ -283,12 +283,13 @@ def test_shutdown_closes_the_runtimes_connections(app: NICoApp, bearer: Bearer) 
         client.get(task_path(RUNNING_TASK), params={"siteId": ACME_SITE}, headers=bearer())
         assert client.get("/readyz").status_code == 200
         assert pool.checkedin() >= 1
-        if storage.direct is not None:
-            assert [len(c.idle) for c in storage.direct._loops.values()] == [1]
+        if storage.pooled is not None:
+            (reads,) = storage.pooled._pools.values()
+            assert reads.get_stats()["pool_available"] == 1
         if storage.local is not None:
             assert len(storage.local._loops) == 1
     assert pool.checkedin() == 0
-    assert storage.direct is None or not storage.direct._loops
+    assert storage.pooled is None or not storage.pooled._pools
     assert storage.local is None or not storage.local._loops
     with app.test_client() as client:
         response = client.get(

@@ -218,7 +218,7 @@ def test_report_stored_as_broken_json_text_is_dropped(
 def test_the_event_loops_read_finds_what_a_worker_thread_reads(
     app: NICoApp, storage: Storage
 ) -> None:
-    # The lookup runs on the event loop (Storage.local on SQLite, Storage.direct on PostgreSQL),
+    # The lookup runs on the event loop (Storage.local on SQLite, Storage.pooled on PostgreSQL),
     # its report decoded there or, over 64 KB, in a worker thread: it finds exactly what the
     # worker thread's read through the pool finds.
     large_task = "5c0c3e0e-8a1f-4f8e-9d55-0f6a3c2b1d77"

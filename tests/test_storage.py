@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from nico_api.config import Settings
 from nico_api.metrics import ServiceMetrics
 from nico_api.storage.db import LocalReads, LockedError, Storage
-from nico_api.wire.errors import StorageDeadlineError
+from nico_api.storage.errors import StorageDeadlineError
 
 READ = text("SELECT x FROM t")
 
@@ -189,7 +189,7 @@ def test_a_database_without_a_reader_on_the_loop_is_read_in_a_worker_thread(
     with _storage(path) as storage:
         # As for a backend other than SQLite and PostgreSQL: neither reader exists.
         storage.local = None
-        assert storage.direct is None
+        assert storage.pooled is None
         readers: list[str] = []
         original = storage.first_row
 
@@ -219,7 +219,7 @@ def test_work_a_request_leaves_behind_is_cancelled(
 
     async def scenario(storage: Storage) -> tuple[type[BaseException], bool]:
         work = _work(kind)
-        request = asyncio.ensure_future(storage._until_deadline(work))
+        request = asyncio.ensure_future(storage.limits.until_deadline(work))
         await asyncio.sleep(0.05)
         if ended_by != "the deadline":
             request.cancel()
@@ -247,7 +247,7 @@ def test_an_error_of_work_ending_as_its_request_is_cancelled_is_read(tmp_path: P
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, context: reported.append(context))
         work = loop.create_future()
-        request = asyncio.ensure_future(storage._until_deadline(work))
+        request = asyncio.ensure_future(storage.limits.until_deadline(work))
         await asyncio.sleep(0)
         work.set_exception(RuntimeError("the database failed"))
         request.cancel()

@@ -156,8 +156,8 @@ def _flow(args: argparse.Namespace, settings: Settings) -> int:
         serving_metrics = _metrics_port(args.metrics_host, args.metrics_port, metrics.registry)
     with serving_metrics, _storage(settings) as storage:
         try:
-            with only_flow_process(storage):
-                executor = Executor(storage, settings, metrics)
+            with only_flow_process(storage) as lock:
+                executor = Executor(storage, settings, metrics, lock)
                 log.info(
                     "flow started",
                     extra={

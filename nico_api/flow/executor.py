@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import random
 import statistics
 import threading
@@ -80,11 +81,17 @@ class AlreadyRunningError(RuntimeError):
 
 class Executor:
     def __init__(
-        self, storage: Storage, settings: Settings, metrics: FlowMetrics | None = None
+        self,
+        storage: Storage,
+        settings: Settings,
+        metrics: FlowMetrics | None = None,
+        lock: FlowLock | None = None,
     ) -> None:
         self.storage = storage
         self.settings = settings
         self.metrics = metrics
+        # Under the Flow lock, every read and write goes through the connection that holds it.
+        self._connection = storage.connection if lock is None else lock.connection
         # How late each step was written after it was due, in seconds, for the starts (due when
         # the task was scheduled, before its request committed) and for the steps after them.
         # The latest ones only: the process runs for days.
@@ -115,7 +122,7 @@ class Executor:
     def _until_next_step(self) -> float:
         """Seconds until the next step is due, at most a poll interval: a task created
         meanwhile is seen within the interval."""
-        with self.storage.connection() as c:
+        with self._connection() as c:
             due = c.scalar(
                 select(func.min(Task.due_at)).where(Task.status.in_(vocabulary.RUN_STATUSES))
             )
@@ -136,7 +143,7 @@ class Executor:
             self._noticed_since = now
         elif clock >= self._next_notice:
             since = (self._noticed_since or now) - NOTICE_OVERLAP
-            with self.storage.connection() as c:
+            with self._connection() as c:
                 racks = manager.racks_freed_since(c, since)
             for rack in racks:
                 self._promote(rack, now)
@@ -147,16 +154,16 @@ class Executor:
         """The promoter's sweep: end waiting tasks whose queue time is up, and start the oldest
         waiting tasks of each rack, as far as nothing they conflict with runs there."""
         now = now or utcnow()
-        with self.storage.connection() as c, c.begin():
+        with self._connection() as c, c.begin():
             expired = manager.expire(c, now)
         for task, rack in expired:
             _task_event("task ended", task, rack, status="terminated", reason="expired")
-        with self.storage.connection() as c:
+        with self._connection() as c:
             racks = manager.racks_to_promote(c)
         for rack in racks:
             self._promote(rack, now)
         if self.metrics is not None:
-            with self.storage.connection() as c:
+            with self._connection() as c:
                 counts = c.execute(
                     select(Task.status, func.count())
                     .where(Task.status.in_(vocabulary.ACTIVE_STATUSES))
@@ -165,7 +172,7 @@ class Executor:
             self.metrics.holding(counts, vocabulary.ACTIVE_STATUSES)
 
     def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
-        with self.storage.connection() as c, c.begin():
+        with self._connection() as c, c.begin():
             done = manager.promote(c, rack_id, now)
         for task in done.expired:
             _task_event("task ended", task, rack_id, status="terminated", reason="expired")
@@ -175,7 +182,7 @@ class Executor:
     def run_due(self, now: datetime | None = None) -> int:
         """Write every step due by `now` (at most BATCH); how many were due."""
         now = now or utcnow()
-        with self.storage.connection() as c:
+        with self._connection() as c:
             due = c.execute(
                 select(
                     Task.id,
@@ -195,7 +202,7 @@ class Executor:
         # Steps are written a few dozen to a transaction: a burst of due steps is not a burst
         # of commits. A transaction lost to a crash writes none of its steps, so none twice.
         for start in range(0, len(due), STEPS_PER_COMMIT):
-            with self.storage.connection() as c, c.begin():
+            with self._connection() as c, c.begin():
                 written = utcnow()
                 outcomes = [
                     (row, self._step(c, row, written))
@@ -321,22 +328,92 @@ def _log_step(row: Any, outcome: report.Outcome | None) -> None:
         _task_event("task ended", row.id, row.rack_id, status=outcome.status, **fields)
 
 
-@contextlib.contextmanager
-def only_flow_process(storage: Storage) -> Iterator[None]:
-    """Hold the database's Flow lock while running: one Flow process per database."""
-    url = make_url(storage.settings.database_url)
-    if url.get_backend_name() == "postgresql":
-        with storage.engine.connect() as c:
-            if not c.scalar(text("SELECT pg_try_advisory_lock(7218420311)")):
-                raise AlreadyRunningError("another Flow process runs against this database")
-            c.commit()
-            yield
-        return
-    path = Path(f"{url.database or storage.settings.instance_dir / 'memory'}.flow-lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
+# The advisory lock's key on PostgreSQL: one Flow process per database.
+ADVISORY_LOCK = 7218420311
+
+
+class FlowLock:
+    """The database's Flow lock, held while a Flow process runs, and the connections it works
+    through: on SQLite the pool's (the lock is a file lock beside the database file); on
+    PostgreSQL the one session that holds the advisory lock, so that no step is written once
+    that session has ended, whoever ended it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._held: Connection | None = None
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        if self.storage.engine.dialect.name != "postgresql":
+            with self.storage.connection() as c:
+                yield c
+            return
+        if self._held is None:
+            self.take()
+            log.warning("flow lock taken again")
+        c = self._held
+        assert c is not None
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield c
+        except SQLAlchemyError:
+            if c.invalidated or c.closed:
+                # The session ended (terminated, or the server restarted): so did the lock.
+                self._held = None
+                c.close()
+                log.error(
+                    "flow lock lost: the database session that held it ended; "
+                    "no step is written until this process holds the lock again"
+                )
+            raise
+        finally:
+            if self._held is c and c.in_transaction():
+                c.rollback()
+
+    def take(self) -> None:
+        """Take the advisory lock in a session of its own (AlreadyRunningError if another
+        process holds it)."""
+        c = self.storage.engine.connect()
+        try:
+            taken = c.scalar(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})"))
+            c.commit()
+        except BaseException:
+            c.close()
+            raise
+        if not taken:
+            c.invalidate()  # a session of its own: not one for the pool to hand out again
+            log.error("another Flow process holds the flow lock: stopping")
+            raise AlreadyRunningError("another Flow process runs against this database")
+        self._held = c
+
+    def release(self) -> None:
+        if self._held is not None:
+            # Ending the session releases its lock; a pooled session would keep it.
+            self._held.invalidate()
+            self._held = None
+
+
+@contextlib.contextmanager
+def only_flow_process(storage: Storage) -> Iterator[FlowLock]:
+    """Hold the database's Flow lock while running: one Flow process per database. On SQLite
+    the lock follows the database file, not the path it is named by: a lock file beside the
+    file the path resolves to, through any symbolic links."""
+    url = make_url(storage.settings.database_url)
+    lock = FlowLock(storage)
+    if url.get_backend_name() == "postgresql":
+        lock.take()
+        try:
+            yield lock
+        finally:
+            lock.release()
+        return
+    if url.database in (None, "", ":memory:"):
+        path = storage.settings.instance_dir / "memory.flow-lock"
+    else:
+        path = Path(f"{os.path.realpath(url.database)}.flow-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunningError("another Flow process runs against this database") from None
-        yield
+        yield lock

@@ -23,7 +23,15 @@ from nico_api.config import storable
 from nico_api.flow import inventory
 from nico_api.flow.operations import BY_NAME, Conflict, Submission, TrayFilter, conflict_of
 from nico_api.flow.rules import CO, PS, SW, NoApplicableStepError, Rule
-from nico_api.storage.models import OperationRule, Rack, Task, TaskComponent, Tray
+from nico_api.storage.models import (
+    OperationRule,
+    Rack,
+    Task,
+    TaskComponent,
+    Tray,
+    WorkflowRun,
+    utcnow,
+)
 from nico_api.vocabulary import Code, FlowError
 
 log = logging.getLogger("nico_api.flow")
@@ -56,6 +64,9 @@ def submit(
         raise FlowError(Code.FAILED_PRECONDITION, str(exc)) from None
     racks = sorted(components)
     lock_racks(c, racks)
+    joined = _joined(c, request)
+    if joined is not None:
+        return joined
     if not storable(request.description):
         # Flow cannot store the task: each rack's creation fails, is logged and skipped.
         raise FlowError(Code.UNKNOWN, "failed to create any tasks")
@@ -108,7 +119,36 @@ def submit(
                 }
             },
         )
-    return [str(task["id"]) for task in tasks]
+    made = [str(task["id"]) for task in tasks]
+    _answered(c, request, made)
+    return made
+
+
+def _joined(c: Connection, request: Submission) -> list[str] | None:
+    """The tasks of an identical order answered after this one was received: the two were in
+    flight together. Identical orders target the same racks, so the rack locks taken before
+    this read order them, whichever process received each."""
+    if request.workflow_id is None or request.received_at is None:
+        return None
+    key = {"site_id": request.site_id, "workflow_id": request.workflow_id}
+    run = c.execute(
+        select(WorkflowRun.finished_at, WorkflowRun.task_ids).filter_by(**key)
+    ).one_or_none()
+    if run is None or run.finished_at < request.received_at:
+        return None
+    log.info("flow: workflow %s in flight: joined", request.workflow_id)
+    return list(run.task_ids)
+
+
+def _answered(c: Connection, request: Submission, made: list[str]) -> None:
+    """Record the workflow's run, answered now (committed with its tasks)."""
+    if request.workflow_id is None:
+        return
+    key = {"site_id": request.site_id, "workflow_id": request.workflow_id}
+    answer = {"finished_at": utcnow(), "task_ids": made}
+    updated = c.execute(update(WorkflowRun).filter_by(**key).values(**answer)).rowcount
+    if not updated:
+        c.execute(insert(WorkflowRun).values(**key, **answer))
 
 
 def _rule(c: Connection, request: Submission) -> Rule:

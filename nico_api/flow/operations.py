@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -135,3 +136,6 @@ class Submission:
     rack_names: tuple[str, ...] | None = None
     tray: str | None = None
     trays: TrayFilter | None = None
+    # Identical orders share a workflow id (None: never joined); when this one was received.
+    workflow_id: str | None = None
+    received_at: datetime | None = None

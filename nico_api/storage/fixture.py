@@ -232,15 +232,29 @@ _TextTimestampLoader.yaml_implicit_resolvers = {
 }
 # Reports are JSON documents: nothing deeper is stored.
 MAX_DEPTH = 64
+# The largest file read, in bytes (UTF-8): a fixture is data for a test or a demo.
+MAX_DOCUMENT_BYTES = 64 << 20
+# How many values aliases (`*anchor`, `<<: *anchor`) may add to the document as written: enough
+# for shared reports and merged defaults, far below what a nest of aliases (a "billion laughs")
+# would expand to.
+MAX_ALIASED_VALUES = 100_000
 
 
 def parse(text: str, source: str = "fixture") -> FixtureFile:
+    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
+        raise FixtureError(f"{source}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    loader = _TextTimestampLoader(text)  # a SafeLoader subclass
     try:
-        document = yaml.load(text, Loader=_TextTimestampLoader)  # a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, source)
+        document = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise FixtureError(f"{source}: not valid YAML or JSON: {exc}") from None
     except RecursionError:
         raise FixtureError(f"{source}: nested too deeply") from None
+    finally:
+        loader.dispose()
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -262,6 +276,44 @@ def parse(text: str, source: str = "fixture") -> FixtureFile:
                 )
             first[record.id] = i
     return fixture
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases would expand it by more than MAX_ALIASED_VALUES values,
+    or that contains itself, before any of it is built: each node's expanded size is counted
+    once, so a nest of aliases is measured in as many steps as it has nodes."""
+    sizes: dict[int, int] = {}
+    written = 0
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while pending:
+        node, children_done = pending.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise FixtureError(f"{source}: an alias refers to the value that contains it")
+        open_nodes.add(key)
+        written += 1
+        pending.append((node, True))
+        pending.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    if sizes[id(root)] - written > MAX_ALIASED_VALUES:
+        raise FixtureError(
+            f"{source}: its aliases expand it by more than {MAX_ALIASED_VALUES} values "
+            f"(to {sizes[id(root)]} values from {written} written)"
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _check_values(document: dict[str, Any], source: str) -> None:
@@ -387,6 +439,8 @@ def _check_references(session: Session, fixture: FixtureFile) -> None:
 
 def load_file(storage: Storage, path: Path) -> LoadSummary:
     try:
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise FixtureError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FixtureError(f"{path}: cannot read: {exc}") from None

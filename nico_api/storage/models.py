@@ -260,3 +260,16 @@ class User(Base):
     last_name: Mapped[str | None]
     created: Mapped[datetime] = mapped_column(default=utcnow)
     updated: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WorkflowRun(Base):
+    """The last submission of each of a Site's workflow ids, as Flow deduplicates identical
+    orders: when it was answered and the tasks it made. An identical order received before
+    then was in flight with it, and joins it, whichever process received either."""
+
+    __tablename__ = "workflow_run"
+
+    site_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("site.id"), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(primary_key=True)
+    finished_at: Mapped[datetime]
+    task_ids: Mapped[Any] = mapped_column(JSON)

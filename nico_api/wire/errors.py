@@ -11,6 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from nico_api.storage.errors import StorageDeadlineError
 from nico_api.vocabulary import Code, FlowError
 
 if TYPE_CHECKING:
@@ -23,11 +24,6 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 STORAGE_UNAVAILABLE = "Task storage is temporarily unavailable"
 INTERNAL_ERROR = "Internal server error"
-
-
-class StorageDeadlineError(Exception):
-    """The database did not finish a request's work within its deadline (it may be frozen or
-    unreachable without a connection error)."""
 
 
 class NICoError(Exception):

@@ -1,0 +1,199 @@
+"""Identical orders in flight together make one set of tasks, whichever server process receives
+each: Flow deduplicates them by workflow id in the database, as production's Flow does."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+
+from nico_api.flow import manager
+from nico_api.storage.db import Storage
+from nico_api.storage.models import Task, utcnow
+from nico_api.web.framework import NICoApp
+from tests.conftest import racks_held
+from tests.demo import ACME, ACME_SITE, FREE_RACK
+from tests.processes import NICO_API, free_port, run, serving
+
+WORKFLOW = f"rack-power-state-update-on-{FREE_RACK}"
+
+
+def _power_on(received_at: datetime) -> manager.Submission:
+    return manager.Submission(
+        site_id=uuid.UUID(ACME_SITE),
+        operation="power_on",
+        description="API power on Rack",
+        information={},
+        rack=FREE_RACK,
+        workflow_id=WORKFLOW,
+        received_at=received_at,
+    )
+
+
+def _tasks(engine: Engine) -> int:
+    with engine.connect() as c:
+        return c.scalar(select(func.count()).select_from(Task).where(Task.plan.is_not(None)))
+
+
+def test_an_order_received_before_an_identical_one_was_answered_joins_it(
+    app: NICoApp, storage: Storage
+) -> None:
+    first_received = utcnow()
+    second_received = first_received + timedelta(microseconds=1)
+    with storage.connection() as c, c.begin():
+        first = manager.submit(c, _power_on(first_received), utcnow(), 60)
+    # Received while the first was in flight (before its answer), submitted after it.
+    with storage.connection() as c, c.begin():
+        second = manager.submit(c, _power_on(second_received), utcnow(), 60)
+    assert second == first
+    # Received once the first was answered: a new order, queued behind the first.
+    with storage.connection() as c, c.begin():
+        later = manager.submit(c, _power_on(utcnow()), utcnow(), 60)
+    assert later != first
+    assert _tasks(storage.engine) == 2
+
+
+def test_orders_without_a_workflow_id_are_never_joined(app: NICoApp, storage: Storage) -> None:
+    received = utcnow()
+    made = []
+    for _ in range(2):
+        order = _power_on(received)
+        order = manager.Submission(**{**order.__dict__, "workflow_id": None})
+        with storage.connection() as c, c.begin():
+            made.append(manager.submit(c, order, utcnow(), 60))
+    assert made[0] != made[1]
+
+
+def _logged(log: Path, message: str) -> int:
+    """How many lines of a server's JSON log have the message."""
+    return sum(
+        1
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and json.loads(line)["message"] == message
+    )
+
+
+def _received(logs: Sequence[Path]) -> int:
+    """How many orders the servers have received so far, from their debug logs."""
+    return sum(_logged(log, "order received") for log in logs)
+
+
+def _orders_in_flight_together(
+    engine: Engine, base_urls: Sequence[str], logs: Sequence[Path], token: str, count: int
+) -> list[httpx.Response]:
+    """`count` identical power-on orders, sent at once over new connections spread over the
+    servers while the rack is held, held until every server process has received them all."""
+    answers: list[httpx.Response | None] = [None] * count
+
+    def send(i: int) -> None:
+        answers[i] = httpx.patch(
+            f"{base_urls[i % len(base_urls)]}/v2/org/{ACME}/nico/rack/{FREE_RACK}/power",
+            json={"siteId": ACME_SITE, "state": "On"},
+            headers={"Authorization": f"Bearer {token}", "Connection": "close"},
+            timeout=60,
+        )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+    with racks_held(engine, FREE_RACK):
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while _received(logs) < count:
+            early = [a.text for a in answers if a is not None]
+            assert not early, early[0]
+            assert time.monotonic() < deadline, f"{_received(logs)} of {count} received"
+            time.sleep(0.05)
+    for thread in threads:
+        thread.join(60)
+    assert all(a is not None for a in answers)
+    return answers  # type: ignore[return-value]
+
+
+def _one_task_for_all(
+    engine: Engine, answers: Sequence[httpx.Response], logs: Sequence[Path]
+) -> None:
+    assert [a.status_code for a in answers] == [200] * len(answers), answers[0].text
+    assert len({tuple(a.json()["taskIds"]) for a in answers}) == 1
+    assert _tasks(engine) == 1
+    served_by = {
+        json.loads(line)["pid"]
+        for log in logs
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and json.loads(line)["message"] == "order received"
+    }
+    assert len(served_by) == 2, "both server processes received some of the orders"
+
+
+@pytest.fixture
+def token(env: dict[str, str]) -> str:
+    # The caller is known before the orders: remembering it writes, which a held SQLite waits for.
+    return run(env, "token", "--org", ACME, "--role", "PROVIDER_ADMIN").stdout.strip()
+
+
+@pytest.fixture
+def servers() -> Iterator[ExitStack]:
+    """`nico-api serve` processes started by the test, stopped at its end."""
+    with ExitStack() as stack:
+        yield stack
+
+
+def _serve(servers: ExitStack, env: dict[str, str], log: Path, workers: int = 1) -> str:
+    """A server with debug logs, which name each order it receives: its base URL."""
+    port = free_port()
+    command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
+    base_url = servers.enter_context(serving([*command, "--log-level", "debug"], env, log, port))
+    # It answers once one worker has started: every worker is waited for.
+    deadline = time.monotonic() + 60
+    while _logged(log, "Application startup complete.") < workers:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return base_url
+
+
+def _known(base_url: str, token: str) -> None:
+    response = httpx.get(
+        f"{base_url}/v2/org/{ACME}/nico/user/current",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_fifty_identical_orders_to_two_workers_make_one_task(
+    app: NICoApp,
+    storage: Storage,
+    env: dict[str, str],
+    token: str,
+    servers: ExitStack,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "server.log"
+    base_url = _serve(servers, env, log, workers=2)
+    _known(base_url, token)
+    answers = _orders_in_flight_together(storage.engine, [base_url], [log], token, 50)
+    _one_task_for_all(storage.engine, answers, [log])
+
+
+def test_fifty_identical_orders_to_two_servers_on_one_database_make_one_task(
+    app: NICoApp,
+    storage: Storage,
+    env: dict[str, str],
+    token: str,
+    servers: ExitStack,
+    tmp_path: Path,
+) -> None:
+    if storage.engine.dialect.name != "postgresql":
+        pytest.skip("servers on other machines share a PostgreSQL database")
+    logs = [tmp_path / "one.log", tmp_path / "two.log"]
+    base_urls = [_serve(servers, env, log) for log in logs]
+    _known(base_urls[0], token)
+    answers = _orders_in_flight_together(storage.engine, base_urls, logs, token, 50)
+    _one_task_for_all(storage.engine, answers, logs)
