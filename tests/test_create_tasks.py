@@ -5,6 +5,7 @@ rack queues; and identical requests in flight answered alike."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 
 from nico_api.config import Settings
 from nico_api.flow.executor import Executor
+from nico_api.logs import JsonFormatter
 from nico_api.storage.db import Storage
 from nico_api.storage.models import Task, TaskComponent
 from nico_api.web.app import create_app
@@ -254,6 +256,45 @@ def test_a_batch_without_filter_targets_every_rack_of_the_site(
     response = call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2})
     assert response.status_code == 200, response.text
     assert len(response.json()["taskIds"]) == 2  # B-03 and B-04
+
+
+def test_an_unknown_batch_filter_key_is_ignored_and_logged(
+    client: TestClient, bearer: Bearer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Go's decoder ignores the key: the batch targets every rack of the Site, as production's.
+    caplog.set_level(logging.WARNING, logger="nico_api.web.framework")
+    wanted = {"rackNames": ["B-03-secret"], "zone": "secret-value"}
+    response = call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2, "filter": wanted})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["taskIds"]) == 2  # B-03 and B-04
+    (record,) = [r for r in caplog.records if r.message == "batch filter keys ignored"]
+    assert record.levelname == "WARNING"
+    # Named by key only, never with the body's values.
+    assert record.fields == {
+        "operation": "firmware-update-racks",
+        "unknown_keys": ["rackNames", "zone"],
+    }
+    line = json.loads(JsonFormatter().format(record))
+    assert line["unknown_keys"] == ["rackNames", "zone"] and "secret" not in json.dumps(line)
+
+
+def test_known_filter_keys_log_no_warning(
+    client: TestClient, bearer: Bearer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="nico_api.web.framework")
+    # A key in another case is the field Go folds it to.
+    for path, wanted in (
+        ("rack/power", {"Names": ["R-15"]}),
+        ("tray/power", {"rackname": "R-15", "type": "Compute"}),
+    ):
+        body = {"siteId": ACME_SITE, "state": "On", "filter": wanted}
+        assert call(client, bearer(), path, body).status_code == 200
+    # A tray filter's keys are not a rack filter's.
+    body = {"siteId": ACME_SITE, "state": "On", "filter": {"rackName": "R-02", "names": ["x"]}}
+    assert call(client, bearer(), "tray/power", body).status_code == 200
+    assert [r.fields for r in caplog.records] == [
+        {"operation": "power-control-trays", "unknown_keys": ["names"]}
+    ]
 
 
 def test_trays_of_one_rack_share_one_task(

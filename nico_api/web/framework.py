@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -70,6 +71,8 @@ from nico_api.web.runtime import Runtime
 from nico_api.web.validation import RequestProblems, Step
 from nico_api.wire import errors
 from nico_api.wire.errors import NICoError
+
+log = logging.getLogger(__name__)
 
 DOCS_PATH = "/v2/docs"
 # The request context's keys; Connexion passes each to a handler that names it as a parameter.
@@ -474,6 +477,13 @@ class NICoBodyValidator:
         body = validation.parse_body(text, self.encoding, problems)
         # One that cannot be read: the handler is passed an empty object, which it never reads.
         body = {} if body is validation.UNREADABLE else validation.bound_body(body)
+        unknown = validation.unknown_filter_keys(body, self.schema)
+        if unknown:
+            # Production ignores them, so the batch targets more than the client may think.
+            log.warning(
+                "batch filter keys ignored",
+                extra={"fields": {"operation": operation_id(scope), "unknown_keys": unknown}},
+            )
         if not (body is None and self.nullable):
             validator = Draft4RequestValidator(
                 self.schema, format_checker=Draft4Validator.FORMAT_CHECKER

@@ -251,20 +251,40 @@ def _bound(value: Any, fields: Fields | None) -> Any:
     return value
 
 
+def _resolved(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema of openapi.yaml with its `$ref`s followed."""
+    while "$ref" in schema:
+        node: Any = spec_document()
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+# At most this many unknown filter keys are named, each cut to this length: a log line's size
+# stays bounded whatever the body.
+_UNKNOWN_KEYS_NAMED = 10
+_UNKNOWN_KEY_CHARS = 64
+
+
+def unknown_filter_keys(body: Any, schema: dict[str, Any]) -> list[str]:
+    """The keys of a bound batch body's `filter` that its schema does not name: Go's decoder
+    ignores them, so they narrow nothing (sorted, at most a few, each cut short)."""
+    wanted = body.get("filter") if isinstance(body, dict) else None
+    declared = _resolved(schema).get("properties", {}).get("filter")
+    if not isinstance(wanted, dict) or declared is None:
+        return []
+    known = _resolved(declared).get("properties", {})
+    unknown = sorted(key for key in wanted if key not in known)
+    return [key[:_UNKNOWN_KEY_CHARS] for key in unknown[:_UNKNOWN_KEYS_NAMED]]
+
+
 @functools.cache
 def _body_fields() -> Fields:
     """The fields of every request body in openapi.yaml, nested objects' fields under theirs.
     An object that refuses unknown properties is read by names exactly, as production's own
     reader of it does (its `UnmarshalJSON`), so none of its keys is folded."""
-    document = spec_document()
-
-    def resolved(schema: dict[str, Any]) -> dict[str, Any]:
-        while "$ref" in schema:
-            node: Any = document
-            for part in schema["$ref"].removeprefix("#/").split("/"):
-                node = node[part]
-            schema = node
-        return schema
+    resolved = _resolved
 
     def merge(fields: Fields, schema: dict[str, Any]) -> None:
         schema = resolved(schema)
@@ -278,7 +298,7 @@ def _body_fields() -> Fields:
             fields[_go_fold(name)] = (name, nested)
 
     fields: Fields = {}
-    for operations in document["paths"].values():
+    for operations in spec_document()["paths"].values():
         for operation in operations.values():
             body = operation.get("requestBody") if isinstance(operation, dict) else None
             for content in (body or {}).get("content", {}).values():
