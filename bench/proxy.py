@@ -13,13 +13,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
-from bench.run import BIN, ROOT, prepare_case, publish, start, stop, versions, wrk
+from bench.run import (
+    BIN,
+    ROOT,
+    answering,
+    prepare_case,
+    publish,
+    start,
+    stop,
+    versions,
+    wrk,
+)
 from tests.processes import free_port
 
 # The budget the proxy's cost is held to, at the median.
@@ -41,15 +48,10 @@ def start_proxy(env: dict[str, str], target: str, port: int, log: Path) -> subpr
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True
         )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return process
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the proxy did not start: {log.read_text()}") from None
-            time.sleep(0.2)
+    try:
+        return answering(process, port, "the proxy")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {log.read_text()}") from None
 
 
 def stop_proxy(process: subprocess.Popen) -> str:

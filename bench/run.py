@@ -99,6 +99,11 @@ def start(app: str, env: dict[str, str], workers: int, port: int) -> subprocess.
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    return answering(process, port, app)
+
+
+def answering(process: subprocess.Popen, port: int, what: str) -> subprocess.Popen:
+    """`process` once it answers /healthz on `port` (within a minute, or RuntimeError)."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -106,7 +111,7 @@ def start(app: str, env: dict[str, str], workers: int, port: int) -> subprocess.
             return process
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not start") from None
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.2)
 
 
