@@ -233,6 +233,7 @@ def test_conformance_fails_against_a_broken_server(tmp_path: Path) -> None:
     assert {"GET /v2/org/{org}/nico/task/{id}", "GET /healthz"} <= failed
 
 
+@pytest.mark.deep  # every contract row against two servers, per target: `make test-deep`
 @pytest.mark.parametrize("target", contract.TARGETS)
 def test_contract_names_a_wrong_message_and_a_wrong_order(
     env: dict[str, str], tmp_path: Path, target: str
