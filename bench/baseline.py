@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import handlers
+from nico_api import handlers
 from nico_api.config import Settings
 from nico_api.storage import queries
 from nico_api.storage.db import LockedError

@@ -1,7 +1,7 @@
 """Operation handlers, found by operationId: `get-task` is `get_task`."""
 
-from handlers.health import get_health, get_metrics, get_readiness
-from handlers.rack import (
+from nico_api.handlers.health import get_health, get_metrics, get_readiness
+from nico_api.handlers.rack import (
     bringup_rack,
     bringup_racks,
     firmware_update_rack,
@@ -9,8 +9,8 @@ from handlers.rack import (
     power_control_rack,
     power_control_racks,
 )
-from handlers.spec import get_openapi
-from handlers.task import (
+from nico_api.handlers.spec import get_openapi
+from nico_api.handlers.task import (
     cancel_rack_task,
     cancel_task,
     get_all_tasks,
@@ -19,13 +19,13 @@ from handlers.task import (
     get_task,
     get_tray_tasks,
 )
-from handlers.tray import (
+from nico_api.handlers.tray import (
     firmware_update_tray,
     firmware_update_trays,
     power_control_tray,
     power_control_trays,
 )
-from handlers.user import get_user
+from nico_api.handlers.user import get_user
 
 __all__ = [
     "bringup_rack",

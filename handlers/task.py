@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
 from nico_api import vocabulary
+from nico_api.handlers.checks import as_uuid, check_site, provider_admin, provider_site_and_task
 from nico_api.store import Store
 from nico_api.web.runtime import Runtime
 from nico_api.web.validation import RequestProblems, Step, check_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.checks import provider_admin, provider_and_site, submit
+from nico_api.handlers.checks import provider_admin, provider_and_site, submit
 from nico_api.web.runtime import Runtime
 from nico_api.web.validation import RequestProblems, check_body_read
 from nico_api.wire import submissions

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from handlers.checks import as_uuid
+from nico_api.handlers.checks import as_uuid
 from nico_api.web.app import create_app
 from nico_api.wire.errors import envelope_body
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-import handlers
 import nico_api
+from nico_api import handlers
 from nico_api.auth import authenticator as auth
 from nico_api.auth.dev_issuer import DevIssuer
 from nico_api.cli import main as cli

@@ -19,7 +19,7 @@ from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from starlette.testclient import TestClient
 
-import handlers
+from nico_api import handlers
 from nico_api.auth import authenticator as auth
 from nico_api.config import Settings, SettingsError
 from nico_api.storage.db import Storage

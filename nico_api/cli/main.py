@@ -127,7 +127,7 @@ def _source_dirs() -> list[str]:
     import importlib.util
 
     dirs = []
-    for package in ("nico_api", "handlers"):
+    for package in ("nico_api", "nico_api.handlers"):
         spec = importlib.util.find_spec(package)
         dirs += list(spec.submodule_search_locations or []) if spec else []
     return dirs

@@ -63,8 +63,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import handlers
-from nico_api import logs
+from nico_api import handlers, logs
 from nico_api.config import SPEC_PATH, spec_document
 from nico_api.web import edge, validation
 from nico_api.web.runtime import Runtime
