@@ -181,7 +181,7 @@ def test_serve_reload_watches_the_code_and_the_spec(
     package = Path(nico_api.__file__).parent
     assert str(package) in watched
     # In a checkout the handlers live apart from the package: both are watched.
-    assert str(Path(handlers.__file__).parent) in watched
+    assert str(Path(handlers.__file__).resolve().parent) in watched
 
 
 def test_serve_refuses_reload_with_workers(cli_env: dict[str, str]) -> None:

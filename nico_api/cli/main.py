@@ -129,7 +129,8 @@ def _source_dirs() -> list[str]:
     dirs = []
     for package in ("nico_api", "nico_api.handlers"):
         spec = importlib.util.find_spec(package)
-        dirs += list(spec.submodule_search_locations or []) if spec else []
+        # In a checkout the handlers are a link to handlers/: the folder itself is watched.
+        dirs += [str(Path(d).resolve()) for d in (spec.submodule_search_locations or [])]
     return dirs
 
 
