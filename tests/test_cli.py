@@ -41,6 +41,7 @@ def test_served_over_http_with_a_cli_token(demo_server: str, env: dict[str, str]
     assert anonymous.json()["message"] == auth.MISSING_HEADER
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 @pytest.mark.parametrize("workers", [2])
 def test_serve_with_worker_processes_logs_json(
     server: str, env: dict[str, str], tmp_path: Path, workers: int

@@ -188,6 +188,7 @@ def read_tasks(base_url: str, token: str, count: int) -> None:
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metrics_over_http_sum_every_worker(
     server: str, token: str, tmp_path: Path, workers: int
@@ -210,6 +211,7 @@ def test_metrics_over_http_sum_every_worker(
     assert value(scrape(server + "/metrics"), *GET_TASK_OK) - before == 45
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 @pytest.mark.parametrize("workers", [2])
 def test_a_worker_that_died_is_no_longer_counted(
     server: str, token: str, tmp_path: Path, workers: int
@@ -228,6 +230,7 @@ def test_a_worker_that_died_is_no_longer_counted(
     assert value(scrape(server + "/metrics"), "nico_db_connections_max") == 8
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 def test_a_server_stopped_with_sigterm_removes_its_metrics_folder(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -255,6 +258,7 @@ def metrics_port_server(
         yield base_url, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 def test_metrics_on_a_port_of_their_own(metrics_port_server: tuple[str, str], token: str) -> None:
     base_url, metrics_url = metrics_port_server
     assert httpx.get(base_url + "/metrics").status_code == 404

@@ -167,6 +167,7 @@ def _known(base_url: str, token: str) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 def test_fifty_identical_orders_to_two_workers_make_one_task(
     app: NICoApp,
     storage: Storage,
@@ -182,6 +183,7 @@ def test_fifty_identical_orders_to_two_workers_make_one_task(
     _one_task_for_all(storage.engine, answers, [log])
 
 
+@pytest.mark.deep  # several server processes: `make test-deep`
 def test_fifty_identical_orders_to_two_servers_on_one_database_make_one_task(
     app: NICoApp,
     storage: Storage,
