@@ -96,8 +96,9 @@ test-deep: $(DEV_STAMP)
 test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -n $(FAST_WORKERS) -m "not slow and not deep"
 
-# The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once) and what
-# `nico-api proxy` adds to a task GET;
+# The side-by-side benchmark, then the simulated Flow's (1,000 and 10,000 tasks at once),
+# creates on unused racks beside a GET of what they made, and what `nico-api proxy` adds to a
+# task GET;
 # BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look at the first alone.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -105,6 +106,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.inprocess
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.flow)
+	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.create)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.proxy)
 
 clean:
