@@ -150,7 +150,7 @@ def table(results: list[dict[str, object]], seconds: int, connections: int) -> s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--workers", default="1")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--racks-per-run", type=int, default=4000)
