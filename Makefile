@@ -96,9 +96,10 @@ test-deep: $(DEV_STAMP)
 test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -n $(FAST_WORKERS) -m "not slow and not deep"
 
-# The side-by-side benchmark, then the simulated Flow's (1,000 tasks at once), what
-# `nico-api proxy` adds to a task GET, and the 3-minute mixed load on each backend, which fails
-# the target when an invariant fails (bench/load.py);
+# The side-by-side benchmark, then the simulated Flow's (1,000 and 10,000 tasks at once),
+# creates on unused racks beside a GET of what they made, what `nico-api proxy` adds to a task
+# GET, and the 3-minute mixed load on each backend, which fails the target when an invariant
+# fails (bench/load.py);
 # BENCH_ARGS="--sizes 1000 --seconds 5" for a quick look at the first alone.
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -106,6 +107,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.inprocess
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.active)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.flow)
+	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.create)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.proxy)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.load --backend sqlite --seconds 180)
 	$(if $(BENCH_ARGS),,$(BIN)/python -m bench.load --backend postgresql --seconds 180)

@@ -260,6 +260,29 @@ def test_each_step_is_written_once_by_two_executors(
     assert stored(storage, task_id).progress == 7
 
 
+def test_a_batch_of_steps_skips_the_task_cancelled_since_it_was_read(
+    client: TestClient, bearer: Bearer, storage: Storage, flow: Executor
+) -> None:
+    # Steps are written many rows to a statement: the one not written is told apart.
+    (kept,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (cancelled,) = power(client, bearer(), OTHER_FREE_RACK).json()["taskIds"]
+    assert flow.run_due() == 2  # both started
+    ids = [uuid.UUID(kept), uuid.UUID(cancelled)]
+    with storage.connection() as c:
+        due = c.execute(select(Task).where(Task.id.in_(ids)).order_by(Task.id)).all()
+    client.post(
+        f"/v2/org/acme-inc/nico/task/{cancelled}/cancel",
+        json={"siteId": ACME_SITE},
+        headers=bearer(),
+    ).raise_for_status()
+    with storage.connection() as c, c.begin():
+        outcomes = flow._write_steps(c, due, utcnow())
+    written = {row.id: finished for row, (finished, _) in zip(due, outcomes, strict=True)}
+    assert written == {uuid.UUID(kept): False, uuid.UUID(cancelled): None}
+    assert (stored(storage, kept).progress, stored(storage, cancelled).progress) == (2, 1)
+    assert stored(storage, cancelled).status == "terminated"
+
+
 def test_an_executor_started_afresh_continues_from_the_stored_state(
     client: TestClient, bearer: Bearer, storage: Storage, settings: Settings
 ) -> None:

@@ -98,7 +98,9 @@ def test_a_flow_process_that_loses_its_lock_writes_no_further_step(
             )
             assert holder is not None
             # The lock's session is ended, and another Flow process takes the lock.
-            assert admin.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": holder})
+            # With a timeout, it returns once the session has ended (PostgreSQL 14 and later).
+            ended = text("SELECT pg_terminate_backend(:pid, 10000)")
+            assert admin.scalar(ended, {"pid": holder})
             admin.commit()
         with storage.engine.connect() as other:
             assert other.scalar(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})"))
@@ -130,7 +132,9 @@ def test_a_flow_process_whose_session_ends_takes_the_lock_again_when_free(
         with storage.engine.connect() as admin:
             admin.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                    # Returns once the session has ended (PostgreSQL 14 and later).
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks"
+                    " WHERE locktype = 'advisory'"
                     " AND ((classid::bigint << 32) | objid::bigint) = :key"
                 ),
                 {"key": ADVISORY_LOCK},

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Uuid, bindparam, func, make_url, select, text, update
+from sqlalchemy import Connection, Uuid, bindparam, func, make_url, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from nico_api import vocabulary
@@ -62,7 +62,8 @@ ADVANCE = (
     .where(
         Task.id == bindparam("task_id", type_=Uuid()),
         Task.progress == bindparam("step"),
-        Task.status.in_(vocabulary.RUN_STATUSES),
+        # Not an IN list: its expanding parameter cannot be sent with many rows at once.
+        or_(*(Task.status == status for status in vocabulary.RUN_STATUSES)),
     )
     .values(**_WRITTEN)
 )
@@ -145,8 +146,7 @@ class Executor:
             since = (self._noticed_since or now) - NOTICE_OVERLAP
             with self._connection() as c:
                 racks = manager.racks_freed_since(c, since)
-            for rack in racks:
-                self._promote(rack, now)
+            self._promote(racks, now)
             self._next_notice = clock + NOTICE_SECONDS
             self._noticed_since = now
 
@@ -160,8 +160,7 @@ class Executor:
             _task_event("task ended", task, rack, status="terminated", reason="expired")
         with self._connection() as c:
             racks = manager.racks_to_promote(c)
-        for rack in racks:
-            self._promote(rack, now)
+        self._promote(racks, now)
         if self.metrics is not None:
             with self._connection() as c:
                 counts = c.execute(
@@ -171,13 +170,17 @@ class Executor:
                 ).all()
             self.metrics.holding(counts, vocabulary.ACTIVE_STATUSES)
 
-    def _promote(self, rack_id: uuid.UUID, now: datetime) -> None:
-        with self._connection() as c, c.begin():
-            done = manager.promote(c, rack_id, now)
-        for task in done.expired:
-            _task_event("task ended", task, rack_id, status="terminated", reason="expired")
-        for task in done.promoted:
-            _task_event("task promoted", task, rack_id)
+    def _promote(self, racks: list[uuid.UUID], now: datetime) -> None:
+        """The promoter's pass over the racks, BATCH racks to a transaction."""
+        ordered = sorted(set(racks))
+        for start in range(0, len(ordered), BATCH):
+            with self._connection() as c, c.begin():
+                done = manager.promote_racks(c, ordered[start : start + BATCH], now)
+            for rack_id, rack_pass in done.items():
+                for task in rack_pass.expired:
+                    _task_event("task ended", task, rack_id, status="terminated", reason="expired")
+                for task in rack_pass.promoted:
+                    _task_event("task promoted", task, rack_id)
 
     def run_due(self, now: datetime | None = None) -> int:
         """Write every step due by `now` (at most BATCH); how many were due."""
@@ -202,13 +205,11 @@ class Executor:
         # Steps are written a few dozen to a transaction: a burst of due steps is not a burst
         # of commits. A transaction lost to a crash writes none of its steps, so none twice.
         for start in range(0, len(due), STEPS_PER_COMMIT):
+            rows = due[start : start + STEPS_PER_COMMIT]
             with self._connection() as c, c.begin():
                 written = utcnow()
-                outcomes = [
-                    (row, self._step(c, row, written))
-                    for row in due[start : start + STEPS_PER_COMMIT]
-                ]
-            for row, (finished, outcome) in outcomes:
+                outcomes = self._write_steps(c, rows, written)
+            for row, (finished, outcome) in zip(rows, outcomes, strict=True):
                 if finished is None:
                     continue  # cancelled, or written already
                 _log_step(row, outcome)
@@ -223,15 +224,53 @@ class Executor:
                 )
                 if finished:
                     freed.add(row.rack_id)
-        for rack in freed - {None}:
-            self._promote(rack, utcnow())
+        self._promote([rack for rack in freed if rack is not None], utcnow())
         return len(due)
+
+    def _write_steps(
+        self, c: Connection, rows: list[Any], now: datetime
+    ) -> list[tuple[bool | None, report.Outcome | None]]:
+        """Write each task's next step, in one statement for the starts and one for the others;
+        for each, whether it finished the task (None: nothing written) and what the step did to
+        the report (None for the start)."""
+        starts = [row for row in rows if row.progress == 0]
+        trays = self._trays(c, starts) if starts else {}
+        planned = [self._next_step(row, now, trays) for row in rows]
+        counts = 0
+        for statement, first in ((START, True), (ADVANCE, False)):
+            values = [v for v, _ in planned if (v["step"] == 0) is first]
+            if values:
+                counts += c.execute(statement, values).rowcount
+        stored = None
+        if counts != len(rows):
+            # Some were not written (cancelled, or written already): those written here are the
+            # ones now one step on, stamped with this transaction's time.
+            read = select(Task.id, Task.progress, Task.updated_at)
+            stored = {
+                task: (progress, updated)
+                for task, progress, updated in c.execute(
+                    read.where(Task.id.in_([row.id for row in rows]))
+                )
+            }
+        outcomes: list[tuple[bool | None, report.Outcome | None]] = []
+        for row, (values, outcome) in zip(rows, planned, strict=True):
+            if stored is not None and stored.get(row.id) != (row.progress + 1, now):
+                outcomes.append((None, outcome))
+                continue
+            outcomes.append((values["status"] in vocabulary.FINISHED_STATUSES, outcome))
+        return outcomes
 
     def _step(
         self, c: Connection, row: Any, now: datetime
     ) -> tuple[bool | None, report.Outcome | None]:
-        """Write the task's next step; whether it finished the task (None: nothing written),
-        and what the step did to the report (None for the start)."""
+        """Write the task's next step alone (see _write_steps)."""
+        return self._write_steps(c, [row], now)[0]
+
+    def _next_step(
+        self, row: Any, now: datetime, trays: dict[str, Any]
+    ) -> tuple[dict[str, Any], report.Outcome | None]:
+        """The values of the task's next step, and what the step did to the report (None for
+        the start)."""
         step = row.progress
         values: dict[str, Any] = {
             "task_id": row.id,
@@ -244,7 +283,7 @@ class Executor:
         }
         outcome = None
         if step == 0:
-            plan = self._expand(c, row)
+            plan = self._expand(row, trays)
             # A rule applies to some targeted component (manager.submit): the report has work.
             values.update(started_at=now, plan=plan, report=report.initial(plan["stages"]))
         else:
@@ -256,20 +295,27 @@ class Executor:
                 values.update(status="completed", message=vocabulary.SUCCEEDED_MESSAGE)
             elif outcome.status == "failed":
                 values.update(status="failed", message=outcome.error)
-        finished = values["status"] in vocabulary.FINISHED_STATUSES
-        if finished:
+        if values["status"] in vocabulary.FINISHED_STATUSES:
             values.update(finished_at=now, due_at=None)
         else:
             values["due_at"] = now + timedelta(seconds=self.settings.flow_step_seconds)
-        written = c.execute(START if step == 0 else ADVANCE, values).rowcount
-        return (finished if written else None), outcome
+        return values, outcome
 
-    def _expand(self, c: Connection, row: Any) -> dict[str, Any]:
+    def _trays(self, c: Connection, rows: list[Any]) -> dict[str, Any]:
+        """The trays the tasks target, by id, read in one statement."""
+        ids = {
+            uuid.UUID(i)
+            for row in rows
+            for kind in ((row.attributes or {}).get("components_by_type", {})).values()
+            for i in kind
+        }
+        return {str(t.id): t for t in c.execute(TRAYS, {"ids": list(ids)})} if ids else {}
+
+    def _expand(self, row: Any, known: dict[str, Any]) -> dict[str, Any]:
         """The task's rule with its targets: each step's components, and those that will fail
         (declared in the inventory, or drawn at the configured rate)."""
         by_type = (row.attributes or {}).get("components_by_type", {})
-        ids = [uuid.UUID(i) for kind in by_type.values() for i in kind]
-        trays = {str(t.id): t for t in c.execute(TRAYS, {"ids": ids})}
+        trays = {i: known[i] for kind in by_type.values() for i in kind if i in known}
         rack_failure = next((t.rack_failure for t in trays.values()), None)
         rate, seed = self.settings.flow_failure_rate, self.settings.flow_seed
         stages = []

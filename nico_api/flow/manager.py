@@ -324,19 +324,35 @@ class RackPass(NamedTuple):
 def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> RackPass:
     """Flow's promoter on one rack: its waiting tasks past their queue time ended, then the
     others scheduled, oldest first, until one conflicts with what is active on the rack."""
-    lock_racks(c, [rack_id])
-    expired = [task for task, _rack in expire(c, now, rack_id)]
-    active = _queues(c, [rack_id])[0][rack_id]
-    promoted = []
+    return promote_racks(c, [rack_id], now)[rack_id]
+
+
+def promote_racks(
+    c: Connection, rack_ids: list[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, RackPass]:
+    """The promoter's pass over each of the racks, as `promote` does it, in a few statements
+    for them all: a burst of tasks ending on many racks is not a burst of round trips."""
+    racks = sorted(set(rack_ids))
+    passes = {rack: RackPass([], []) for rack in racks}
+    if not racks:
+        return passes
+    lock_racks(c, racks)
+    for task, rack in expire(c, now, racks):
+        passes[rack].expired.append(task)
+    active = _queues(c, racks)[0]
     waiting = c.execute(
-        select(Task.id, Task.plan, Task.information, Task.attributes)
-        .where(Task.rack_id == rack_id, Task.status == "waiting", RUNNABLE)
+        select(Task.id, Task.rack_id, Task.plan, Task.information, Task.attributes)
+        .where(Task.rack_id.in_(racks), Task.status == "waiting", RUNNABLE)
         .order_by(Task.created_at, Task.id)
     ).all()
+    blocked: set[uuid.UUID] = set()
     for task in waiting:
+        if task.rack_id in blocked:
+            continue
         work = Work.of(task)
-        if any(work.conflicts_with(other) for other in active):
-            break
+        if any(work.conflicts_with(other) for other in active[task.rack_id]):
+            blocked.add(task.rack_id)
+            continue
         c.execute(
             update(Task)
             .where(Task.id == task.id, Task.status == "waiting")
@@ -348,9 +364,9 @@ def promote(c: Connection, rack_id: uuid.UUID, now: datetime) -> RackPass:
                 **_scheduled((task.plan or {}).get("rule_id"), now),
             )
         )
-        active.append(work)
-        promoted.append(task.id)
-    return RackPass(expired, promoted)
+        active[task.rack_id].append(work)
+        passes[task.rack_id].promoted.append(task.id)
+    return passes
 
 
 def racks_to_promote(c: Connection) -> list[uuid.UUID]:
@@ -379,11 +395,11 @@ def racks_freed_since(c: Connection, since: datetime) -> list[uuid.UUID]:
 
 
 def expire(
-    c: Connection, now: datetime, rack_id: uuid.UUID | None = None
+    c: Connection, now: datetime, racks: list[uuid.UUID] | None = None
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Waiting tasks whose queue time is up (on one rack, or on all) end, as Flow's promoter
-    ends them; each one's id and rack."""
-    rack = [] if rack_id is None else [Task.rack_id == rack_id]
+    """Waiting tasks whose queue time is up (on the racks given, or on all) end, as Flow's
+    promoter ends them; each one's id and rack."""
+    rack = [] if racks is None else [Task.rack_id.in_(racks)]
     ended = c.execute(
         update(Task)
         .where(Task.status == "waiting", Task.queue_expires_at <= now, *rack)
