@@ -56,16 +56,15 @@ class BodyGuard:
             return
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
+        if declared in ("", "0") and "transfer-encoding" not in headers:
+            # No body follows the head (most requests, every task GET): nothing to bound.
+            await self.app(scope, receive, send)
+            return
         if declared.isdigit() and int(declared) > self.max_bytes:
             # Outside the error handlers: refused before the app sees the request.
             await _refusal(413, BODY_TOO_LARGE)(scope, receive, send)
             return
-        body = _Body(
-            receive,
-            self.max_bytes,
-            asyncio.get_running_loop().time() + self.timeout,
-            expected=declared not in ("", "0") or "transfer-encoding" in headers,
-        )
+        body = _Body(receive, self.max_bytes, asyncio.get_running_loop().time() + self.timeout)
 
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not body.complete:
@@ -78,12 +77,12 @@ class BodyGuard:
 class _Body:
     """One request's body as the app receives it, counted and bounded by a deadline."""
 
-    def __init__(self, receive: Receive, max_bytes: int, deadline: float, expected: bool) -> None:
+    def __init__(self, receive: Receive, max_bytes: int, deadline: float) -> None:
         self._receive = receive
         self._max_bytes = max_bytes
         self._deadline = deadline
         self._received = 0
-        self.complete = not expected
+        self.complete = False
 
     async def receive(self) -> Message:
         if self.complete:

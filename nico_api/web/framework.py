@@ -292,10 +292,16 @@ def handler_for(operation_id: str) -> Any:
     return getattr(handlers, operation_id.replace("-", "_"))
 
 
+# Where ProvideRuntime keeps the request's Connexion context for the layers below it: one
+# lookup through Connexion's request per request, not one per read.
+CONTEXT_KEY = "nico_api.context"
+
+
 def request_context(scope: Scope) -> dict[str, Any]:
     """The request's Connexion context: what the handler is passed by name. Kept in the scope,
     it is there before Connexion's context middleware (security and validation run first)."""
-    return ConnexionRequest(scope).context
+    context = scope.get(CONTEXT_KEY)
+    return ConnexionRequest(scope).context if context is None else context
 
 
 def runtime_of(scope: Scope) -> Runtime:
@@ -330,7 +336,8 @@ class ProvideRuntime:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            request_context(scope)[RUNTIME] = self.runtime
+            context = scope[CONTEXT_KEY] = ConnexionRequest(scope).context
+            context[RUNTIME] = self.runtime
         await self.app(scope, receive, send)
 
 
