@@ -22,6 +22,9 @@ SPECTRAL := npx --yes @stoplight/spectral-cli@6.16.3
 
 # Test processes in parallel: many tests wait on servers, subprocesses and timeouts.
 TEST_WORKERS ?= 3
+# Every test process and server the suite starts reads the compiled bytecode the first one
+# wrote, instead of compiling the package and the tests again (a setting some machines make).
+unexport PYTHONDONTWRITEBYTECODE
 FAST_WORKERS ?= 2
 
 .PHONY: run test test-deep test-fast lint bench install lock wheel-check clean

@@ -191,6 +191,7 @@ def test_never_reachable_provider_is_503(tmp_path: Path) -> None:
     assert response.headers["retry-after"] == "5"
 
 
+@pytest.mark.slow  # waits on the clock
 @pytest.mark.parametrize(
     ("slowness", "timeout", "limit"),
     [({"delay": 3.0}, "300ms", 2.5), ({"drip": 0.2}, "1s", 2.0)],
@@ -383,6 +384,7 @@ def test_key_set_serves_requests_from_several_event_loops(
         assert len(asyncio.run(concurrently())) == 5
 
 
+@pytest.mark.slow  # waits on the clock
 def test_verified_token_is_cached_until_it_expires(
     idp: KeySetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

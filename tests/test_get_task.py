@@ -571,6 +571,7 @@ def test_get_task_16_task_at_another_site_of_the_same_provider(
 # --- get-task-15 (storage) and other failures: always the envelope -----------------------------
 
 
+@pytest.mark.slow  # waits on the clock
 def test_get_task_15_storage_unreachable(settings: Settings, bearer: Bearer) -> None:
     # Nothing listens on port 1: the connection is refused at once.
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"

@@ -114,6 +114,7 @@ def test_a_locked_read_waits_in_a_worker_thread_while_the_loop_goes_on(tmp_path:
     assert ticks >= 10
 
 
+@pytest.mark.slow  # waits on the clock
 def test_a_read_locked_out_past_the_request_deadline_is_a_storage_error(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     _file_with_a_row(path)
