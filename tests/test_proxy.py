@@ -229,6 +229,34 @@ def test_wrong_client_requests_are_named(proxy_to_server: str, bearer: Bearer) -
     ]
 
 
+def test_an_answer_broken_off_after_its_head_is_a_502_envelope(proxy_to_wrong: str) -> None:
+    headers = {"Authorization": f"Bearer {SECRET_TOKEN}"}
+    path = f"/v2/org/{ACME}/nico/rack/{UUID(int=1)}/task"
+    response = httpx.get(proxy_to_wrong + path, params={"siteId": ACME_SITE}, headers=headers)
+    assert response.status_code == 502
+    assert response.json()["source"] == "nico"
+    # The proxy goes on serving.
+    assert httpx.get(proxy_to_wrong + "/healthz").status_code == 200
+
+
+def test_an_answer_that_inflates_past_the_checked_size_passes_unchecked(
+    proxy_to_wrong: str,
+) -> None:
+    headers = {"Authorization": f"Bearer {SECRET_TOKEN}", "Accept-Encoding": "gzip"}
+    path = f"/v2/org/{ACME}/nico/tray/{UUID(int=1)}/task"
+    with httpx.stream(
+        "GET", proxy_to_wrong + path, params={"siteId": ACME_SITE}, headers=headers
+    ) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.status_code == 200
+    assert raw == wrong_upstream_module().BOMB
+    assert httpx.get(proxy_to_wrong + "/healthz").status_code == 200
+
+
+def wrong_upstream_module() -> ModuleType:
+    return importlib.import_module("tests.wrong_upstream")
+
+
 def test_wrong_server_answers_are_named(proxy_to_wrong: str) -> None:
     headers = {"Authorization": f"Bearer {SECRET_TOKEN}"}
     dropped = httpx.get(

@@ -1,10 +1,14 @@
 """A deliberately wrong NICo server, for the proxy to catch: a task without its `message`, a
-list whose X-Pagination total disagrees with its page, a 500 without the envelope, and a 403
-envelope from another source."""
+list whose X-Pagination total disagrees with its page, a 500 without the envelope, a 403
+envelope from another source, an answer broken off after its head, and a small gzip answer
+that inflates to 64 MiB."""
+
+import gzip
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 SITE = "5518ae98-48f4-47c1-b4d3-7b3747fa4d0c"
@@ -46,6 +50,23 @@ async def user(_request: Request) -> JSONResponse:
     return JSONResponse(envelope, status_code=403)
 
 
+async def broken_off(_request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'[{"id":'
+        raise ConnectionResetError("the target went away mid-answer")
+
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
+BOMB = gzip.compress(b"[" + b" " * (64 << 20) + b"]", mtime=0)
+
+
+async def bomb(_request: Request) -> Response:
+    paging = '{"pageNumber":1,"pageSize":20,"total":0,"orderBy":null}'
+    headers = {"Content-Encoding": "gzip", "X-Pagination": paging}
+    return Response(BOMB, media_type="application/json", headers=headers)
+
+
 async def health(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -56,6 +77,8 @@ app = Starlette(
         Route("/v2/org/{org}/nico/task", tasks),
         Route("/v2/org/{org}/nico/task/{id}/cancel", cancel, methods=["POST"]),
         Route("/v2/org/{org}/nico/user/current", user),
+        Route("/v2/org/{org}/nico/rack/{id}/task", broken_off),
+        Route("/v2/org/{org}/nico/tray/{id}/task", bomb),
         Route("/healthz", health),
     ]
 )

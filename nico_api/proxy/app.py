@@ -107,9 +107,21 @@ class ContractProxy:
         # The target's own name: a virtual host (a staging gateway) routes by it.
         forwarded.insert(0, (b"host", self.host))
         request = self.client.build_request(scope["method"], url, headers=forwarded, content=body)
+        started = False
+
+        async def answer(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
             response = await self.client.send(request, stream=True)
+            try:
+                await self._answer(checked, scope, response, answer)
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
+            # Unreachable, or its answer broken off: the client gets the envelope if it can.
             log.error(
                 "target unreachable",
                 extra={
@@ -120,13 +132,9 @@ class ContractProxy:
                     }
                 },
             )
-            await self._finish(checked, scope, 502)
-            await _envelope(send, 502, UNREACHABLE, {"target": self.target})
-            return
-        try:
-            await self._answer(checked, scope, response, send)
-        finally:
-            await response.aclose()
+            if not started:
+                await self._finish(checked, scope, 502)
+                await _envelope(send, 502, UNREACHABLE, {"target": self.target})
 
     async def _answer(
         self, checked: Checked, scope: Scope, response: httpx.Response, send: Send
@@ -246,9 +254,17 @@ def _decoded(body: bytes, encoding: str | None) -> bytes | None:
         if coding == "identity":
             return body
         if coding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            return _inflated(body, 16 + zlib.MAX_WBITS)
         if coding == "deflate":
-            return zlib.decompress(body)
+            return _inflated(body, zlib.MAX_WBITS)
     except zlib.error:
         return None
     return None
+
+
+def _inflated(body: bytes, wbits: int) -> bytes | None:
+    """The body decompressed, or None past CHECKED_ANSWER_BYTES: a small answer that inflates
+    to gigabytes is passed on unchecked, never held whole."""
+    inflater = zlib.decompressobj(wbits)
+    inflated = inflater.decompress(body, CHECKED_ANSWER_BYTES)
+    return None if inflater.unconsumed_tail else inflated
