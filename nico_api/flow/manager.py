@@ -124,11 +124,6 @@ def submit(
     return made
 
 
-# An answer's time is stamped before its transaction commits, which a loaded database can take
-# this long to do: an order received that soon after it was still in flight with it.
-ANSWER_GRACE = timedelta(milliseconds=250)
-
-
 def _joined(c: Connection, request: Submission) -> list[str] | None:
     """The tasks of an identical order answered after this one was received: the two were in
     flight together. Identical orders target the same racks, so the rack locks taken before
@@ -139,7 +134,7 @@ def _joined(c: Connection, request: Submission) -> list[str] | None:
     run = c.execute(
         select(WorkflowRun.finished_at, WorkflowRun.task_ids).filter_by(**key)
     ).one_or_none()
-    if run is None or run.finished_at + ANSWER_GRACE < request.received_at:
+    if run is None or run.finished_at < request.received_at:
         return None
     log.info("flow: workflow %s in flight: joined", request.workflow_id)
     return list(run.task_ids)
