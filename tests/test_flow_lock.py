@@ -88,20 +88,8 @@ def test_a_flow_process_that_loses_its_lock_writes_no_further_step(
         flow = Executor(storage, quick, lock=lock)
         assert flow.run_due() == 1  # started under the lock
         assert stored(storage, task_id).progress == 1
-        with storage.engine.connect() as admin:
-            holder = admin.scalar(
-                text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND ((classid::bigint << 32) | objid::bigint) = :key"
-                ),
-                {"key": ADVISORY_LOCK},
-            )
-            assert holder is not None
-            # The lock's session is ended, and another Flow process takes the lock.
-            # With a timeout, it returns once the session has ended (PostgreSQL 14 and later).
-            ended = text("SELECT pg_terminate_backend(:pid, 10000)")
-            assert admin.scalar(ended, {"pid": holder})
-            admin.commit()
+        # The lock's session is ended, and another Flow process takes the lock.
+        end_the_lock_session(storage)
         with storage.engine.connect() as other:
             assert other.scalar(text(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})"))
             other.commit()
@@ -129,20 +117,26 @@ def test_a_flow_process_whose_session_ends_takes_the_lock_again_when_free(
     quick = settings.model_copy(update={"flow_step_seconds": 0})
     with only_flow_process(storage) as lock:
         flow = Executor(storage, quick, lock=lock)
-        with storage.engine.connect() as admin:
-            admin.execute(
-                text(
-                    # Returns once the session has ended (PostgreSQL 14 and later).
-                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks"
-                    " WHERE locktype = 'advisory'"
-                    " AND ((classid::bigint << 32) | objid::bigint) = :key"
-                ),
-                {"key": ADVISORY_LOCK},
-            )
-            admin.commit()
+        end_the_lock_session(storage)
         with pytest.raises(OperationalError):  # the ended session's; the run loop retries
             flow.run_due()
         assert flow.run_due() == 1
         assert stored(storage, task_id).progress == 1
         with pytest.raises(AlreadyRunningError), only_flow_process(storage):
             pass
+
+
+def end_the_lock_session(storage: Storage) -> None:
+    """End the session holding the Flow's advisory lock, and return once it has ended."""
+    with storage.engine.connect() as admin:
+        holder = admin.scalar(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND ((classid::bigint << 32) | objid::bigint) = :key"
+            ),
+            {"key": ADVISORY_LOCK},
+        )
+        assert holder is not None
+        # With a timeout, it returns once the session has ended (PostgreSQL 14 and later).
+        assert admin.scalar(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": holder})
+        admin.commit()
