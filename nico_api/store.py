@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import time
 import uuid
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
@@ -121,7 +120,7 @@ class Store:
         """The ids of the tasks Flow makes for the order; an identical order already being
         submitted (the same workflow id) is joined, and answered as it is answered."""
         if order.workflow_id is None:
-            return await self._submit(order, site_id, models.utcnow())
+            return await self._submit(order, site_id)
         # Workflow ids are a Site's own: each Site has its own Flow.
         key = (site_id, order.workflow_id)
         running = self._in_flight.get(key)
@@ -131,18 +130,21 @@ class Store:
         )
         if running is None:
             # Joined in this process here; across processes by Flow (manager.submit).
-            running = asyncio.ensure_future(self._submit(order, site_id, models.utcnow()))
+            running = asyncio.ensure_future(self._submit(order, site_id))
             self._in_flight[key] = running
             running.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _submit(self, order: Order, site_id: uuid.UUID, received: datetime) -> list[str]:
-        submission = dataclasses.replace(
-            order.for_site(site_id), workflow_id=order.workflow_id, received_at=received
-        )
+    async def _submit(self, order: Order, site_id: uuid.UUID) -> list[str]:
+        submission = dataclasses.replace(order.for_site(site_id), workflow_id=order.workflow_id)
         return await self.storage.run_in_thread(self._submitted, submission)
 
     def _submitted(self, submission: Submission) -> list[str]:
+        if submission.workflow_id is not None:
+            # Received now: read the workflow's answer before waiting for the racks' locks.
+            with self.storage.connection() as c:
+                seen = manager.answer_seen(c, submission.site_id, submission.workflow_id)
+            submission = dataclasses.replace(submission, answer_seen=seen)
         settings = self.storage.settings
         queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
         deadline = time.monotonic() + settings.db_request_timeout

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ from tests.processes import NICO_API, free_port, run, serving
 WORKFLOW = f"rack-power-state-update-on-{FREE_RACK}"
 
 
-def _power_on(received_at: datetime) -> manager.Submission:
+def _power_on(answer_seen: tuple[str, ...] | None) -> manager.Submission:
     return manager.Submission(
         site_id=uuid.UUID(ACME_SITE),
         operation="power_on",
@@ -35,8 +34,13 @@ def _power_on(received_at: datetime) -> manager.Submission:
         information={},
         rack=FREE_RACK,
         workflow_id=WORKFLOW,
-        received_at=received_at,
+        answer_seen=answer_seen,
     )
+
+
+def _seen(storage: Storage) -> tuple[str, ...]:
+    with storage.connection() as c:
+        return manager.answer_seen(c, uuid.UUID(ACME_SITE), WORKFLOW)
 
 
 def _tasks(engine: Engine) -> int:
@@ -44,29 +48,30 @@ def _tasks(engine: Engine) -> int:
         return c.scalar(select(func.count()).select_from(Task).where(Task.plan.is_not(None)))
 
 
-def test_an_order_received_before_an_identical_one_was_answered_joins_it(
+def test_an_order_received_before_an_identical_ones_answer_committed_joins_it(
     app: NICoApp, storage: Storage
 ) -> None:
-    first_received = utcnow()
-    second_received = first_received + timedelta(microseconds=1)
+    with storage.connection() as first, first.begin():
+        made = manager.submit(first, _power_on(_seen(storage)), utcnow(), 60)
+        # Received after the first order was answered, before its answer was committed.
+        in_flight = _seen(storage)
+    assert in_flight == ()
     with storage.connection() as c, c.begin():
-        first = manager.submit(c, _power_on(first_received), utcnow(), 60)
-    # Received while the first was in flight (before its answer), submitted after it.
+        assert manager.submit(c, _power_on(in_flight), utcnow(), 60) == made
+    # Received once the first answer was committed: a new order, queued behind the first.
     with storage.connection() as c, c.begin():
-        second = manager.submit(c, _power_on(second_received), utcnow(), 60)
-    assert second == first
-    # Received once the first was answered: a new order, queued behind the first.
+        later = manager.submit(c, _power_on(_seen(storage)), utcnow(), 60)
+    assert later != made
+    # And an order in flight with that one joins the later answer, not the first.
     with storage.connection() as c, c.begin():
-        later = manager.submit(c, _power_on(utcnow()), utcnow(), 60)
-    assert later != first
+        assert manager.submit(c, _power_on(tuple(made)), utcnow(), 60) == later
     assert _tasks(storage.engine) == 2
 
 
 def test_orders_without_a_workflow_id_are_never_joined(app: NICoApp, storage: Storage) -> None:
-    received = utcnow()
     made = []
     for _ in range(2):
-        order = _power_on(received)
+        order = _power_on(())
         order = manager.Submission(**{**order.__dict__, "workflow_id": None})
         with storage.connection() as c, c.begin():
             made.append(manager.submit(c, order, utcnow(), 60))

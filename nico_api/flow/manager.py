@@ -124,20 +124,28 @@ def submit(
     return made
 
 
+def answer_seen(c: Connection, site_id: uuid.UUID, workflow_id: str) -> tuple[str, ...]:
+    """The tasks of the workflow's last committed answer (none yet: empty), read when an order
+    is received, before it waits for any lock."""
+    if not storable(workflow_id):
+        return ()  # named after a target no database stores: there is no answer to find
+    key = {"site_id": site_id, "workflow_id": workflow_id}
+    ids = c.execute(select(WorkflowRun.task_ids).filter_by(**key)).scalar_one_or_none()
+    return tuple(ids or ())
+
+
 def _joined(c: Connection, request: Submission) -> list[str] | None:
-    """The tasks of an identical order answered after this one was received: the two were in
-    flight together. Identical orders target the same racks, so the rack locks taken before
-    this read order them, whichever process received each."""
-    if request.workflow_id is None or request.received_at is None:
+    """The tasks of an identical order whose answer was committed after this one was received:
+    the two were in flight together. Identical orders target the same racks, so the rack locks
+    taken before this read order them, whichever process received each; each answer's tasks
+    are new ids, so a changed answer is exactly a later one, whatever the clocks say."""
+    if request.workflow_id is None or request.answer_seen is None:
         return None
-    key = {"site_id": request.site_id, "workflow_id": request.workflow_id}
-    run = c.execute(
-        select(WorkflowRun.finished_at, WorkflowRun.task_ids).filter_by(**key)
-    ).one_or_none()
-    if run is None or run.finished_at < request.received_at:
+    ids = answer_seen(c, request.site_id, request.workflow_id)
+    if not ids or ids == request.answer_seen:
         return None
     log.info("flow: workflow %s in flight: joined", request.workflow_id)
-    return list(run.task_ids)
+    return list(ids)
 
 
 def _answered(c: Connection, request: Submission, made: list[str]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -136,6 +135,7 @@ class Submission:
     rack_names: tuple[str, ...] | None = None
     tray: str | None = None
     trays: TrayFilter | None = None
-    # Identical orders share a workflow id (None: never joined); when this one was received.
+    # Identical orders share a workflow id (None: never joined), and join an answer other than
+    # the one committed when this order was received (None: not read, never joined).
     workflow_id: str | None = None
-    received_at: datetime | None = None
+    answer_seen: tuple[str, ...] | None = None

@@ -265,7 +265,8 @@ class User(Base):
 class WorkflowRun(Base):
     """The last submission of each of a Site's workflow ids, as Flow deduplicates identical
     orders: when it was answered and the tasks it made. An identical order received before
-    then was in flight with it, and joins it, whichever process received either."""
+    this answer was committed (it saw an older one, or none) was in flight with it, and joins
+    it, whichever process received either."""
 
     __tablename__ = "workflow_run"
 
