@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # without one, each worker's app says once that it trusts the development issuer.
     if settings.auth_config is not None:
         auth.load_auth_config(settings.auth_config)
+    edge.open_every_file_allowed()  # before uvicorn forks its workers, which inherit it
     with _metrics_for_workers(settings):
         # Each worker builds its own app from the same environment.
         uvicorn.run(

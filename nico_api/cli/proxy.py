@@ -69,6 +69,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from nico_api.proxy.app import ContractProxy
     from nico_api.proxy.contract import Contract
     from nico_api.proxy.tally import Tally
+    from nico_api.web import edge
 
     target = urlsplit(args.target)
     if target.scheme not in ("http", "https") or not target.hostname:
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         timeout_keep_alive=settings.keepalive_timeout,
     )
     server = uvicorn.Server(config)
+    edge.open_every_file_allowed()
     # uvicorn raises the signal that stopped it again once it has shut down: let that one
     # pass, so that the summary is printed and the exit status chosen here.
     for stopping in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ A request's head (request line and headers) is bounded by uvicorn's own settings
 from __future__ import annotations
 
 import asyncio
+import resource
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -36,6 +37,19 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "timeout_keep_alive": settings.keepalive_timeout,
     }
+
+
+def open_every_file_allowed() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as Go's runtime does at
+    start for production's server: each connection holds one. The limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # a hard limit the kernel will not grant (unlimited): keep the soft one
+    return soft
 
 
 class BodyGuard:
