@@ -179,8 +179,8 @@ def _report(
         added = {key: row["proxied"][key] - row["direct"][key] for key in ("p50_ms", "p99_ms")}
         verdict = "within" if added["p50_ms"] <= TARGET_P50_MS else "over"
         lines.append(
-            f"- {row['connections']} connections: p50 +{added['p50_ms']:.2f} ms ({verdict} the "
-            f"{TARGET_P50_MS:g} ms budget), p99 +{added['p99_ms']:.2f} ms; the proxy's CPU "
+            f"- {row['connections']} connections: p50 {added['p50_ms']:+.2f} ms ({verdict} the "
+            f"{TARGET_P50_MS:g} ms budget), p99 {added['p99_ms']:+.2f} ms; the proxy's CPU "
             f"time per exchange {row['proxy_cpu_ms']:.2f} ms (the server's per request, "
             f"direct: {row['server_cpu_ms']:.2f} ms)"
         )

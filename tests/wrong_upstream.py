@@ -1,7 +1,7 @@
 """A deliberately wrong NICo server, for the proxy to catch: a task without its `message`, a
 list whose X-Pagination total disagrees with its page, a 500 without the envelope, a 403
 envelope from another source, an answer broken off after its head, and a small gzip answer
-that inflates to 64 MiB."""
+that inflates to 64 MiB. `/echo` answers with the request as it arrived, and sets a cookie."""
 
 import gzip
 from collections.abc import AsyncIterator
@@ -67,6 +67,17 @@ async def bomb(_request: Request) -> Response:
     return Response(BOMB, media_type="application/json", headers=headers)
 
 
+async def echo(request: Request) -> JSONResponse:
+    seen = {
+        "method": request.method,
+        "raw_path": request.scope["raw_path"].decode("latin-1"),
+        "query": request.scope["query_string"].decode("latin-1"),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
+        "body": (await request.body()).decode("latin-1"),
+    }
+    return JSONResponse(seen, headers={"Set-Cookie": "session=kept-by-nobody; Path=/"})
+
+
 async def health(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -80,5 +91,6 @@ app = Starlette(
         Route("/v2/org/{org}/nico/rack/{id}/task", broken_off),
         Route("/v2/org/{org}/nico/tray/{id}/task", bomb),
         Route("/healthz", health),
+        Route("/echo/{rest:path}", echo, methods=["GET", "POST"]),
     ]
 )

@@ -75,8 +75,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if target.scheme not in ("http", "https") or not target.hostname:
         raise InvalidInputError(f"--target {args.target!r} is not an http(s) URL")
     logging.config.dictConfig(logs.config(args.log_level))
-    # httpx logs every forwarded request at info: the proxy logs what matters itself.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     shown_target = target._replace(netloc=target.netloc.rpartition("@")[2]).geturl()
     tally = Tally(target=shown_target)
     app = ContractProxy(

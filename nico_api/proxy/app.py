@@ -14,8 +14,9 @@ import zlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from starlette.types import Message, Receive, Scope, Send
+from yarl import URL
 
 from nico_api.proxy.contract import (
     CLIENT,
@@ -54,8 +55,8 @@ class ContractProxy:
         self.tally = tally
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
-        self.host = urlsplit(self.target).netloc.rpartition("@")[2].encode("latin-1")
-        self.client: httpx.AsyncClient | None = None
+        self.host = urlsplit(self.target).netloc.rpartition("@")[2]
+        self.client: aiohttp.ClientSession | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -71,7 +72,7 @@ class ContractProxy:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.client is not None:
-                    await self.client.aclose()
+                    await self.client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -80,6 +81,7 @@ class ContractProxy:
         headers = [(name, value) for name, value in scope["headers"]]
         named = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
         body = await self._body(receive, named.get("content-length"))
+        sends_body = "content-length" in named or "transfer-encoding" in named
         sent = Sent(
             scope["method"],
             scope["path"],
@@ -100,13 +102,12 @@ class ContractProxy:
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
         forwarded = [
-            (name, value)
+            (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in headers
             if not hop_by_hop(name.decode("latin-1")) and name not in (b"host", b"content-length")
         ]
         # The target's own name: a virtual host (a staging gateway) routes by it.
-        forwarded.insert(0, (b"host", self.host))
-        request = self.client.build_request(scope["method"], url, headers=forwarded, content=body)
+        forwarded.insert(0, ("Host", self.host))
         started = False
 
         async def answer(message: Message) -> None:
@@ -115,12 +116,16 @@ class ContractProxy:
             await send(message)
 
         try:
-            response = await self.client.send(request, stream=True)
-            try:
+            # The path and query as the client encoded them: never normalised on the way.
+            async with self.client.request(
+                scope["method"],
+                URL(url, encoded=True),
+                headers=forwarded,
+                data=body if sends_body else None,
+                allow_redirects=False,
+            ) as response:
                 await self._answer(checked, scope, response, answer)
-            finally:
-                await response.aclose()
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # Unreachable, or its answer broken off: the client gets the envelope if it can.
             log.error(
                 "target unreachable",
@@ -137,11 +142,11 @@ class ContractProxy:
                 await _envelope(send, 502, UNREACHABLE, {"target": self.target})
 
     async def _answer(
-        self, checked: Checked, scope: Scope, response: httpx.Response, send: Send
+        self, checked: Checked, scope: Scope, response: aiohttp.ClientResponse, send: Send
     ) -> None:
         chunks: list[bytes] = []
         read = 0
-        raw = response.aiter_raw()
+        raw = response.content.iter_any()
         complete = True
         async for chunk in raw:
             chunks.append(chunk)
@@ -151,7 +156,7 @@ class ContractProxy:
                 break
         body = b"".join(chunks)
         decoded = _decoded(body, response.headers.get("content-encoding")) if complete else None
-        answered = Answered(response.status_code, response.headers, decoded)
+        answered = Answered(response.status, response.headers, decoded)
         violations = checked.violations + self.contract.check_answer(checked, answered)
         if not complete:
             log.info(
@@ -160,13 +165,13 @@ class ContractProxy:
             )
         headers = [
             (name, value)
-            for name, value in response.headers.raw
+            for name, value in response.raw_headers
             if not hop_by_hop(name.decode("latin-1"))
         ]
         if violations:
             headers.append((VIOLATIONS_HEADER, _header_value(violations)))
-        self._record(checked, scope, response.status_code, violations)
-        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        self._record(checked, scope, response.status, violations)
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
         await send(start)
         if complete:
             await send({"type": "http.response.body", "body": body})
@@ -210,15 +215,18 @@ class ContractProxy:
             )
 
 
-def _forwarding_client(timeout: float) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+def _forwarding_client(timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+        # Each step (connecting, each read) waits at most `timeout`; a long answer may go on.
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        # Forwarded as sent: none of the client library's own headers, no cookie kept between
+        # clients, the content coding passed on as it came, no proxy from the environment.
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        trust_env=False,
     )
-    # Forwarded as sent: none of httpx's default headers (User-Agent, Accept, ...) is added.
-    client.headers.clear()
-    return client
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:

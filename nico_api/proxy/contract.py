@@ -13,18 +13,15 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import yaml
-from connexion.json_schema import Draft4RequestValidator, Draft4ResponseValidator, resolve_refs
-from connexion.validators.parameter import draft4_format_checker
-from jsonschema import FormatChecker
+from connexion.json_schema import resolve_refs
 from jsonschema.exceptions import ValidationError
-from jsonschema.protocols import Validator
 
+from nico_api.proxy.schemas import SchemaCheck
 from nico_api.web.validation import bound_body, go_value
 
 Side = Literal["client", "server"]
@@ -110,28 +107,6 @@ class Checked:
         return self.operation.template if self.operation else "(no route)"
 
 
-# Formats as the server reads them: Connexion's draft 4 formats, and UUIDs in Go's forms.
-FORMATS = FormatChecker()
-FORMATS.checkers.update(draft4_format_checker.checkers)
-
-
-@FORMATS.checks("uuid", raises=ValueError)
-def _uuid(value: object) -> bool:
-    if isinstance(value, str):
-        uuid.UUID(value)
-    return True
-
-
-@FORMATS.checks("date-time", raises=ValueError)
-def _date_time(value: object) -> bool:
-    # RFC 3339: a date, a time and an offset (Z or +hh:mm).
-    return not isinstance(value, str) or (
-        _RFC3339.fullmatch(value) is not None
-        and datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")) is not None
-    )
-
-
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
 _PARAMETER = re.compile(r"\{([^}/]+)\}")
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
 
@@ -164,10 +139,8 @@ class Contract:
         # Literal segments first: /rack/power before /rack/{id}/...
         routes.sort(key=lambda route: -route[0])
         self._routes = [(pattern, by_method) for _, pattern, by_method in routes]
-        self._envelope = self._validator(
-            resolved["components"]["schemas"]["NICoAPIError"], Draft4ResponseValidator
-        )
-        self._validators: dict[int, tuple[dict[str, Any], Validator]] = {}
+        self._envelope = SchemaCheck(resolved["components"]["schemas"]["NICoAPIError"], answer=True)
+        self._checks: dict[tuple[int, bool], tuple[dict[str, Any], SchemaCheck]] = {}
 
     @classmethod
     def from_path(cls, path: Path) -> Contract:
@@ -235,7 +208,7 @@ class Contract:
             except ValueError:
                 yield client("parameter-invalid", f"{name}={_cut(value)!r}: not a {schema['type']}")
                 continue
-            error = next(self._schema(schema, Draft4RequestValidator).iter_errors(read), None)
+            error = next(self._schema(schema, answer=False).iter_errors(read), None)
             if error is not None:
                 yield client("parameter-invalid", f"{name}={_cut(value)!r}: {_keyword(error)}")
         for name in sorted(set(checked.query) - declared_query):
@@ -267,7 +240,7 @@ class Contract:
         schema = content[media].get("schema", {})
         # The body as the server binds it: nulls as absent values, keys in any case.
         value = _keys_as_declared(bound_body(value), schema)
-        for error in _first_errors(self._schema(schema, Draft4RequestValidator), value):
+        for error in _first_errors(self._schema(schema, answer=False), value):
             yield client("body-schema", _described(error))
 
     # The server's side.
@@ -315,7 +288,7 @@ class Contract:
             except ValueError:
                 server("header-invalid", f"{name}: {_cut(text)!r}")
                 continue
-            error = next(self._schema(schema, Draft4ResponseValidator).iter_errors(read), None)
+            error = next(self._schema(schema, answer=True).iter_errors(read), None)
             if error is not None:
                 server("header-invalid", f"{name}: {_cut(text)!r}: {_keyword(error)}")
         content = declared.get("content")
@@ -324,7 +297,7 @@ class Contract:
                 server("media-type", f"{status} {media or 'no Content-Type'}")
             elif readable and answered.status < 400:
                 schema = content[media].get("schema", {})
-                validator = self._schema(schema, Draft4ResponseValidator)
+                validator = self._schema(schema, answer=True)
                 for error in _first_errors(validator, value):
                     server("body-schema", _described(error))
         if readable and answered.status < 300:
@@ -363,16 +336,12 @@ class Contract:
             for rule, seen in _paging_problems(page, len(value), checked.query):
                 server(rule, seen)
 
-    def _schema(self, schema: dict[str, Any], kind: type[Validator]) -> Validator:
-        """One validator per schema of the resolved spec (each lives as long as the spec)."""
-        cached = self._validators.get(id(schema))
+    def _schema(self, schema: dict[str, Any], answer: bool) -> SchemaCheck:
+        """One check per schema of the resolved spec and side (each lives as long as the spec)."""
+        cached = self._checks.get((id(schema), answer))
         if cached is None or cached[0] is not schema:
-            cached = self._validators[id(schema)] = (schema, self._validator(schema, kind))
+            cached = self._checks[(id(schema), answer)] = (schema, SchemaCheck(schema, answer))
         return cached[1]
-
-    @staticmethod
-    def _validator(schema: dict[str, Any], kind: type[Validator]) -> Validator:
-        return kind(schema, format_checker=FORMATS)
 
 
 def _route_pattern(template: str) -> str:
@@ -458,7 +427,7 @@ def _keys_as_declared(value: Any, schema: Mapping[str, Any]) -> Any:
     return renamed
 
 
-def _first_errors(validator: Validator, value: Any) -> list[ValidationError]:
+def _first_errors(validator: SchemaCheck, value: Any) -> list[ValidationError]:
     errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     return errors[:ERRORS_PER_BODY]
 
