@@ -29,6 +29,7 @@ from nico_api.storage import fixture
 from nico_api.storage.db import Storage
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
+from tests.loop_client import LoopClient
 from tests.processes import NICO_API, free_port, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
@@ -356,6 +357,14 @@ def app(served_app: NICoApp, storage: Storage) -> NICoApp:
 
 @pytest.fixture
 def client(app: NICoApp) -> Iterator[TestClient]:
+    """The app served on this thread's own event loop (tests/loop_client.py)."""
+    with LoopClient(app) as client:
+        yield client  # type: ignore[misc]
+
+
+@pytest.fixture
+def threaded_client(app: NICoApp) -> Iterator[TestClient]:
+    """The app served on a thread of its own, for requests sent from several threads at once."""
     with app.test_client() as client:
         yield client
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import yaml
+from nico_api.config import spec_document
 
-from nico_api.config import SPEC_PATH
-
-SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+SPEC: dict[str, Any] = spec_document()
 
 
 def operations() -> Iterator[tuple[str, str, dict[str, Any]]]:

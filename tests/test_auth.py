@@ -11,7 +11,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,12 +264,9 @@ def test_a_huge_key_set_is_never_read_whole(
     assert idp.sent < 50 * 2**20  # the reader stopped long before the end
 
 
-async def _until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    """Wait, on this event loop, until a background fetch has made `condition` true."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the key set was not fetched again"
-        await asyncio.sleep(0.02)
+async def _background_done() -> None:
+    """Wait, on this event loop, for what verifying left running (a key set's fetch), if any."""
+    await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
 
 
 def test_a_removed_key_stops_working_within_the_key_sets_lifetime(
@@ -289,8 +286,8 @@ def test_a_removed_key_stops_working_within_the_key_sets_lifetime(
         clock.now += 21  # past the provider's max-age: the set is fetched again
         # Meanwhile the cached key answers, so a hanging provider would cost no request a wait.
         assert (await authn.verify(KEY_A.sign(claims(sub="third")))).subject == "third"
-        await _until(lambda: idp.requests == 2)
-        await asyncio.sleep(0.1)
+        await _background_done()
+        assert idp.requests == 2
         with pytest.raises(auth.TokenRejectedError) as rejected:
             await authn.verify(KEY_A.sign(claims(sub="fourth")))
         assert rejected.value.status_code == 401
@@ -331,11 +328,12 @@ def test_the_providers_max_age_is_kept_within_the_issuers_bounds(
         await authn.verify(KEY_A.sign(claims(sub="first")))
         clock.now += lifetime - 1
         await authn.verify(KEY_A.sign(claims(sub="second")))
-        await asyncio.sleep(0.2)
+        await _background_done()
         assert idp.requests == 1
         clock.now += 1
         await authn.verify(KEY_A.sign(claims(sub="third")))
-        await _until(lambda: idp.requests == 2)
+        await _background_done()
+        assert idp.requests == 2
 
     asyncio.run(scenario())
 
@@ -536,31 +534,36 @@ def scoped_client(
     return create_app(settings.model_copy(update={"auth_config": config})).test_client()
 
 
+@pytest.fixture(scope="module")
+def scoped_app(
+    settings: Settings, trusted_idp: KeySetServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NICoApp]:
+    """An app whose issuer requires the scopes `openid` and `nico`, shared by the scope tests
+    (each serves it over the fresh database of its `client`)."""
+    config = issuer_config(trusted_idp.url, scopes=["openid", "nico"])
+    path = write_config(tmp_path_factory.mktemp("scoped"), config)
+    app = create_app(settings.model_copy(update={"auth_config": path}))
+    yield app
+    app.runtime.close()
+
+
 @pytest.mark.parametrize(
     "granted",
     [{"scope": "openid nico"}, {"scp": ["nico", "openid"]}, {"scopes": ["openid"], "scp": "nico"}],
 )
 def test_required_scopes_present(
-    client: TestClient,
-    settings: Settings,
-    tmp_path: Path,
-    idp: KeySetServer,
-    granted: dict[str, Any],
+    client: TestClient, scoped_app: NICoApp, granted: dict[str, Any]
 ) -> None:
-    with scoped_client(settings, tmp_path, idp, scopes=["openid", "nico"]) as scoped:
+    with scoped_app.test_client() as scoped:
         response = get_task(scoped, f"Bearer {KEY_A.sign(claims(**granted))}")
     assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("granted", [{}, {"scope": "openid"}, {"scp": ["nico"]}])
 def test_missing_scope_is_403(
-    client: TestClient,
-    settings: Settings,
-    tmp_path: Path,
-    idp: KeySetServer,
-    granted: dict[str, Any],
+    client: TestClient, scoped_app: NICoApp, granted: dict[str, Any]
 ) -> None:
-    with scoped_client(settings, tmp_path, idp, scopes=["openid", "nico"]) as scoped:
+    with scoped_app.test_client() as scoped:
         response = get_task(scoped, f"Bearer {KEY_A.sign(claims(**granted))}")
     assert_error(response, 403, auth.MISSING_SCOPES)
 

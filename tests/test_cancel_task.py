@@ -251,11 +251,11 @@ def test_query_parameters_and_extra_fields_are_ignored(client: TestClient, beare
 
 
 def test_concurrent_cancels_update_the_task_once(
-    client: TestClient, bearer: Bearer, engine: Engine
+    threaded_client: TestClient, bearer: Bearer, engine: Engine
 ) -> None:
     headers = bearer()
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: cancel(client, RUNNING_TASK, headers), range(8)))
+        answers = list(pool.map(lambda _: cancel(threaded_client, RUNNING_TASK, headers), range(8)))
     assert {answer.status_code for answer in answers} == {202}
     # One update happened: every answer shows the same cancellation time.
     assert len({answer.json()["finished"] for answer in answers}) == 1

@@ -423,27 +423,27 @@ def test_without_queueing_a_busy_rack_refuses(rejecting_app: NICoApp, bearer: Be
 
 
 def test_identical_requests_in_flight_get_the_same_tasks(
-    client: TestClient, bearer: Bearer, storage: Storage
+    threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
     answers = in_flight_together(
-        lambda: power(client, bearer(), FREE_RACK),
-        lambda: power(client, bearer(), FREE_RACK),
+        lambda: power(threaded_client, bearer(), FREE_RACK),
+        lambda: power(threaded_client, bearer(), FREE_RACK),
         engine=storage.engine,
         racks=[FREE_RACK],
     )
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json()
     # Once answered, the same request is a new one: it queues behind the first.
-    (later,) = power(client, bearer(), FREE_RACK).json()["taskIds"]
+    (later,) = power(threaded_client, bearer(), FREE_RACK).json()["taskIds"]
     assert later not in answers[0].json()["taskIds"]
 
 
 def test_different_requests_in_flight_are_not_joined(
-    client: TestClient, bearer: Bearer, storage: Storage
+    threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
     on, off = in_flight_together(
-        lambda: power(client, bearer(), FREE_RACK),
-        lambda: power(client, bearer(), FREE_RACK, "Off"),
+        lambda: power(threaded_client, bearer(), FREE_RACK),
+        lambda: power(threaded_client, bearer(), FREE_RACK, "Off"),
         engine=storage.engine,
         racks=[FREE_RACK],
     )
@@ -452,19 +452,19 @@ def test_different_requests_in_flight_are_not_joined(
 
 
 def test_the_same_request_at_two_sites_is_two_requests(
-    client: TestClient, bearer: Bearer, storage: Storage
+    threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
     # A batch without a filter has the same workflow id at every Site: each Site has its own.
     here, there = in_flight_together(
-        lambda: call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE}),
-        lambda: call(client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2}),
+        lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE}),
+        lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2}),
         engine=storage.engine,
         racks=[FREE_RACK, SITE_2_RACK],
     )
     assert len(here.json()["taskIds"]) == 4 and len(there.json()["taskIds"]) == 2
     for site, answer in ((ACME_SITE, here), (ACME_SITE_2, there)):
         for task_id in answer.json()["taskIds"]:
-            got = client.get(
+            got = threaded_client.get(
                 f"/v2/org/{ACME}/nico/task/{task_id}", params={"siteId": site}, headers=bearer()
             )
             assert got.status_code == 200

@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from nico_api.cli import contract
-from nico_api.config import SPEC_PATH, Settings
+from nico_api.config import Settings, spec_document
 from tests.demo import ACME, ACME_SITE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +140,7 @@ def test_the_conformance_samples_count_what_a_run_counts() -> None:
     text = page("docs/consumers.md")
     operations = [
         method
-        for item in yaml.safe_load(SPEC_PATH.read_text("utf-8"))["paths"].values()
+        for item in spec_document()["paths"].values()
         for method in item
         if method in ("get", "put", "post", "patch", "delete")
     ]

@@ -116,7 +116,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(derandomize=True, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SCHEMAS), _JSON, st.booleans())
 def test_any_json_value_is_judged_alike_against_any_schema(
     schema: dict[str, Any], value: Any, answer: bool

@@ -6,9 +6,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
-import yaml
 
-from nico_api.config import SPEC_PATH
+from nico_api.config import spec_document
 from nico_api.web.framework import PROBLEMS, handler_for
 from nico_api.web.validation import go_value
 
@@ -54,7 +53,7 @@ def test_values_go_cannot_read(text: str, kind: str) -> None:
 
 def test_every_handler_raises_what_validation_found() -> None:
     # A handler without `problems` would never answer its request's validation failures.
-    spec = yaml.safe_load(SPEC_PATH.read_text())
+    spec = spec_document()
     for item in spec["paths"].values():
         for operation in item.values():
             handler = handler_for(operation["operationId"])

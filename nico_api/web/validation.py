@@ -251,10 +251,16 @@ def _bound(value: Any, fields: Fields | None) -> Any:
     return value
 
 
+@functools.cache
+def _packaged_spec() -> dict[str, Any]:
+    """openapi.yaml, read once: the `$ref`s below point into it (never to be changed)."""
+    return spec_document()
+
+
 def _resolved(schema: dict[str, Any]) -> dict[str, Any]:
     """A schema of openapi.yaml with its `$ref`s followed."""
     while "$ref" in schema:
-        node: Any = spec_document()
+        node: Any = _packaged_spec()
         for part in schema["$ref"].removeprefix("#/").split("/"):
             node = node[part]
         schema = node
@@ -298,7 +304,7 @@ def _body_fields() -> Fields:
             fields[_go_fold(name)] = (name, nested)
 
     fields: Fields = {}
-    for operations in spec_document()["paths"].values():
+    for operations in _packaged_spec()["paths"].values():
         for operation in operations.values():
             body = operation.get("requestBody") if isinstance(operation, dict) else None
             for content in (body or {}).get("content", {}).values():
