@@ -124,11 +124,9 @@ class Store:
         # Workflow ids are a Site's own: each Site has its own Flow.
         key = (site_id, order.workflow_id)
         running = self._in_flight.get(key)
-        log.debug(
-            "order received",
-            extra={"fields": {"workflow": order.workflow_id, "joined": running is not None}},
-        )
-        if running is None:
+        if running is not None:
+            _received(order.workflow_id, joined=True)
+        else:
             # Joined in this process here; across processes by Flow (manager.submit).
             running = asyncio.ensure_future(self._submit(order, site_id))
             self._in_flight[key] = running
@@ -145,6 +143,7 @@ class Store:
             with self.storage.connection() as c:
                 seen = manager.answer_seen(c, submission.site_id, submission.workflow_id)
             submission = dataclasses.replace(submission, answer_seen=seen)
+            _received(submission.workflow_id, joined=False)
         settings = self.storage.settings
         queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
         deadline = time.monotonic() + settings.db_request_timeout
@@ -187,6 +186,12 @@ class Store:
     async def ping(self) -> None:
         """Raise a storage error unless the database answers now."""
         await self.storage.run_in_thread(self.storage.ping)
+
+
+def _received(workflow_id: str, joined: bool) -> None:
+    """An order with a workflow id is received: joined to one in flight in this process, or
+    (not joined) its workflow's answer read, before it waits for any lock."""
+    log.debug("order received", extra={"fields": {"workflow": workflow_id, "joined": joined}})
 
 
 def _task_and_status(row: Row[Any] | None) -> tuple[schemas.Task | None, str | None]:

@@ -8,6 +8,7 @@ first. Tests that start processes, servers or database instances are marked `slo
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -30,7 +31,7 @@ from nico_api.storage.db import Storage
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
 from tests.loop_client import LoopClient
-from tests.processes import NICO_API, free_port, serving
+from tests.processes import NICO_API, free_port, log_lines, serving
 
 POSTGRES_URL_VAR = "NICO_TEST_DATABASE_URL"
 # The `bearer` fixture: authorization headers for a caller of an org with roles.
@@ -449,7 +450,9 @@ def demo_server(
 def server(env: dict[str, str], workers: int, tmp_path: Path) -> Iterator[str]:
     """`nico-api serve` with the demo data, on a free loopback port: its base URL."""
     port = free_port()
+    # Debug logs: each order received is a line (`orders_logged`).
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
+    command += ["--log-level", "debug"]
     with serving(command, env, tmp_path / "server.log", port, workers=workers) as base_url:
         yield base_url
 
@@ -480,9 +483,13 @@ def racks_held(engine: Engine, *external_ids: str) -> Iterator[None]:
 
 
 def in_flight_together(
-    *requests: Callable[[], Any], engine: Engine, racks: Sequence[str]
+    *requests: Callable[[], Any],
+    engine: Engine,
+    racks: Sequence[str],
+    received: Callable[[], int],
 ) -> list[Any]:
-    """The answers to `requests`, sent at once while `racks` are held, in the order given."""
+    """The answers to `requests`, sent at once while `racks` are held, in the order given: the
+    racks are let go once `received()` (the orders the server has received) counts them all."""
     answers: list[Any] = [None] * len(requests)
 
     def send(i: int) -> None:
@@ -492,7 +499,37 @@ def in_flight_together(
     with racks_held(engine, *racks):
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while received() < len(requests):
+            early = [answer for answer in answers if answer is not None]
+            assert not early, f"answered while the racks were held: {early[0]}"
+            assert time.monotonic() < deadline, f"{received()} of {len(requests)} received"
+            time.sleep(0.01)
     for thread in threads:
-        thread.join(20)
+        thread.join(60)
     return answers
+
+
+@contextmanager
+def orders_received() -> Iterator[Callable[[], int]]:
+    """How many orders this process's apps have received so far (their debug records)."""
+    seen: list[logging.LogRecord] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger, handler = logging.getLogger("nico_api.store"), Count(logging.DEBUG)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield lambda: sum(record.getMessage() == "order received" for record in list(seen))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def orders_logged(log: Path) -> int:
+    """How many orders a server has received so far, from its debug log."""
+    return sum(line.get("message") == "order received" for line in log_lines(log))

@@ -20,7 +20,7 @@ from nico_api.storage.db import Storage
 from nico_api.storage.models import Task, TaskComponent
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
-from tests.conftest import Bearer, in_flight_together
+from tests.conftest import Bearer, in_flight_together, orders_received
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -425,12 +425,14 @@ def test_without_queueing_a_busy_rack_refuses(rejecting_app: NICoApp, bearer: Be
 def test_identical_requests_in_flight_get_the_same_tasks(
     threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
-    answers = in_flight_together(
-        lambda: power(threaded_client, bearer(), FREE_RACK),
-        lambda: power(threaded_client, bearer(), FREE_RACK),
-        engine=storage.engine,
-        racks=[FREE_RACK],
-    )
+    with orders_received() as received:
+        answers = in_flight_together(
+            lambda: power(threaded_client, bearer(), FREE_RACK),
+            lambda: power(threaded_client, bearer(), FREE_RACK),
+            engine=storage.engine,
+            racks=[FREE_RACK],
+            received=received,
+        )
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json() == answers[1].json()
     # Once answered, the same request is a new one: it queues behind the first.
@@ -441,12 +443,14 @@ def test_identical_requests_in_flight_get_the_same_tasks(
 def test_different_requests_in_flight_are_not_joined(
     threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
-    on, off = in_flight_together(
-        lambda: power(threaded_client, bearer(), FREE_RACK),
-        lambda: power(threaded_client, bearer(), FREE_RACK, "Off"),
-        engine=storage.engine,
-        racks=[FREE_RACK],
-    )
+    with orders_received() as received:
+        on, off = in_flight_together(
+            lambda: power(threaded_client, bearer(), FREE_RACK),
+            lambda: power(threaded_client, bearer(), FREE_RACK, "Off"),
+            engine=storage.engine,
+            racks=[FREE_RACK],
+            received=received,
+        )
     assert on.status_code == off.status_code == 200
     assert on.json() != off.json()
 
@@ -455,12 +459,14 @@ def test_the_same_request_at_two_sites_is_two_requests(
     threaded_client: TestClient, bearer: Bearer, storage: Storage
 ) -> None:
     # A batch without a filter has the same workflow id at every Site: each Site has its own.
-    here, there = in_flight_together(
-        lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE}),
-        lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2}),
-        engine=storage.engine,
-        racks=[FREE_RACK, SITE_2_RACK],
-    )
+    with orders_received() as received:
+        here, there = in_flight_together(
+            lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE}),
+            lambda: call(threaded_client, bearer(), "rack/firmware", {"siteId": ACME_SITE_2}),
+            engine=storage.engine,
+            racks=[FREE_RACK, SITE_2_RACK],
+            received=received,
+        )
     assert len(here.json()["taskIds"]) == 4 and len(there.json()["taskIds"]) == 2
     for site, answer in ((ACME_SITE, here), (ACME_SITE_2, there)):
         for task_id in answer.json()["taskIds"]:

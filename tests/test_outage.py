@@ -154,11 +154,12 @@ def test_connections_dropped_by_the_server(service, postgres: PrivatePostgres) -
         blocker = _lock_tasks(postgres)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(timed, get_task)
-            time.sleep(0.3)
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
+            waiting = "FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            deadline = time.monotonic() + 5
+            while not admin.execute(f"SELECT count(*) {waiting}").fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "the request never waited for the lock"
+                time.sleep(0.01)
+            admin.execute(f"SELECT pg_terminate_backend(pid) {waiting} AND pid <> pg_backend_pid()")
             response, seconds = pending.result(timeout=10)
         blocker.rollback()
         blocker.close()
