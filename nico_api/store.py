@@ -138,15 +138,15 @@ class Store:
         return await self.storage.run_in_thread(self._submitted, submission)
 
     def _submitted(self, submission: Submission) -> list[str]:
+        settings = self.storage.settings
+        deadline = time.monotonic() + settings.db_request_timeout
         if submission.workflow_id is not None:
-            # Received now: read the workflow's answer before waiting for the racks' locks.
-            with self.storage.connection() as c:
+            # Received by Flow now: its workflow's answer, read before any lock is waited for.
+            with self.storage.reading() as c:
                 seen = manager.answer_seen(c, submission.site_id, submission.workflow_id)
             submission = dataclasses.replace(submission, answer_seen=seen)
             _received(submission.workflow_id, joined=False)
-        settings = self.storage.settings
         queue = settings.flow_queue_timeout if settings.flow_conflicts == "queue" else None
-        deadline = time.monotonic() + settings.db_request_timeout
         with self.storage.connection() as c, c.begin():
             made = manager.submit(c, submission, models.utcnow(), queue)
             if time.monotonic() > deadline:

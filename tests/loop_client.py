@@ -97,8 +97,13 @@ class LoopClient(httpx.Client):
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
         self._lifespan = asyncio.ensure_future(self.app(scope, inbox.get, outbox.put))
         await inbox.put({"type": "lifespan.startup"})
-        message = await outbox.get()
-        assert message["type"] == "lifespan.startup.complete", message
+        answer = asyncio.ensure_future(outbox.get())
+        await asyncio.wait({answer, self._lifespan}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            answer.cancel()
+            self._lifespan.result()  # the app's own error, if it raised one
+            raise AssertionError("the app's lifespan ended without starting")
+        assert answer.result()["type"] == "lifespan.startup.complete", answer.result()
         self._outbox = outbox
 
     async def _stop(self) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -262,6 +263,37 @@ def test_a_request_reaches_the_target_as_the_client_sent_it(
     assert seen["body"] == "as sent"
     again = httpx.get(proxy_to_wrong + "/echo/again").json()
     assert "cookie" not in {name for name, _ in again["headers"]}
+
+
+def _raw_request(base_url: str, path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A GET sent byte for byte as given; the whole answer (the proxy closes after it)."""
+    with socket.create_connection(("127.0.0.1", urlsplit(base_url).port or 80), 10) as sock:
+        head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        sock.sendall(head + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_non_ascii_header_bytes_reach_the_target_unchanged(proxy_to_wrong: str) -> None:
+    answer = _raw_request(proxy_to_wrong, "/echo/bytes", [(b"X-Name", "café".encode())])
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert ["x-name", "café".encode().decode("latin-1")] in seen["headers"]
+
+
+def test_header_bytes_that_are_not_utf8_are_refused_not_changed(proxy_to_wrong: str) -> None:
+    answer = _raw_request(proxy_to_wrong, "/echo/bytes", [(b"X-Name", b"caf\xe9")])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["source"] == "nico"
+    assert b"not-forwardable" in head
+
+
+def test_an_answer_with_a_long_header_is_passed_on(proxy_to_wrong: str) -> None:
+    response = httpx.get(proxy_to_wrong + "/echo/long?long-header=1")
+    assert response.status_code == 200
+    assert len(response.headers["link"]) > 10_000
 
 
 def test_an_answer_broken_off_after_its_head_is_a_502_envelope(proxy_to_wrong: str) -> None:

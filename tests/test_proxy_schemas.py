@@ -151,3 +151,20 @@ def test_nullable_and_write_only_become_json_schema() -> None:
     # Names of properties are data, even when one is a keyword's name.
     properties = {"properties": {"nullable": {"type": "boolean"}}}
     assert json_schema(properties, answer=False) == properties
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"type": "number", "multipleOf": 0.01}, 0.07),
+        ({"type": "string", "pattern": "^\\s*$"}, "\ufeff"),
+        ({"type": "object", "patternProperties": {"^\\d+$": {"type": "integer"}}}, {"٣": "x"}),
+    ],
+)
+def test_schemas_jsonschema_rs_reads_otherwise_are_left_to_jsonschema(
+    schema: dict[str, Any], value: Any
+) -> None:
+    check = SchemaCheck(schema, answer=True)
+    assert check.fast is None
+    reference = Draft4ResponseValidator(schema, format_checker=FORMATS)
+    assert (not any(check.iter_errors(value))) == reference.is_valid(value)

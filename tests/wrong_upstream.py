@@ -1,7 +1,8 @@
 """A deliberately wrong NICo server, for the proxy to catch: a task without its `message`, a
 list whose X-Pagination total disagrees with its page, a 500 without the envelope, a 403
 envelope from another source, an answer broken off after its head, and a small gzip answer
-that inflates to 64 MiB. `/echo` answers with the request as it arrived, and sets a cookie."""
+that inflates to 64 MiB. `/echo` answers with the request as it arrived, and sets a cookie
+(and a 10 KB header when asked)."""
 
 import gzip
 from collections.abc import AsyncIterator
@@ -75,7 +76,10 @@ async def echo(request: Request) -> JSONResponse:
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
         "body": (await request.body()).decode("latin-1"),
     }
-    return JSONResponse(seen, headers={"Set-Cookie": "session=kept-by-nobody; Path=/"})
+    headers = {"Set-Cookie": "session=kept-by-nobody; Path=/"}
+    if "long-header" in request.query_params:
+        headers["Link"] = "<https://example.com/" + "x" * 10_000 + ">"
+    return JSONResponse(seen, headers=headers)
 
 
 async def health(_request: Request) -> JSONResponse:

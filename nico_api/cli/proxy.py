@@ -78,7 +78,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     shown_target = target._replace(netloc=target.netloc.rpartition("@")[2]).geturl()
     tally = Tally(target=shown_target)
     app = ContractProxy(
-        args.target, Contract.from_path(args.spec), tally, settings.max_body_bytes, args.timeout
+        args.target,
+        Contract.from_path(args.spec),
+        tally,
+        settings.max_body_bytes,
+        args.timeout,
+        settings.max_header_bytes,
     )
     config = uvicorn.Config(
         app,

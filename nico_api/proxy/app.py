@@ -39,6 +39,7 @@ VIOLATIONS_IN_HEADER = 10
 CHECKED_ANSWER_BYTES = 16 << 20
 TOO_LARGE = "Request Entity Too Large"
 UNREACHABLE = "Bad Gateway: the target did not answer"
+NOT_FORWARDABLE = "Bad Request: the path, query and headers are forwarded as UTF-8 only"
 
 
 class ContractProxy:
@@ -49,12 +50,14 @@ class ContractProxy:
         tally: Tally,
         max_body_bytes: int,
         timeout: float = 60.0,
+        max_head_bytes: int = 64 << 10,
     ) -> None:
         self.target = target.rstrip("/")
         self.contract = contract
         self.tally = tally
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
+        self.max_head_bytes = max_head_bytes
         self.host = urlsplit(self.target).netloc.rpartition("@")[2]
         self.client: aiohttp.ClientSession | None = None
 
@@ -68,7 +71,7 @@ class ContractProxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.client = _forwarding_client(self.timeout)
+                self.client = _forwarding_client(self.timeout, self.max_head_bytes)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.client is not None:
@@ -95,17 +98,26 @@ class ContractProxy:
                 Violation(checked.label, CLIENT, "body-too-large", f"over {self.max_body_bytes}")
             )
             await self._finish(checked, scope, 413)
-            await _envelope(send, 413, TOO_LARGE, None)
+            await _envelope(send, 413, TOO_LARGE, None, checked.violations)
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        url = self.target + raw_path.decode("latin-1")
-        if scope["query_string"]:
-            url += "?" + scope["query_string"].decode("latin-1")
-        forwarded = [
-            (name.decode("latin-1"), value.decode("latin-1"))
+        query = b"?" + scope["query_string"] if scope["query_string"] else b""
+        texts = [_as_sent(raw_path + query)] + [
+            _as_sent(part)
             for name, value in headers
             if not hop_by_hop(name.decode("latin-1")) and name not in (b"host", b"content-length")
+            for part in (name, value)
         ]
+        if None in texts:
+            # aiohttp writes text as UTF-8: other bytes would reach the target changed.
+            checked.violations.append(
+                Violation(checked.label, CLIENT, "not-forwardable", "bytes that are not UTF-8")
+            )
+            await self._finish(checked, scope, 400)
+            await _envelope(send, 400, NOT_FORWARDABLE, None, checked.violations)
+            return
+        url = self.target + str(texts[0])
+        forwarded = list(zip(texts[1::2], texts[2::2], strict=True))
         # The target's own name: a virtual host (a staging gateway) routes by it.
         forwarded.insert(0, ("Host", self.host))
         started = False
@@ -139,7 +151,7 @@ class ContractProxy:
             )
             if not started:
                 await self._finish(checked, scope, 502)
-                await _envelope(send, 502, UNREACHABLE, {"target": self.target})
+                await _envelope(send, 502, UNREACHABLE, {"target": self.target}, checked.violations)
 
     async def _answer(
         self, checked: Checked, scope: Scope, response: aiohttp.ClientResponse, send: Send
@@ -215,11 +227,18 @@ class ContractProxy:
             )
 
 
-def _forwarding_client(timeout: float) -> aiohttp.ClientSession:
+def _forwarding_client(timeout: float, max_head_bytes: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
-        # Each step (connecting, each read) waits at most `timeout`; a long answer may go on.
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        # Each step (resolving and connecting, each read) waits at most `timeout`; a long
+        # answer may go on.
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        ),
+        # An answer's head is taken up to the server's own head limit, whatever its lines.
+        max_line_size=max_head_bytes,
+        max_field_size=max_head_bytes,
+        max_headers=max_head_bytes // 4,
         # Forwarded as sent: none of the client library's own headers, no cookie kept between
         # clients, the content coding passed on as it came, no proxy from the environment.
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -227,6 +246,14 @@ def _forwarding_client(timeout: float) -> aiohttp.ClientSession:
         auto_decompress=False,
         trust_env=False,
     )
+
+
+def _as_sent(raw: bytes) -> str | None:
+    """Bytes as the text aiohttp writes back as the same bytes (UTF-8), or None."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -239,12 +266,21 @@ async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _envelope(send: Send, status: int, message: str, data: dict[str, str] | None) -> None:
+async def _envelope(
+    send: Send,
+    status: int,
+    message: str,
+    data: dict[str, str] | None,
+    violations: list[Violation],
+) -> None:
+    """The proxy's own answer, in the envelope, naming what broke the contract, if anything."""
     body = envelope_body(message, data).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
+    if violations:
+        headers.append((VIOLATIONS_HEADER, _header_value(violations)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -64,6 +64,8 @@ class SchemaCheck:
         kind = Draft4ResponseValidator if answer else Draft4RequestValidator
         self._described = kind(schema, format_checker=FORMATS)
         self.fast: jsonschema_rs.Draft4Validator | None = None
+        if not _judged_alike(schema):
+            return
         try:
             self.fast = jsonschema_rs.Draft4Validator(
                 json_schema(schema, answer), formats=_FAST_FORMATS, validate_formats=True
@@ -79,6 +81,26 @@ class SchemaCheck:
             except (ValueError, TypeError, OverflowError):
                 pass  # a value it cannot read (NaN, say): jsonschema decides
         return self._described.iter_errors(value)
+
+
+def _judged_alike(schema: Any) -> bool:
+    """Whether jsonschema-rs judges values against `schema` as jsonschema does: not with
+    `multipleOf` (it divides exactly, Python's floats do not) nor with a pattern that has a
+    backslash (`\\s` and its kin name other characters in Rust's regular expressions)."""
+    if isinstance(schema, list):
+        return all(_judged_alike(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if "multipleOf" in schema or "\\" in str(schema.get("pattern", "")):
+        return False
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict) and any("\\" in key for key in patterns):
+        return False
+    return all(
+        _judged_alike(value)
+        for key, value in schema.items()
+        if key not in ("enum", "const", "default", "example", "required")
+    )
 
 
 def json_schema(schema: Any, answer: bool) -> Any:
