@@ -70,7 +70,9 @@ class LoopClient(httpx.Client):
     def __init__(self, app: ASGIApp) -> None:
         self.loop = asyncio.new_event_loop()
         self.app = app
-        self._shutdown: asyncio.Queue[Message] | None = None
+        # The lifespan's messages to the app and back, and the app running it.
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._lifespan: asyncio.Task[None] | None = None
         super().__init__(transport=_LoopTransport(app, self.loop), base_url=BASE_URL)
 
@@ -91,24 +93,20 @@ class LoopClient(httpx.Client):
             super().__exit__(kind, error, trace)
 
     async def _start(self) -> None:
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
-        outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._shutdown = inbox
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._lifespan = asyncio.ensure_future(self.app(scope, inbox.get, outbox.put))
-        await inbox.put({"type": "lifespan.startup"})
-        answer = asyncio.ensure_future(outbox.get())
+        self._lifespan = asyncio.ensure_future(self.app(scope, self._inbox.get, self._outbox.put))
+        await self._inbox.put({"type": "lifespan.startup"})
+        answer = asyncio.ensure_future(self._outbox.get())
         await asyncio.wait({answer, self._lifespan}, return_when=asyncio.FIRST_COMPLETED)
         if not answer.done():
             answer.cancel()
             self._lifespan.result()  # the app's own error, if it raised one
             raise AssertionError("the app's lifespan ended without starting")
         assert answer.result()["type"] == "lifespan.startup.complete", answer.result()
-        self._outbox = outbox
 
     async def _stop(self) -> None:
-        assert self._shutdown is not None and self._lifespan is not None
-        await self._shutdown.put({"type": "lifespan.shutdown"})
+        assert self._lifespan is not None
+        await self._inbox.put({"type": "lifespan.shutdown"})
         message = await self._outbox.get()
         assert message["type"] == "lifespan.shutdown.complete", message
         await self._lifespan

@@ -3,11 +3,8 @@ each: Flow deduplicates them by workflow id in the database, as production's Flo
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,9 +16,9 @@ from nico_api.flow import manager
 from nico_api.storage.db import Storage
 from nico_api.storage.models import Task, utcnow
 from nico_api.web.framework import NICoApp
-from tests.conftest import racks_held
+from tests.conftest import in_flight_together, orders_logged
 from tests.demo import ACME, ACME_SITE, FREE_RACK
-from tests.processes import NICO_API, free_port, run, serving
+from tests.processes import NICO_API, free_port, log_lines, run, serving
 
 WORKFLOW = f"rack-power-state-update-on-{FREE_RACK}"
 
@@ -78,49 +75,28 @@ def test_orders_without_a_workflow_id_are_never_joined(app: NICoApp, storage: St
     assert made[0] != made[1]
 
 
-def _logged(log: Path, message: str) -> int:
-    """How many lines of a server's JSON log have the message."""
-    return sum(
-        1
-        for line in log.read_text().splitlines()
-        if line.startswith("{") and json.loads(line)["message"] == message
-    )
-
-
-def _received(logs: Sequence[Path]) -> int:
-    """How many orders the servers have received so far, from their debug logs."""
-    return sum(_logged(log, "order received") for log in logs)
-
-
 def _orders_in_flight_together(
     engine: Engine, base_urls: Sequence[str], logs: Sequence[Path], token: str, count: int
 ) -> list[httpx.Response]:
     """`count` identical power-on orders, sent at once over new connections spread over the
     servers while the rack is held, held until every server process has received them all."""
-    answers: list[httpx.Response | None] = [None] * count
 
-    def send(i: int) -> None:
-        answers[i] = httpx.patch(
+    def order(i: int) -> Callable[[], httpx.Response]:
+        return lambda: httpx.patch(
             f"{base_urls[i % len(base_urls)]}/v2/org/{ACME}/nico/rack/{FREE_RACK}/power",
             json={"siteId": ACME_SITE, "state": "On"},
             headers={"Authorization": f"Bearer {token}", "Connection": "close"},
             timeout=60,
         )
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
-    with racks_held(engine, FREE_RACK):
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 60
-        while _received(logs) < count:
-            early = [a.text for a in answers if a is not None]
-            assert not early, early[0]
-            assert time.monotonic() < deadline, f"{_received(logs)} of {count} received"
-            time.sleep(0.05)
-    for thread in threads:
-        thread.join(60)
+    answers = in_flight_together(
+        *(order(i) for i in range(count)),
+        engine=engine,
+        racks=[FREE_RACK],
+        received=lambda: sum(orders_logged(log) for log in logs),
+    )
     assert all(a is not None for a in answers)
-    return answers  # type: ignore[return-value]
+    return answers
 
 
 def _one_task_for_all(
@@ -130,10 +106,10 @@ def _one_task_for_all(
     assert len({tuple(a.json()["taskIds"]) for a in answers}) == 1
     assert _tasks(engine) == 1
     served_by = {
-        json.loads(line)["pid"]
+        line["pid"]
         for log in logs
-        for line in log.read_text().splitlines()
-        if line.startswith("{") and json.loads(line)["message"] == "order received"
+        for line in log_lines(log)
+        if line.get("message") == "order received"
     }
     assert len(served_by) == 2, "both server processes received some of the orders"
 
@@ -155,13 +131,8 @@ def _serve(servers: ExitStack, env: dict[str, str], log: Path, workers: int = 1)
     """A server with debug logs, which name each order it receives: its base URL."""
     port = free_port()
     command = [NICO_API, "serve", "--port", str(port), "--workers", str(workers)]
-    base_url = servers.enter_context(serving([*command, "--log-level", "debug"], env, log, port))
-    # It answers once one worker has started: every worker is waited for.
-    deadline = time.monotonic() + 60
-    while _logged(log, "Application startup complete.") < workers:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return base_url
+    command += ["--log-level", "debug"]
+    return servers.enter_context(serving(command, env, log, port, workers=workers))
 
 
 def _known(base_url: str, token: str) -> None:

@@ -97,8 +97,7 @@ class ContractProxy:
             checked.violations.append(
                 Violation(checked.label, CLIENT, "body-too-large", f"over {self.max_body_bytes}")
             )
-            await self._finish(checked, scope, 413)
-            await _envelope(send, 413, TOO_LARGE, None, checked.violations)
+            await self._refuse(checked, scope, send, 413, TOO_LARGE)
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query = b"?" + scope["query_string"] if scope["query_string"] else b""
@@ -113,8 +112,7 @@ class ContractProxy:
             checked.violations.append(
                 Violation(checked.label, CLIENT, "not-forwardable", "bytes that are not UTF-8")
             )
-            await self._finish(checked, scope, 400)
-            await _envelope(send, 400, NOT_FORWARDABLE, None, checked.violations)
+            await self._refuse(checked, scope, send, 400, NOT_FORWARDABLE)
             return
         url = self.target + str(texts[0])
         forwarded = list(zip(texts[1::2], texts[2::2], strict=True))
@@ -150,8 +148,7 @@ class ContractProxy:
                 },
             )
             if not started:
-                await self._finish(checked, scope, 502)
-                await _envelope(send, 502, UNREACHABLE, {"target": self.target}, checked.violations)
+                await self._refuse(checked, scope, send, 502, UNREACHABLE, {"target": self.target})
 
     async def _answer(
         self, checked: Checked, scope: Scope, response: aiohttp.ClientResponse, send: Send
@@ -208,8 +205,26 @@ class ContractProxy:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _finish(self, checked: Checked, scope: Scope, status: int) -> None:
+    async def _refuse(
+        self,
+        checked: Checked,
+        scope: Scope,
+        send: Send,
+        status: int,
+        message: str,
+        data: dict[str, str] | None = None,
+    ) -> None:
+        """The proxy's own answer, in the envelope, naming what the client broke."""
         self._record(checked, scope, status, checked.violations)
+        body = envelope_body(message, data).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if checked.violations:
+            headers.append((VIOLATIONS_HEADER, _header_value(checked.violations)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _record(self, checked: Checked, scope: Scope, status: int, found: list[Violation]) -> None:
         self.tally.record(checked.label, found)
@@ -264,25 +279,6 @@ async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
-
-
-async def _envelope(
-    send: Send,
-    status: int,
-    message: str,
-    data: dict[str, str] | None,
-    violations: list[Violation],
-) -> None:
-    """The proxy's own answer, in the envelope, naming what broke the contract, if anything."""
-    body = envelope_body(message, data).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if violations:
-        headers.append((VIOLATIONS_HEADER, _header_value(violations)))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _header_value(violations: list[Violation]) -> bytes:
