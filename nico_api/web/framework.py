@@ -14,10 +14,11 @@ an answer silently.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ from connexion.context import receive as context_receive
 from connexion.context import scope as context_scope
 from connexion.datastructures import MediaTypeDict
 from connexion.decorators.parameter import (
-    prep_kwargs,
+    CONTEXT_NAME,
     pythonic,
     sanitized,
     unwrap_decorators,
@@ -50,7 +51,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from connexion.utils import inspect_function_arguments, is_null, is_nullable, make_type
 from connexion.validators import VALIDATOR_MAP, ParameterValidator
 from connexion.validators.parameter import draft4_format_checker
 from jsonschema import Draft4Validator
@@ -79,6 +80,8 @@ RUNTIME = "runtime"
 PROBLEMS = "problems"
 # Set in the request context when a GET's body cannot be bound (validation.binds).
 UNBOUND_BODY = "nico_unbound_body"
+# The query's first values, read once by request validation for the handler's arguments.
+QUERY_READ = "nico_query_read"
 
 
 def build_app(runtime: Runtime) -> NICoApp:
@@ -197,31 +200,22 @@ class _OnceDecorator:
         )
 
     def parameters(self, function: Any) -> Any:
-        """Connexion's parameter decorator (`prep_kwargs`), with no form read."""
+        """Connexion's parameter decorator (`prep_kwargs`), with no form read and the spec's
+        definitions read once (`ArgumentBinding`)."""
         operation = self.operation
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        binding = ArgumentBinding(operation, arguments, has_kwargs, self.sanitize)
         # Connexion passes a body to an operation that defines one, and no other.
         takes_body = operation.is_request_body_defined
-        sanitize = self.sanitize
 
         @functools.wraps(function)
         async def wrapper(request: ConnexionRequest) -> Any:
             body = None
-            if takes_body and (
-                has_kwargs or sanitize(operation.body_name(request.content_type)) in arguments
-            ):
+            if takes_body and binding.body_key(request.content_type) is not None:
                 body = request.get_body()
                 while asyncio.iscoroutine(body):
                     body = await body
-            kwargs = prep_kwargs(
-                request,
-                request_body=body,
-                files={},
-                arguments=arguments,
-                has_kwargs=has_kwargs,
-                sanitize=sanitize,
-            )
-            return await function(**kwargs)
+            return await function(**binding.arguments(request, body))
 
         return wrapper
 
@@ -236,6 +230,98 @@ class _OnceDecorator:
             return await decorated(request)
 
         return wrapper
+
+
+class ArgumentBinding:
+    """What Connexion's `prep_kwargs` gives a handler (path, query and body arguments, then the
+    request context's entries it names), with the operation's parameter definitions, query
+    defaults and argument names worked out once rather than on every request."""
+
+    def __init__(
+        self,
+        operation: AbstractOperation,
+        arguments: list[str],
+        has_kwargs: bool,
+        sanitize: Callable[[str], str],
+    ) -> None:
+        self.operation = operation
+        self.names = set(arguments)
+        self.has_kwargs = has_kwargs
+        self.sanitize = sanitize
+        self.gives_context = CONTEXT_NAME in arguments
+        parameters = operation.parameters
+        self.path = {p["name"]: p for p in parameters if p["in"] == "path"}
+        # Connexion's URI parser passes a string path parameter on as the router read it.
+        self.plain_path = all(plain_string(p) for p in self.path.values())
+        self.query = {p["name"]: p for p in parameters if p["in"] == "query"}
+        self.query_schemas = {name: p.get("schema", {}) for name, p in self.query.items()}
+        self.query_defaults = {
+            name: default
+            for name, p in self.query.items()
+            if (default := p.get("default", p.get("schema", {}).get("default"))) is not None
+        }
+
+    def takes(self, key: str) -> bool:
+        return self.has_kwargs or key in self.names
+
+    def body_key(self, content_type: str) -> str | None:
+        """The body's argument name, if the handler takes it."""
+        key = self.sanitize(self.operation.body_name(content_type))
+        return key if self.takes(key) else None
+
+    def query_values(self, request: ConnexionRequest) -> dict[str, Any]:
+        """The query as the URI parser resolves it, from the first values request validation
+        read (GoURIParser: the first of repeated keys, read as Go reads it)."""
+        raw = request.context.get(QUERY_READ)
+        if raw is None:
+            return request.query_params
+        return validation.read_query({n: [t] for n, t in raw.items()}, self.query_schemas)
+
+    def arguments(self, request: ConnexionRequest, body: Any) -> dict[str, Any]:
+        sanitize = self.sanitize
+        kwargs: dict[str, Any] = {}
+        path = request.scope.get("path_params", {}) if self.plain_path else request.path_params
+        for name, value in path.items():
+            definition = self.path.get(name)
+            kwargs[sanitize(name)] = value if definition is None else typed(value, definition)
+        query = {**self.query_defaults, **self.query_values(request)}
+        for name, value in query.items():
+            key = sanitize(name)
+            if self.takes(key) and name in self.query:
+                kwargs[key] = typed(value, self.query[name])
+        if self.operation.is_request_body_defined:
+            content_type = request.mimetype
+            key = self.body_key(content_type)
+            if key is not None:
+                schema = self.operation.body_schema(content_type)
+                if is_nullable(schema) and is_null(body):
+                    kwargs[key] = None
+                else:
+                    kwargs[key] = copy.deepcopy(schema.get("default", {})) if body is None else body
+        context = request.context
+        for key, value in context.items():
+            if self.takes(key):
+                kwargs[key] = value
+        if self.gives_context:
+            kwargs[CONTEXT_NAME] = context
+        return kwargs
+
+
+def plain_string(definition: dict[str, Any]) -> bool:
+    """A parameter the URI parser leaves as it was read: a string that cannot be null."""
+    schema = definition.get("schema", definition)
+    return schema.get("type") == "string" and not is_nullable(schema)
+
+
+def typed(value: Any, definition: dict[str, Any]) -> Any:
+    """A parameter's value cast to its spec type, as Connexion casts it."""
+    schema = definition.get("schema", definition)
+    if is_nullable(schema) and is_null(value):
+        return None
+    if schema["type"] == "array":
+        items = schema["items"]
+        return [make_type(part, items["type"], items.get("format")) for part in value]
+    return make_type(value, schema["type"], schema.get("format"))
 
 
 # The spec's names and a client's query keys: a bounded memo, as clients choose the keys.
@@ -411,11 +497,12 @@ class NICoParameterValidator(ParameterValidator):
     MEMO_LIMIT = 4096
 
     def validate(self, scope: Scope) -> None:
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
-        context = request.context
+        context = request_context(scope)
         raw: dict[str, str] = {}
         for name, text in QueryParams(scope.get("query_string", b"")).multi_items():
             raw.setdefault(name, text)  # Echo binds the first of repeated keys
+        # What the handler's query arguments are read from (ArgumentBinding).
+        context[QUERY_READ] = raw
         validation.check_query(
             self.parameters.get("query", []),
             raw,
@@ -424,11 +511,19 @@ class NICoParameterValidator(ParameterValidator):
             body_bound=not context.get(UNBOUND_BODY),
         )
         # Path and header parameters are read by the router as they are: checked at once.
+        path = scope.get("path_params", {})
         for param in self.parameters.get("path", []):
-            if message := self.validate_path_parameter(param, request):
+            if not plain_string(param):
+                message = self.validate_path_parameter(
+                    param, ConnexionRequest(scope, uri_parser=self.uri_parser)
+                )
+            else:
+                message = self.validate_parameter("path", path.get(param["name"]), param)
+            if message:
                 raise NICoError(400, message)
+        headers = Headers(scope=scope)
         for param in self.parameters.get("header", []):
-            if message := self.validate_header_parameter(param, request):
+            if message := self.validate_parameter("header", headers.get(param["name"]), param):
                 raise NICoError(400, message)
 
     @classmethod
