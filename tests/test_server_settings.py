@@ -14,6 +14,7 @@ from packaging.version import Version
 
 from nico_api.config import Settings
 from nico_api.web import edge
+from nico_api.web.protocol import BoundedHeadProtocol
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
@@ -45,5 +46,5 @@ def test_uvicorn_takes_the_edge_settings() -> None:
     config = uvicorn.Config("nico_api.web.app:serving_app", **edge.server_options(settings))
     assert config.h11_max_incomplete_event_size == 8192
     assert config.timeout_keep_alive == 3
-    assert config.http == "h11"
+    assert config.http is BoundedHeadProtocol
     assert config.loop == "asyncio"

@@ -1,8 +1,9 @@
 """The HTTP edge: bounds on what a client can make the server read or wait for, each refusal
 answered in the NICo envelope.
 
-A request's head (request line and headers) is bounded by uvicorn's own settings
-(`server_options`); its body by `BodyGuard`, an ASGI middleware: in size, and in time."""
+A request's head (request line and headers) is bounded by uvicorn's settings (`server_options`,
+read by the protocol it serves with, web/protocol.py); its body by `BodyGuard`, an ASGI
+middleware: in size, and in time."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nico_api.config import Settings
+from nico_api.web.protocol import BoundedHeadProtocol
 from nico_api.wire.errors import envelope_body
 
 BODY_TOO_LARGE = "Request Entity Too Large"
 BODY_TOO_SLOW = "Request Timeout"
-# uvicorn's pure-Python HTTP/1.1 implementation: the one whose head size it bounds.
-HTTP_IMPLEMENTATION = "h11"
+# uvicorn's httptools protocol, its head bounded as uvicorn bounds h11's.
+HTTP_IMPLEMENTATION = BoundedHeadProtocol
 # asyncio's own loop: out of file descriptors, it leaves new connections waiting in the listen
 # backlog until some are free; uvloop (libuv) accepts and drops them.
 EVENT_LOOP = "asyncio"
