@@ -98,7 +98,7 @@ test-deep: $(DEV_STAMP)
 # The tests that start no process, server or database instance and wait on no clock: a quick
 # check while editing.
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -n $(FAST_WORKERS) -m "not slow and not deep"
+	$(BIN)/pytest -n $(FAST_WORKERS) --dist worksteal -m "not slow and not deep"
 
 # The side-by-side benchmark, then the simulated Flow's (1,000 and 10,000 tasks at once),
 # creates on unused racks beside a GET of what they made, what `nico-api proxy` adds to a task

@@ -12,7 +12,6 @@ from starlette.testclient import TestClient
 
 from nico_api.storage.db import Storage
 from nico_api.storage.models import Task
-from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -29,6 +28,7 @@ from tests.demo import (
     UNKNOWN_TASK,
     WAITING_TASK,
 )
+from tests.fixtures import Bearer
 
 
 def cancel(

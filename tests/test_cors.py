@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nico_api.config import Settings
-from tests.conftest import demo_served
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK
+from tests.fixtures import demo_served
 from tests.processes import CHROMIUM, free_port, headless_dom, run
 
 if TYPE_CHECKING:  # imported here, pytest would collect the class as a test
-    from tests.conftest import TestDatabase
+    from tests.fixtures import TestDatabase
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
 pytestmark = pytest.mark.slow

@@ -20,7 +20,6 @@ from nico_api.storage.db import Storage
 from nico_api.storage.models import Task, TaskComponent
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
-from tests.conftest import Bearer, in_flight_together, orders_received
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -38,6 +37,7 @@ from tests.demo import (
     TRAY_MAC,
     TRAY_RECORD,
 )
+from tests.fixtures import Bearer, in_flight_together, orders_received
 from tests.test_list_tasks import assert_error
 
 RACK_OPS = {

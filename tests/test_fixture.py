@@ -13,6 +13,7 @@ from sqlalchemy import Engine, event, func, select
 from nico_api.storage import fixture, models
 from nico_api.storage.db import Storage
 from tests.demo import ACME_SITE, GLOBEX, PENDING_TASK
+from tests.fixtures import demo_data
 
 NEW_TASK = "9d0c4a8e-2f1b-4c3d-8e5f-6a7b8c9d0e1f"
 
@@ -31,17 +32,17 @@ def _task(storage: Storage, task_id: str) -> models.Task | None:
 
 
 def test_demo_loads_and_reloading_changes_nothing(storage: Storage, engine: Engine) -> None:
-    first = fixture.load(storage, fixture.demo())
+    first = fixture.load(storage, demo_data())
     counts = _counts(storage)
     assert counts == (first.providers, first.sites, first.tasks) == (2, 4, 9)
     created = _task(storage, PENDING_TASK).created_at
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     assert _counts(storage) == counts
     assert _task(storage, PENDING_TASK).created_at == created
 
 
 def test_reload_replaces_a_record_by_id(storage: Storage, engine: Engine) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     changed = fixture.parse(
         f"tasks:\n  - id: {PENDING_TASK}\n    site_id: {ACME_SITE}\n"
         "    status: running\n    message: picked up\n"
@@ -53,7 +54,7 @@ def test_reload_replaces_a_record_by_id(storage: Storage, engine: Engine) -> Non
 
 
 def test_json_file_with_raw_report(storage: Storage, engine: Engine, tmp_path: Path) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     path = tmp_path / "tasks.json"
     path.write_text(
         json.dumps(
@@ -127,7 +128,7 @@ def test_json_file_with_raw_report(storage: Storage, engine: Engine, tmp_path: P
 def test_a_file_with_an_error_is_rejected_whole(
     storage: Storage, engine: Engine, text: str, expected: str
 ) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     before = _counts(storage)
     with pytest.raises(fixture.FixtureError) as error:
         fixture.load(storage, fixture.parse(text))
@@ -199,7 +200,7 @@ def test_a_load_runs_without_the_request_statement_limit(storage: Storage, engin
 
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        fixture.load(storage, fixture.demo())
+        fixture.load(storage, demo_data())
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     assert sent[0] == "SET LOCAL statement_timeout = 0"
@@ -216,7 +217,7 @@ def test_a_yaml_merge_key_is_not_a_key_given_twice() -> None:
 
 
 def test_the_demo_inventory_and_rules_load(storage: Storage, engine: Engine) -> None:
-    summary = fixture.load(storage, fixture.demo())
+    summary = fixture.load(storage, demo_data())
     assert (summary.racks, summary.trays, summary.rules) == (9, 72, 2)
     assert str(summary) == "2 providers, 4 sites, 9 tasks, 9 racks, 72 trays, 2 rules"
     with storage.session() as session:
@@ -278,7 +279,7 @@ def test_inventory_and_rules_are_checked(
 
 
 def test_a_mac_address_is_stored_as_requests_are_matched(storage: Storage, engine: Engine) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     text = (
         f"{RACK_HEAD}trays:\n- {{id: {NEW_TASK}, rack_id: {RACK_ID}, external_id: t, "
         "type: PowerShelf, slot: 0, bmc_mac: '0A-1B-2C-3D-4E-5F'}\n"
@@ -301,7 +302,7 @@ def _laughs(levels: int) -> str:
 def test_a_nest_of_aliases_is_refused_at_once_and_nothing_is_stored(
     storage: Storage, engine: Engine, levels: int
 ) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     before = _counts(storage)
     bomb = _laughs(levels)
     assert len(bomb) < 1000

@@ -20,7 +20,6 @@ from nico_api.flow.executor import Executor
 from nico_api.storage import fixture
 from nico_api.storage.db import Storage
 from nico_api.storage.models import Rack, Task, Tray, utcnow
-from tests.conftest import Bearer
 from tests.demo import (
     ACME_SITE,
     FAILING_RACK,
@@ -30,6 +29,7 @@ from tests.demo import (
     OTHER_FREE_RACK,
     RACK,
 )
+from tests.fixtures import Bearer
 from tests.test_create_tasks import call, power, stored, task
 
 SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")

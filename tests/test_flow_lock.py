@@ -20,8 +20,8 @@ from nico_api.flow.executor import (
     only_flow_process,
 )
 from nico_api.storage.db import Storage
-from tests.conftest import Bearer
 from tests.demo import FREE_RACK
+from tests.fixtures import Bearer
 from tests.test_create_tasks import power, stored
 
 

@@ -23,8 +23,8 @@ from nico_api.storage.db import Storage
 from nico_api.vocabulary import Code
 from nico_api.wire import submissions
 from nico_api.wire.errors import flow_status
-from tests.conftest import Bearer
 from tests.demo import FREE_RACK
+from tests.fixtures import Bearer
 from tests.test_create_tasks import power
 
 PACKAGE = Path(nico_api.__file__).parent

@@ -30,8 +30,8 @@ from nico_api.web.framework import NICoApp
 from nico_api.web.validation import PARSE_FAILED
 from nico_api.wire import schemas
 from nico_api.wire.errors import NICoError
-from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, GLOBEX, RUNNING_TASK, task_path
+from tests.fixtures import Bearer
 
 LIST_PATH = f"/v2/org/{ACME}/nico/task"
 

@@ -15,8 +15,8 @@ from uuid import UUID
 import pytest
 
 from nico_api.config import SPEC_PATH
-from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, PENDING_TASK, RULE, RUNNING_TASK
+from tests.fixtures import Bearer
 from tests.processes import BIN
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.

@@ -24,7 +24,6 @@ from nico_api.storage.db import Storage
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
 from nico_api.wire import schemas
-from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -44,6 +43,7 @@ from tests.demo import (
     WAITING_TASK,
     task_path,
 )
+from tests.fixtures import Bearer
 
 
 def assert_error(response, status: int, message: str) -> None:

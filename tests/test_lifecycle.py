@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from nico_api.storage.models import Task
-from tests.conftest import in_flight_together, orders_logged
 from tests.demo import (
     ACME,
     ACME_SITE,
@@ -32,6 +31,7 @@ from tests.demo import (
     OTHER_FREE_RACK,
     RACK,
 )
+from tests.fixtures import in_flight_together, orders_logged
 from tests.processes import NICO_API, free_port, run, serving
 
 # Whole lifecycles over real processes: `make test-deep` runs them.

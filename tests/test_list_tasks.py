@@ -12,7 +12,6 @@ from starlette.testclient import TestClient
 
 from nico_api.storage import fixture, queries
 from nico_api.storage.db import Storage
-from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_LAB_SITE,
@@ -27,6 +26,7 @@ from tests.demo import (
     TRAY_MAC,
     WAITING_TASK,
 )
+from tests.fixtures import Bearer
 
 SITE_TASKS = 7  # the demo's tasks at sjc-dc1
 LISTS = pytest.mark.parametrize(

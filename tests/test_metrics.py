@@ -29,8 +29,8 @@ from nico_api.vocabulary import ACTIVE_STATUSES
 from nico_api.web.app import create_app
 from nico_api.web.framework import NICoApp
 from nico_api.web.runtime import Runtime
-from tests.conftest import Bearer
 from tests.demo import ACME, ACME_SITE, FREE_RACK, RUNNING_TASK, task_path
+from tests.fixtures import Bearer
 from tests.processes import NICO_API, POLL_SECONDS, free_port, run, serving, started_pids
 from tests.test_create_tasks import power
 

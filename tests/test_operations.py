@@ -21,8 +21,8 @@ from nico_api import logs
 from nico_api.config import SPEC_PATH, Settings, spec_document
 from nico_api.storage import db
 from nico_api.storage.models import Base
-from tests.conftest import reset
 from tests.demo import ACME_SITE, RUNNING_TASK, task_path
+from tests.fixtures import reset
 
 # Every module but `nico_api.__main__`, which runs the command line when imported, and the
 # migrations, which Alembic loads.

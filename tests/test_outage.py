@@ -22,6 +22,7 @@ from nico_api.config import Settings
 from nico_api.storage import fixture
 from nico_api.web.app import create_app
 from tests.demo import ACME, ACME_SITE, RUNNING_TASK, task_path
+from tests.fixtures import demo_data
 from tests.pgserver import PrivatePostgres, find_bin_dir
 
 # Real processes, servers or browsers: run by `make test`, left out by `make test-fast`.
@@ -73,7 +74,7 @@ def service(
     settings = outage_settings(tmp_path, postgres.url)
     app = create_app(settings)
     app.runtime.storage.upgrade()
-    fixture.load(app.runtime.storage, fixture.demo())
+    fixture.load(app.runtime.storage, demo_data())
     token = DevIssuer(settings).issue(ACME, ["PROVIDER_ADMIN"])
     with app.test_client() as client:
 

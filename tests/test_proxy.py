@@ -28,7 +28,6 @@ from nico_api.config import SPEC_PATH
 from nico_api.proxy.app import ContractProxy
 from nico_api.proxy.contract import Contract
 from nico_api.proxy.tally import Tally
-from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_SITE,
@@ -38,6 +37,7 @@ from tests.demo import (
     TRAY,
     task_path,
 )
+from tests.fixtures import Bearer
 from tests.processes import BIN, NICO_API, free_port, serving
 from tests.test_generated_client import nico_client  # noqa: F401 (a fixture)
 

@@ -39,7 +39,6 @@ from nico_api.storage.models import (
 )
 from nico_api.storage.queries import CANCEL_TASK
 from nico_api.vocabulary import ACTIVE_STATUSES
-from tests.conftest import Bearer
 from tests.demo import (
     ACME,
     ACME_SITE,
@@ -53,6 +52,7 @@ from tests.demo import (
     TRAY_RECORD,
     WAITING_TASK,
 )
+from tests.fixtures import Bearer, demo_data
 from tests.processes import run
 from tests.test_list_tasks import listing, pagination
 
@@ -102,7 +102,7 @@ def tasks_file(*tasks: dict) -> fixture.FixtureFile:
 
 
 def test_counts_follow_every_write(storage: Storage, engine: Engine) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     assert kept(engine) == counted(engine)
     assert {scope for _, scope, _, _ in kept(engine)} == {"site", "rack", "component"}
 
@@ -154,7 +154,7 @@ def test_the_migration_counts_the_tasks_already_stored(storage: Storage, engine:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
-    demo = fixture.demo()
+    demo = demo_data()
     # The demo's records as the 0002 schema stores them: only the columns its tables have.
     existing = {name: {c["name"] for c in inspect(engine).get_columns(name)} for name in OLD}
     with engine.begin() as connection:
@@ -205,7 +205,7 @@ def test_totals_follow_a_cancel(client: TestClient, bearer: Bearer) -> None:
 
 def test_concurrent_writers_keep_exact_counts(storage: Storage, engine: Engine) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     trays = [uuid.uuid4() for _ in range(3)]
 
     def write(worker: int) -> None:
@@ -276,7 +276,7 @@ def test_trays_changing_while_their_task_is_cancelled(
     storage: Storage, engine: Engine, first: str, change: str
 ) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     task, tray = uuid.UUID(RUNNING_TASK), uuid.UUID(TRAY_RECORD)
     if change == "add":
         tray = uuid.uuid4()
@@ -319,7 +319,7 @@ def _wait_briefly_for_a_lock_wait(engine: Engine) -> None:
 def test_truncating_empties_the_counts(storage: Storage, engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has no TRUNCATE")
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     with storage.transaction() as session:
         session.execute(text("TRUNCATE task_component"))
     assert kept(engine) == counted(engine) != Counter()
@@ -333,7 +333,7 @@ def test_truncating_empties_the_counts(storage: Storage, engine: Engine) -> None
 def test_db_recount_repairs_the_counts(
     storage: Storage, engine: Engine, env: dict[str, str]
 ) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     expected = counted(engine)
     with storage.transaction() as session:
         session.execute(update(TaskCount).values(tasks=TaskCount.tasks + 5))
@@ -354,7 +354,7 @@ def test_db_recount_waits_for_a_running_writer(
     storage: Storage, engine: Engine, env: dict[str, str]
 ) -> None:
     concurrency_on_postgresql(engine)
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     short = {**env, "NICO_DB_STATEMENT_TIMEOUT": "1"}
     with engine.connect() as writer, ThreadPoolExecutor(max_workers=1) as pool:
         transaction = writer.begin()
@@ -372,7 +372,7 @@ def test_db_recount_waits_for_a_running_writer(
 
 
 def test_a_reload_leaves_unchanged_trays_alone(storage: Storage, engine: Engine) -> None:
-    fixture.load(storage, fixture.demo())
+    fixture.load(storage, demo_data())
     written: list[str] = []
 
     def record(*args: Any) -> None:
@@ -381,7 +381,7 @@ def test_a_reload_leaves_unchanged_trays_alone(storage: Storage, engine: Engine)
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        fixture.load(storage, fixture.demo())
+        fixture.load(storage, demo_data())
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert written == []

@@ -16,8 +16,8 @@ from nico_api.flow import manager
 from nico_api.storage.db import Storage
 from nico_api.storage.models import Task, utcnow
 from nico_api.web.framework import NICoApp
-from tests.conftest import in_flight_together, orders_logged
 from tests.demo import ACME, ACME_SITE, FREE_RACK
+from tests.fixtures import in_flight_together, orders_logged
 from tests.processes import NICO_API, free_port, log_lines, run, serving
 
 WORKFLOW = f"rack-power-state-update-on-{FREE_RACK}"
