@@ -74,12 +74,18 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def refuse(self) -> None:
         """uvicorn's answer to a request its parser refuses, the connection closed."""
+        if self.transport.is_closing():
+            return
         self.logger.warning(INVALID_REQUEST)
         self.send_400_response(INVALID_REQUEST)
 
     def refuse_when_answered(self) -> None:
         """The refusal, once the requests read before it are answered (`on_response_complete`)."""
         self.refusing = True
+        self.refuse_if_answered()
+
+    def refuse_if_answered(self) -> None:
+        # uvicorn's `cycle` is the last request read; `pipeline`, those read but not yet begun.
         if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
             self.refuse()
 
@@ -115,5 +121,5 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.refusing and not self.pipeline:
-            self.refuse()
+        if self.refusing:
+            self.refuse_if_answered()
