@@ -29,8 +29,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     - A request httptools reads no further (a method it does not know, where any token is a
       method in HTTP and production's router answers 405; or an upgrade) is handed, with its
       connection, to uvicorn's h11 protocol, as uvicorn hands an upgrade to its WebSocket
-      protocol. Where it began after another request in the same read (pipelined), the offset
-      it starts at is unknown: the requests before it are answered, then it is uvicorn's 400."""
+      protocol. Sent before the requests ahead of it were answered (pipelined), it is refused
+      once they are, with uvicorn's 400: h11 would answer it ahead of them, and where it begins
+      in a read that holds another request is unknown."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -61,8 +62,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserInvalidMethodError, httptools.HttpParserUpgrade):
-            if self.head_reads is not None:
-                self.read_with_h11(b"".join(self.head_reads))
+            if self.head_reads is not None and self.answered():
+                # Blank lines before a request line are skipped, as httptools skipped them.
+                self.read_with_h11(b"".join(self.head_reads).lstrip(b"\r\n"))
             else:
                 self.refuse_when_answered()
             return
@@ -85,9 +87,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.refuse_if_answered()
 
     def refuse_if_answered(self) -> None:
-        # uvicorn's `cycle` is the last request read; `pipeline`, those read but not yet begun.
-        if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
+        if self.answered():
             self.refuse()
+
+    def answered(self) -> bool:
+        """Whether every request read so far is answered: uvicorn's `cycle` is the last one
+        read, its `pipeline` those read but not yet begun."""
+        return not self.pipeline and (self.cycle is None or self.cycle.response_complete)
 
     def read_with_h11(self, data: bytes) -> None:
         """This connection served from here on by uvicorn's h11 protocol, from `data`, which
