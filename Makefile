@@ -95,8 +95,8 @@ test: $(DEV_STAMP)
 test-deep: $(DEV_STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m deep
 
-# The tests that start no process, server or database instance and wait on no clock: a quick
-# check while editing.
+# The tests that start no process, server or database instance, wait on no clock and take
+# well under a second of CPU each: a quick check while editing.
 test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -n $(FAST_WORKERS) --dist worksteal -m "not slow and not deep"
 

@@ -650,6 +650,7 @@ def private_framework_names(path: Path) -> list[str]:
     return sorted(set(found), key=lambda line: int(line.partition(":")[0]))
 
 
+@pytest.mark.slow  # parses every module of the three frameworks: about 1 s
 def test_no_private_name_of_the_frameworks_is_used() -> None:
     # Connexion, Starlette and uvicorn are customised through what they document: an upgrade
     # that keeps their documented interfaces keeps the service's answers.
