@@ -228,6 +228,7 @@ def _verify_all(authn: auth.Authenticator, tokens: list[str]) -> list[int]:
     return asyncio.run(every())
 
 
+@pytest.mark.slow  # waits on the clock: a fetch's 0.5 s deadline
 def test_a_hanging_provider_costs_every_waiter_one_deadline(
     idp: KeySetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -662,6 +662,7 @@ def test_no_private_name_of_the_frameworks_is_used() -> None:
     assert used == {}
 
 
+@pytest.mark.slow  # parses every module of the three frameworks: about 1 s
 def test_the_private_name_check_finds_them(tmp_path: Path) -> None:
     source = tmp_path / "reach.py"
     source.write_text(

@@ -85,6 +85,7 @@ def test_metrics_need_no_token_and_count_requests_by_operation_and_status(
     assert value(after, "nico_db_connections_in_use") == 0
 
 
+@pytest.mark.slow  # waits on the clock: the pool's 0.2 s timeout
 def test_database_waits_and_timeouts_are_counted(settings: Settings) -> None:
     metrics = ServiceMetrics()
     one = settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout": 0.2})

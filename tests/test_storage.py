@@ -84,6 +84,7 @@ def test_a_read_on_the_event_loop_does_not_wait_for_a_lock(tmp_path: Path) -> No
         assert asyncio.run(read()) == 1
 
 
+@pytest.mark.slow  # waits on the clock: SQLite's lock wait
 def test_a_locked_read_waits_in_a_worker_thread_while_the_loop_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     _file_with_a_row(path, 7)
@@ -210,6 +211,7 @@ def _work(kind: str) -> asyncio.Future[Any]:
     return asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.3)
 
 
+@pytest.mark.slow  # waits on the clock: a 0.2 s deadline
 @pytest.mark.parametrize("kind", ["task", "thread"])
 @pytest.mark.parametrize("ended_by", ["the deadline", "the request's cancellation"])
 def test_work_a_request_leaves_behind_is_cancelled(
