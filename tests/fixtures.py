@@ -376,12 +376,22 @@ def issuer(session_app: NICoApp) -> DevIssuer:
     return dev_issuer
 
 
+@pytest.fixture(scope="session")
+def signed() -> dict[tuple[str, ...], str]:
+    """The tokens `bearer` has signed this session."""
+    return {}
+
+
 @pytest.fixture
-def bearer(issuer: DevIssuer) -> Bearer:
-    """Authorization headers for a caller of `org` with `roles`."""
+def bearer(issuer: DevIssuer, signed: dict[tuple[str, ...], str]) -> Bearer:
+    """Authorization headers for a caller of `org` with `roles`: one token per key, org and roles
+    for the session (each signature costs about 1 ms; a token is valid for an hour)."""
 
     def make(org: str = "acme-inc", *roles: str) -> dict[str, str]:
-        token = issuer.issue(org, roles or ("PROVIDER_ADMIN",))
+        key = (issuer.key_id, org, *roles)
+        token = signed.get(key)
+        if token is None:
+            token = signed[key] = issuer.issue(org, roles or ("PROVIDER_ADMIN",))
         return {"Authorization": f"Bearer {token}"}
 
     return make
