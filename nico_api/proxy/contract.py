@@ -208,7 +208,7 @@ class Contract:
             except ValueError:
                 yield client("parameter-invalid", f"{name}={_cut(value)!r}: not a {schema['type']}")
                 continue
-            error = next(self._schema(schema, answer=False).iter_errors(read), None)
+            error = next(self.schema_check(schema, answer=False).iter_errors(read), None)
             if error is not None:
                 yield client("parameter-invalid", f"{name}={_cut(value)!r}: {_keyword(error)}")
         for name in sorted(set(checked.query) - declared_query):
@@ -240,7 +240,7 @@ class Contract:
         schema = content[media].get("schema", {})
         # The body as the server binds it: nulls as absent values, keys in any case.
         value = _keys_as_declared(bound_body(value), schema)
-        for error in _first_errors(self._schema(schema, answer=False), value):
+        for error in _first_errors(self.schema_check(schema, answer=False), value):
             yield client("body-schema", _described(error))
 
     # The server's side.
@@ -288,7 +288,7 @@ class Contract:
             except ValueError:
                 server("header-invalid", f"{name}: {_cut(text)!r}")
                 continue
-            error = next(self._schema(schema, answer=True).iter_errors(read), None)
+            error = next(self.schema_check(schema, answer=True).iter_errors(read), None)
             if error is not None:
                 server("header-invalid", f"{name}: {_cut(text)!r}: {_keyword(error)}")
         content = declared.get("content")
@@ -297,7 +297,7 @@ class Contract:
                 server("media-type", f"{status} {media or 'no Content-Type'}")
             elif readable and answered.status < 400:
                 schema = content[media].get("schema", {})
-                validator = self._schema(schema, answer=True)
+                validator = self.schema_check(schema, answer=True)
                 for error in _first_errors(validator, value):
                     server("body-schema", _described(error))
         if readable and answered.status < 300:
@@ -336,7 +336,7 @@ class Contract:
             for rule, seen in _paging_problems(page, len(value), checked.query):
                 server(rule, seen)
 
-    def _schema(self, schema: dict[str, Any], answer: bool) -> SchemaCheck:
+    def schema_check(self, schema: dict[str, Any], answer: bool) -> SchemaCheck:
         """One check per schema of the resolved spec and side (each lives as long as the spec)."""
         cached = self._checks.get((id(schema), answer))
         if cached is None or cached[0] is not schema:

@@ -94,24 +94,24 @@ class _Body:
     """One request's body as the app receives it, counted and bounded by a deadline."""
 
     def __init__(self, receive: Receive, max_bytes: int, deadline: float) -> None:
-        self._receive = receive
-        self._max_bytes = max_bytes
-        self._deadline = deadline
-        self._received = 0
+        self.source = receive
+        self.max_bytes = max_bytes
+        self.deadline = deadline
+        self.received = 0
         self.complete = False
 
     async def receive(self) -> Message:
         if self.complete:
             # The body is read: what follows is the wait for a disconnect, with no deadline.
-            return await self._receive()
+            return await self.source()
         try:
-            async with asyncio.timeout_at(self._deadline):
-                message = await self._receive()
+            async with asyncio.timeout_at(self.deadline):
+                message = await self.source()
         except TimeoutError:
             raise HTTPException(408, BODY_TOO_SLOW) from None
         if message["type"] == "http.request":
-            self._received += len(message.get("body", b""))
-            if self._received > self._max_bytes:
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_bytes:
                 raise HTTPException(413, BODY_TOO_LARGE)
             self.complete = not message.get("more_body", False)
         return message
