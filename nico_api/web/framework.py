@@ -521,10 +521,11 @@ class NICoParameterValidator(ParameterValidator):
                 message = self.validate_parameter("path", path.get(param["name"]), param)
             if message:
                 raise NICoError(400, message)
-        headers = Headers(scope=scope)
-        for param in self.parameters.get("header", []):
-            if message := self.validate_parameter("header", headers.get(param["name"]), param):
-                raise NICoError(400, message)
+        if header_params := self.parameters.get("header", []):
+            headers = Headers(scope=scope)
+            for param in header_params:
+                if message := self.validate_parameter("header", headers.get(param["name"]), param):
+                    raise NICoError(400, message)
 
     @classmethod
     def validate_parameter(  # type: ignore[override]

@@ -84,9 +84,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def refuse_when_answered(self) -> None:
         """The refusal, once the requests read before it are answered (`on_response_complete`)."""
         self.refusing = True
-        self.refuse_if_answered()
-
-    def refuse_if_answered(self) -> None:
         if self.answered():
             self.refuse()
 
@@ -127,5 +124,5 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.refusing:
-            self.refuse_if_answered()
+        if self.refusing and self.answered():
+            self.refuse()
